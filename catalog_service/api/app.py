@@ -1,0 +1,93 @@
+"""The tilekeeper STAC API: stac-fastapi-pgstac plus aggregation, atomic bulk writes,
+database-error mapping and a start-up that tolerates a database still coming up.
+
+``uvicorn --factory catalog_service.api.app:create_app`` serves it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fastapi import FastAPI
+from stac_fastapi.api.models import JSONResponse
+from stac_fastapi.extensions import BulkTransactionExtension, TransactionExtension
+from stac_fastapi.pgstac.app import instantiate_api
+from stac_fastapi.pgstac.config import Settings as StacSettings
+from stac_fastapi.pgstac.models.extensions import Extensions
+from stac_fastapi.pgstac.transactions import TransactionsClient
+from stac_fastapi.types.extension import ApiExtension
+from starlette.middleware import Middleware
+
+from catalog_service import __version__
+from catalog_service.api.aggregation import AggregationExtension
+from catalog_service.api.clients import AtomicBulkTransactionsClient, TilekeeperCoreClient
+from catalog_service.api.db import database_lifespan
+from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
+from catalog_service.database import DatabaseLogins, resolve_logins
+from catalog_service.settings import ApiSettings, DatabaseSettings
+
+
+# stac-fastapi logs every handled 4xx at ERROR with a traceback; those are the client's
+# mistakes and already answered with a message, so only real failures are logged.
+logging.getLogger("stac_fastapi.api.errors").setLevel(logging.CRITICAL)
+
+
+@dataclass
+class TilekeeperExtensions(Extensions):  # type: ignore[misc]
+    """stac-fastapi-pgstac's extension set, with our all-or-nothing bulk client."""
+
+    @property
+    def transaction(self) -> list[ApiExtension]:
+        return [
+            TransactionExtension(
+                client=TransactionsClient(), settings=self.settings, response_class=JSONResponse
+            ),
+            BulkTransactionExtension(client=AtomicBulkTransactionsClient()),
+        ]
+
+
+def stac_settings(settings: ApiSettings) -> StacSettings:
+    return StacSettings(
+        stac_fastapi_title=settings.title,
+        stac_fastapi_description=settings.description,
+        stac_fastapi_landing_id="tilekeeper",
+        stac_fastapi_version=__version__,
+        root_path=settings.root_path,
+        enable_transactions_extensions=True,
+        enabled_extensions=None,
+        cors_origins=list(settings.cors_origins),
+        cors_methods=list(settings.cors_methods),
+        cors_headers=list(settings.cors_headers),
+    )
+
+
+def create_app(
+    settings: ApiSettings | None = None,
+    db_settings: DatabaseSettings | None = None,
+    logins: DatabaseLogins | None = None,
+) -> FastAPI:
+    """Build the ASGI app. Nothing connects until start-up; the pools then come up in
+    the background, so the app starts even while the database does not answer yet."""
+    settings = settings or ApiSettings()
+    logins = logins or resolve_logins(db_settings or DatabaseSettings())
+    stac = stac_settings(settings)
+    extensions = TilekeeperExtensions(
+        settings=stac, extra_map={"aggregation": AggregationExtension()}
+    )
+    api = instantiate_api(
+        client=TilekeeperCoreClient,
+        extensions=extensions,
+        lifespan=database_lifespan(logins, settings),
+        settings=stac,
+    )
+    app: FastAPI = api.app
+    add_exception_handlers(app)
+    # Innermost of the user middlewares: its 503/400 answers still pass through CORS.
+    app.user_middleware.append(
+        Middleware(
+            DatabaseErrorMiddleware,  # type: ignore[arg-type]
+            attempts=settings.retry_attempts,
+            retry_after_s=settings.retry_after_s,
+        )
+    )
+    return app

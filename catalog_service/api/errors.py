@@ -1,0 +1,187 @@
+"""Turning database failures into HTTP answers, in one place.
+
+- Transient conflicts (deadlock, serialization, pgstac's partition-constraint race ...)
+  roll back on the server, so the whole request is replayed with jittered backoff;
+  if they persist the answer is 503 with Retry-After.
+- The database being unreachable answers 503 (reads are replayed a few times first).
+- Input the database rejects (pgstac RAISE, bad literals, unknown functions) answers 400.
+- Anything else stays a 500: a bug to fix, not to hide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import asyncpg
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "23514", "42P01", "55P03", "55006"})
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "57014"})
+BAD_INPUT_SQLSTATES = frozenset({"P0001", "42883", "42703", "22P02", "22023", "22007", "22008"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class DatabaseUnavailable(Exception):
+    """The service has no database connection (yet)."""
+
+
+class BulkWriteRejected(Exception):
+    """A bulk write in which some items are invalid; nothing was stored."""
+
+    def __init__(self, received: int, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} of {received} items are invalid; nothing was stored")
+        self.received = received
+        self.errors = errors
+
+
+class Failure(enum.Enum):
+    TRANSIENT = "transient"
+    UNAVAILABLE = "unavailable"
+    BAD_INPUT = "bad_input"
+
+
+def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
+    """What kind of database failure ``exc`` (or an exception it wraps) is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        sqlstate = getattr(seen, "sqlstate", None)
+        if isinstance(seen, asyncpg.PostgresError) and sqlstate:
+            if sqlstate in TRANSIENT_SQLSTATES:
+                return Failure.TRANSIENT, seen
+            if sqlstate in UNAVAILABLE_SQLSTATES or sqlstate.startswith("08"):
+                return Failure.UNAVAILABLE, seen
+            if sqlstate in BAD_INPUT_SQLSTATES or sqlstate.startswith("22"):
+                return Failure.BAD_INPUT, seen
+        if isinstance(
+            seen,
+            DatabaseUnavailable
+            | OSError
+            | asyncio.TimeoutError
+            | asyncpg.exceptions.ConnectionDoesNotExistError
+            | asyncpg.exceptions.InterfaceError,
+        ):
+            return Failure.UNAVAILABLE, seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _error_body(code: str, description: str, **extra: Any) -> bytes:
+    return json.dumps({"code": code, "description": description, **extra}).encode()
+
+
+class DatabaseErrorMiddleware:
+    """Pure ASGI so the request body can be replayed for a retry."""
+
+    def __init__(self, app: ASGIApp, attempts: int = 6, retry_after_s: int = 2) -> None:
+        self.app = app
+        self.attempts = max(1, attempts)
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        method = scope.get("method", "GET")
+
+        for attempt in range(1, self.attempts + 1):
+            delivered = False
+            started = False
+
+            async def replay() -> Message:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            async def tracked_send(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                await send(message)
+
+            try:
+                await self.app(scope, replay, tracked_send)
+                return
+            except Exception as exc:
+                found = classify(exc)
+                if started or found is None:
+                    raise
+                kind, cause = found
+                retryable = kind is Failure.TRANSIENT or (
+                    kind is Failure.UNAVAILABLE and method in SAFE_METHODS and attempt < 3
+                )
+                if retryable and attempt < self.attempts:
+                    # Full jitter: concurrent losers of a deadlock must not collide again.
+                    await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                    continue
+                await self._answer(send, kind, cause, attempt)
+                return
+
+    async def _answer(self, send: Send, kind: Failure, cause: BaseException, attempts: int) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if kind is Failure.BAD_INPUT:
+            status = 400
+            message = getattr(cause, "message", None) or str(cause)
+            body = _error_body("InvalidQueryParameter", f"The database rejected the request: {message}")
+        else:
+            status = 503
+            headers.append((b"retry-after", str(self.retry_after_s).encode()))
+            if kind is Failure.TRANSIENT:
+                logger.warning("transient database error after %d attempts: %r", attempts, cause)
+                description = (
+                    f"The database stayed busy ({type(cause).__name__}) after {attempts} attempts; "
+                    "nothing was changed. Retry after the Retry-After delay."
+                )
+            else:
+                description = (
+                    "The catalogue database is unavailable; retry after the Retry-After delay."
+                )
+            body = _error_body("ServiceUnavailable", description)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@asynccontextmanager
+async def unavailable_connection(
+    request: Request, readwrite: Literal["r", "w"] = "r"
+) -> AsyncIterator[asyncpg.Connection]:
+    """Stands in for the connection getter until the pools exist."""
+    raise DatabaseUnavailable("the database connection is not established yet")
+    yield  # pragma: no cover
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    async def bulk_rejected(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BulkWriteRejected)
+        return JSONResponse(
+            {
+                "code": "BulkWriteRejected",
+                "description": str(exc),
+                "received": exc.received,
+                "errors": exc.errors,
+            },
+            status_code=400,
+        )
+
+    app.add_exception_handler(BulkWriteRejected, bulk_rejected)

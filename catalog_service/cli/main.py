@@ -1,0 +1,201 @@
+"""The `tilekeeper` command. It parses arguments, calls the domain or the Python API and
+renders the result; errors become one red line that says what to do."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from catalog_service.database import EmbeddedCluster, bring_down, bring_up, resolve_logins
+from catalog_service.errors import TilekeeperError
+from catalog_service.settings import ApiSettings, DatabaseSettings
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    help="tilekeeper: a STAC catalogue and job tracker for openEO production campaigns.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The catalogue database (embedded PostgreSQL + PostGIS + pgstac).",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Show tilekeeper's own errors as a message, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TilekeeperError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@db_app.command("up")
+@friendly_errors
+def db_up() -> None:
+    """Create (first time), start and migrate the database. A second run changes nothing.
+
+    With TILEKEEPER_DB_DSN or PGHOST set, the external database is migrated instead and
+    the embedded cluster is not used.
+    """
+    settings = DatabaseSettings()
+    where = "external database" if settings.external else f"embedded cluster in {settings.data_dir}"
+    with console.status(f"Bringing up the {where}..."):
+        report = bring_up(settings)
+    if not report.changed:
+        console.print(f"Database already up: {report.logins.writer.redacted()} "
+                      f"(pgstac {report.schema.pgstac_version}).")
+        return
+    steps = []
+    if report.created:
+        steps.append("created the cluster")
+    if report.started:
+        steps.append("started it")
+    if report.schema.database_created:
+        steps.append(f"created database {report.logins.admin.dbname}")
+    if report.schema.pgstac_before != report.schema.pgstac_version:
+        steps.append(f"installed pgstac {report.schema.pgstac_version}")
+    console.print(f"[green]Database up[/] at {report.logins.writer.redacted()}: {', '.join(steps)}.")
+
+
+@db_app.command("down")
+@friendly_errors
+def db_down() -> None:
+    """Stop the embedded cluster (its data stays)."""
+    settings = DatabaseSettings()
+    if settings.external:
+        console.print("An external database is configured; tilekeeper does not stop it.")
+        return
+    console.print("Stopped." if bring_down(settings) else "Not running.")
+
+
+@db_app.command("status")
+@friendly_errors
+def db_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show whether the database exists and runs, and where."""
+    settings = DatabaseSettings()
+    info: dict[str, Any]
+    if settings.external:
+        info = {"mode": "external", "url": resolve_logins(settings).writer.redacted()}
+    else:
+        status = EmbeddedCluster(settings).status()
+        info = {
+            "mode": "embedded",
+            "data_dir": str(status.data_dir),
+            "initialized": status.initialized,
+            "running": status.running,
+            "pid": status.pid,
+            "port": status.port,
+        }
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if info.get("initialized") is False:
+        console.print("Run `tilekeeper db up` to create it.")
+
+
+@db_app.command("url")
+@friendly_errors
+def db_url(
+    role: str = typer.Option("writer", help="Which login: writer, reader or admin."),
+) -> None:
+    """Print a connection URL (with password) for psql or other tools."""
+    logins = resolve_logins(DatabaseSettings())
+    choices = {"writer": logins.writer, "reader": logins.reader, "admin": logins.admin}
+    if role not in choices:
+        raise typer.BadParameter(f"role must be one of {', '.join(choices)}")
+    print(choices[role].dsn)
+
+
+@app.command("serve")
+@friendly_errors
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind [TILEKEEPER_API_HOST]."),
+    port: int | None = typer.Option(None, help="Port to bind [TILEKEEPER_API_PORT]."),
+) -> None:
+    """Serve the STAC API (the database may still be coming up; it connects when it can)."""
+    import uvicorn
+
+    from catalog_service.api.app import create_app
+    from catalog_service.api.server import uvicorn_config
+
+    settings = ApiSettings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    application = create_app(settings)
+    console.print(f"Serving the tilekeeper STAC API on http://{settings.host}:{settings.port}/")
+    uvicorn.Server(uvicorn_config(application, settings)).run()
+
+
+@app.command("demo")
+@friendly_errors
+def demo(
+    port: int | None = typer.Option(None, help="API port [TILEKEEPER_API_PORT]."),
+    exit_after_load: bool = typer.Option(
+        False, "--exit", help="Stop once the sample is loaded instead of serving until Ctrl-C."
+    ),
+) -> None:
+    """Bring up the database and the API, load a sample collection, and serve it."""
+    from rich.progress import Progress
+
+    from catalog_service.api.server import ServerThread
+    from catalog_service.client import Catalog
+    from catalog_service.sample import SAMPLE_COLLECTION_ID, sample_collection, sample_items
+
+    db_up()
+    settings = ApiSettings()
+    if port:
+        settings.port = port
+    server = ServerThread(settings).start()
+    try:
+        catalog = Catalog(server.url)
+        catalog.http.wait_ready()
+        catalog.upsert_collection(sample_collection())
+        items = sample_items()
+        with Progress(console=console) as progress:
+            task = progress.add_task("Loading sample items", total=len(items))
+            for written in catalog.upsert_items(SAMPLE_COLLECTION_ID, items, batch_size=10):
+                progress.advance(task, written)
+        counts = catalog.count_by("status", SAMPLE_COLLECTION_ID)
+        table = Table(title=f"{SAMPLE_COLLECTION_ID}: tiles per status (from /aggregate)")
+        table.add_column("status")
+        table.add_column("tiles", justify="right")
+        for status, count in counts.items():
+            table.add_row(status, str(count))
+        console.print(table)
+        console.print(f"STAC API:     {server.url}/")
+        console.print(f"Items:        {server.url}/collections/{SAMPLE_COLLECTION_ID}/items")
+        console.print(f"Aggregation:  {server.url}/collections/{SAMPLE_COLLECTION_ID}/aggregate"
+                      "?aggregations=status_frequency,backend_name_frequency")
+        console.print(f"API docs:     {server.url}/api.html")
+        if exit_after_load:
+            return
+        console.print("Serving until Ctrl-C.")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("Stopping the API (the database keeps running: `tilekeeper db down`).")
+    finally:
+        server.stop()

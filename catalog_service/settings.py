@@ -1,0 +1,112 @@
+"""Settings, one pydantic-settings class per concern, all under the ``TILEKEEPER_`` prefix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[Sequence[str], BeforeValidator(_split_commas), NoDecode]
+
+
+def default_data_dir() -> Path:
+    """Where the embedded cluster lives unless configured.
+
+    As root the server runs as another OS user, which cannot enter /root, so root's
+    default is a system path; everybody else gets an XDG per-user path.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/tilekeeper")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "tilekeeper"
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the catalogue's PostgreSQL is: the embedded cluster, or an external one.
+
+    Setting ``TILEKEEPER_DB_DSN`` (or the standard ``PGHOST``) selects an external
+    PostgreSQL with PostGIS; the embedded cluster is then never touched.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_DB_", extra="ignore")
+
+    dsn: str | None = Field(
+        default=None,
+        description="External PostgreSQL DSN with write rights (and, for `db up`, admin rights).",
+    )
+    read_dsn: str | None = Field(
+        default=None, description="External DSN for the read pool; defaults to `dsn`."
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Embedded cluster directory."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the embedded cluster listens on.")
+    port: int = Field(default=55432, description="Port of the embedded cluster.")
+    name: str = Field(default="tilekeeper", description="Database name.")
+    os_user: str = Field(
+        default="postgres",
+        description="OS user that runs the embedded server when tilekeeper runs as root.",
+    )
+    pg_bin: Path | None = Field(
+        default=None, description="PostgreSQL binaries; found automatically when unset."
+    )
+    shared_buffers: str = Field(default="256MB", description="Embedded server shared_buffers.")
+
+    @property
+    def external(self) -> bool:
+        """True when an external PostgreSQL is configured (DSN or PG* variables)."""
+        return bool(self.dsn) or bool(os.environ.get("PGHOST"))
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP service."""
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_API_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address `tilekeeper serve` binds.")
+    port: int = Field(default=8080, description="Port `tilekeeper serve` binds.")
+    title: str = Field(default="tilekeeper", description="Landing page title.")
+    description: str = Field(
+        default="STAC catalogue and job tracking for openEO production campaigns",
+        description="Landing page description.",
+    )
+    root_path: str = Field(
+        default="", description="Path prefix when served behind a reverse proxy (e.g. /stac)."
+    )
+    cors_origins: CommaList = Field(
+        default=("*",), description="Origins allowed to read (and, with auth, write)."
+    )
+    cors_methods: CommaList = Field(
+        default=("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"),
+        description="Methods allowed cross-origin.",
+    )
+    cors_headers: CommaList = Field(
+        default=("Content-Type", "Authorization", "X-API-Key", "If-Match"),
+        description="Request headers allowed cross-origin.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-* headers are trusted (comma list or *).",
+    )
+    pool_size: int = Field(default=8, description="Connections per pool (read and write).")
+    statement_timeout_ms: int = Field(default=60_000, description="Per-statement timeout.")
+    lock_timeout_ms: int = Field(default=10_000, description="Per-statement lock wait limit.")
+    retry_attempts: int = Field(
+        default=6, description="Tries for a request that hits a transient database error."
+    )
+    retry_after_s: int = Field(default=2, description="Retry-After sent with a 503.")
+    connect_retry_s: float = Field(
+        default=1.0, description="Pause between attempts to reach the database at start-up."
+    )
