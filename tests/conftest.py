@@ -1,0 +1,144 @@
+"""Fixtures: a real PostgreSQL + PostGIS + pgstac cluster started by the same code as
+`tilekeeper db up`, in a temporary directory on a free port, and the real API over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from catalog_service.api.server import ServerThread, free_port
+from catalog_service.database import EmbeddedCluster, UpReport, bring_up
+from catalog_service.settings import ApiSettings, DatabaseSettings
+
+
+@dataclass
+class Database:
+    settings: DatabaseSettings
+    report: UpReport
+    cluster: EmbeddedCluster
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run SQL as the admin login (for checking what the API stored)."""
+        with psycopg.connect(self.report.logins.admin.dsn, autocommit=True) as conn:
+            conn.execute("SET search_path TO pgstac, public")
+            cur = conn.execute(query, params or None)
+            return cur.fetchall() if cur.description else []
+
+
+def make_database(prefix: str) -> Database:
+    # Not pytest's tmp_path: /tmp/pytest-of-root is 0700, and as root the server runs
+    # as another OS user that must reach its data dir.
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    base.chmod(0o755)
+    settings = DatabaseSettings(data_dir=base / "db", port=free_port(), dsn=None)
+    report = bring_up(settings)
+    return Database(settings, report, EmbeddedCluster(settings))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_external_database() -> Iterator[None]:
+    # Tests must use their own cluster even if the developer's shell points elsewhere.
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PG")}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[Database]:
+    db = make_database("tilekeeper-test-")
+    yield db
+    db.cluster.destroy()
+    shutil.rmtree(db.settings.data_dir.parent, ignore_errors=True)
+
+
+def start_api(db: Database, **overrides: Any) -> ServerThread:
+    settings = ApiSettings(port=free_port(), **overrides)
+    server = ServerThread(settings, logins=db.report.logins).start()
+    return server
+
+
+def wait_ready(url: str, timeout_s: float = 30.0) -> None:
+    from catalog_service.client.http import HttpSession
+
+    HttpSession(url).wait_ready(timeout_s)
+
+
+@pytest.fixture(scope="session")
+def api(database: Database) -> Iterator[str]:
+    server = start_api(database)
+    wait_ready(server.url)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture()
+def http(api: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api, timeout=60) as client:
+        yield client
+
+
+def make_item(
+    item_id: str,
+    collection: str,
+    lon: float = 4.0,
+    lat: float = 50.0,
+    size: float = 0.1,
+    **properties: Any,
+) -> dict[str, Any]:
+    ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size], [lon, lat]]
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": item_id,
+        "collection": collection,
+        "bbox": [lon, lat, lon + size, lat + size],
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {"datetime": "2025-01-01T00:00:00Z", **properties},
+        "links": [],
+        "assets": {},
+    }
+
+
+def make_collection(collection_id: str) -> dict[str, Any]:
+    return {
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "id": collection_id,
+        "description": "test collection",
+        "license": "CC-BY-4.0",
+        "extent": {
+            "spatial": {"bbox": [[-180, -90, 180, 90]]},
+            "temporal": {"interval": [["2025-01-01T00:00:00Z", None]]},
+        },
+        "links": [],
+    }
+
+
+@pytest.fixture()
+def new_collection(http: httpx.Client) -> Callable[[], str]:
+    """Creates a fresh, uniquely named collection through the API."""
+
+    def create() -> str:
+        collection_id = f"test-{uuid.uuid4().hex[:10]}"
+        response = http.post("/collections", json=make_collection(collection_id))
+        assert response.status_code == 201, response.text
+        return collection_id
+
+    return create
+
+
+def bulk(http: httpx.Client, collection_id: str, items: list[dict[str, Any]], method: str = "insert") -> httpx.Response:
+    return http.post(
+        f"/collections/{collection_id}/bulk_items",
+        json={"method": method, "items": {item["id"]: item for item in items}},
+    )
