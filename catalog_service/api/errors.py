@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import asyncpg
 from fastapi import FastAPI, Request
+from stac_fastapi.types.errors import NotFoundError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,6 +50,7 @@ class Failure(enum.Enum):
     TRANSIENT = "transient"
     UNAVAILABLE = "unavailable"
     BAD_INPUT = "bad_input"
+    NO_PARTITION = "no_partition"
 
 
 def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
@@ -57,6 +59,10 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
     while seen is not None:
         sqlstate = getattr(seen, "sqlstate", None)
         if isinstance(seen, asyncpg.PostgresError) and sqlstate:
+            if sqlstate == "23514" and "no partition of relation" in str(seen):
+                # Writing into a collection that does not exist (pgstac partitions per
+                # collection); can also be a brief race while a partition is created.
+                return Failure.NO_PARTITION, seen
             if sqlstate in TRANSIENT_SQLSTATES:
                 return Failure.TRANSIENT, seen
             if sqlstate in UNAVAILABLE_SQLSTATES or sqlstate.startswith("08"):
@@ -128,8 +134,10 @@ class DatabaseErrorMiddleware:
                 if started or found is None:
                     raise
                 kind, cause = found
-                retryable = kind is Failure.TRANSIENT or (
-                    kind is Failure.UNAVAILABLE and method in SAFE_METHODS and attempt < 3
+                retryable = (
+                    kind is Failure.TRANSIENT
+                    or (kind is Failure.UNAVAILABLE and method in SAFE_METHODS and attempt < 3)
+                    or (kind is Failure.NO_PARTITION and attempt < 3)
                 )
                 if retryable and attempt < self.attempts:
                     # Full jitter: concurrent losers of a deadlock must not collide again.
@@ -140,7 +148,13 @@ class DatabaseErrorMiddleware:
 
     async def _answer(self, send: Send, kind: Failure, cause: BaseException, attempts: int) -> None:
         headers = [(b"content-type", b"application/json")]
-        if kind is Failure.BAD_INPUT:
+        if kind is Failure.NO_PARTITION:
+            status = 404
+            body = _error_body(
+                "NotFoundError",
+                "The collection does not exist (create it first with POST /collections).",
+            )
+        elif kind is Failure.BAD_INPUT:
             status = 400
             message = getattr(cause, "message", None) or str(cause)
             body = _error_body("InvalidQueryParameter", f"The database rejected the request: {message}")
@@ -184,4 +198,18 @@ def add_exception_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
+    async def bad_json(request: Request, exc: Exception) -> JSONResponse:
+        # stac-fastapi-pgstac parses `intersects` and `query` GET parameters without a guard.
+        return JSONResponse(
+            {"code": "InvalidQueryParameter", "description": f"Invalid JSON in a parameter: {exc}"},
+            status_code=400,
+        )
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        # pgstac's "no data found" reaches us as a NotFoundError without a message.
+        description = str(exc) or f"{request.url.path} does not exist."
+        return JSONResponse({"code": "NotFoundError", "description": description}, status_code=404)
+
     app.add_exception_handler(BulkWriteRejected, bulk_rejected)
+    app.add_exception_handler(NotFoundError, not_found)
+    app.add_exception_handler(json.JSONDecodeError, bad_json)

@@ -1,0 +1,160 @@
+"""Bad input gets a 4xx with a message and stores nothing; transient database errors
+are retried inside the service and otherwise answer 503 with Retry-After."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from conftest import Database, bulk, make_collection, make_item, start_api, wait_ready
+
+BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/search", {"params": {"query": '{"status": {"eq": "x"}}', "filter": "status = 'x'"}}),
+    ("POST", "/search", {"json": {"query": {"status": {"eq": "x"}},
+                                  "filter": {"op": "=", "args": [{"property": "status"}, "x"]}}}),
+    ("GET", "/search", {"params": {"bbox": "0,0,0,1,1,1"}}),
+    ("POST", "/search", {"json": {"bbox": [0, 0, 0, 1, 1, 1]}}),
+    ("GET", "/search", {"params": {"bbox": "1,2,3"}}),
+    ("GET", "/search", {"params": {"filter": "status = = 'x'"}}),
+    ("GET", "/search", {"params": {"filter": "nosuchfn(status) = 1"}}),
+    ("POST", "/search", {"json": {"filter": {"op": "nope", "args": []}, "filter-lang": "cql2-json"}}),
+    ("GET", "/search", {"params": {"datetime": "not-a-date"}}),
+    ("GET", "/search", {"params": {"intersects": "{not json"}}),
+    ("POST", "/search", {"json": {"intersects": {"type": "Polygon", "coordinates": [[[0, 0]]]}}}),
+    ("GET", "/search", {"params": {"limit": "-1"}}),
+    ("GET", "/search", {"params": {"token": "next:zz:zz"}}),
+    ("POST", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+    ("POST", "/collections", {"json": {**make_collection("bad/id")}}),
+    ("POST", "/collections", {"json": {"id": "no-extent"}}),
+    ("POST", "/collections/{cid}/items", {"json": make_item("bad:id", "{cid}")}),
+    ("POST", "/collections/{cid}/items", {"json": {**make_item("nogeom", "{cid}"), "geometry": None}}),
+    ("POST", "/collections/{cid}/items", {"json": {"type": "Feature"}}),
+    ("POST", "/collections/does-not-exist/items", {"json": make_item("x", "does-not-exist")}),
+    ("PUT", "/collections/{cid}/items/absent", {"json": make_item("absent", "{cid}")}),
+    ("PUT", "/collections/{cid}/items/other", {"json": make_item("mismatch", "{cid}")}),
+    ("POST", "/collections/{cid}/bulk_items", {"json": {"method": "insert", "items": {"k": {"id": 1}}}}),
+    ("POST", "/collections/{cid}/bulk_items", {"json": {"method": "explode", "items": {}}}),
+    ("GET", "/collections/{cid}/items", {"params": {"bbox": "0,0,0,1,1,1"}}),
+    ("GET", "/collections/{cid}/items", {"params": {"filter": "status ="}}),
+]
+
+
+def _fill(value: Any, cid: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{cid}", cid)
+    if isinstance(value, dict):
+        return {k: _fill(v, cid) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, cid) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), BAD_REQUESTS)
+def test_bad_input_is_4xx_with_message(
+    http: httpx.Client, new_collection: Callable[[], str], method: str, path: str,
+    kwargs: dict[str, Any],
+) -> None:
+    cid = new_collection()
+    response = http.request(method, _fill(path, cid), **_fill(kwargs, cid))
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    body = response.json()
+    assert body.get("description") or body.get("detail")
+
+
+def test_bulk_with_invalid_items_stores_nothing(
+    http: httpx.Client, database: Database, new_collection: Callable[[], str]
+) -> None:
+    cid = new_collection()
+    good = [make_item(f"ok{n}", cid) for n in range(3)]
+    no_geometry = {**make_item("nogeom", cid), "geometry": None}
+    no_datetime = make_item("nodate", cid)
+    del no_datetime["properties"]["datetime"]
+    items = {i["id"]: i for i in [*good, no_geometry, no_datetime]}
+    items["wrong-key"] = make_item("other-id", cid)
+    response = http.post(f"/collections/{cid}/bulk_items", json={"method": "insert", "items": items})
+    assert response.status_code == 400
+    body = response.json()
+    assert {e["id"] for e in body["errors"]} == {"nogeom", "nodate", "wrong-key"}
+    assert "nothing was stored" in body["description"]
+    assert database.sql("SELECT count(*) FROM pgstac.items WHERE collection = %s", cid) == [(0,)]
+
+
+def test_bulk_insert_duplicate_rolls_back_whole_batch(
+    http: httpx.Client, database: Database, new_collection: Callable[[], str]
+) -> None:
+    cid = new_collection()
+    assert bulk(http, cid, [make_item("dup", cid)]).status_code == 200
+    response = bulk(http, cid, [make_item("new1", cid), make_item("dup", cid), make_item("new2", cid)])
+    assert response.status_code == 409
+    ids = {row[0] for row in database.sql("SELECT id FROM pgstac.items WHERE collection = %s", cid)}
+    assert ids == {"dup"}
+
+
+@pytest.fixture()
+def impatient_api(database: Database) -> Iterator[str]:
+    """An API that gives up waiting for a lock after 100 ms, retrying 4 times."""
+    server = start_api(database, lock_timeout_ms=100, retry_attempts=4, retry_after_s=7)
+    wait_ready(server.url)
+    yield server.url
+    server.stop()
+
+
+def _hold_lock(database: Database, table: str, seconds: float, locked: threading.Event) -> None:
+    with psycopg.connect(database.report.logins.admin.dsn) as conn:
+        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        locked.set()
+        time.sleep(seconds)
+        conn.rollback()
+
+
+def _partition(database: Database, cid: str) -> str:
+    name = database.sql("SELECT partition FROM pgstac.partitions_view WHERE collection = %s", cid)
+    return f"pgstac.{name[0][0]}"
+
+
+def test_lock_timeout_is_retried_then_succeeds(
+    impatient_api: str, database: Database, new_collection: Callable[[], str], http: httpx.Client
+) -> None:
+    cid = new_collection()
+    bulk(http, cid, [make_item("x", cid, status="queued")])
+    locked = threading.Event()
+    # Held for 0.3 s: the first tries hit lock_timeout (55P03), a later one gets through.
+    holder = threading.Thread(target=_hold_lock, args=(database, _partition(database, cid), 0.3, locked))
+    holder.start()
+    locked.wait(5)
+    item = make_item("x", cid, status="running")
+    response = httpx.post(f"{impatient_api}/collections/{cid}/bulk_items",
+                          json={"method": "upsert", "items": {"x": item}}, timeout=30)
+    holder.join()
+    assert response.status_code == 200, response.text
+    assert database.sql(
+        "SELECT content->'properties'->>'status' FROM pgstac.items WHERE collection = %s", cid
+    ) == [("running",)]
+
+
+def test_persistent_lock_answers_503_with_retry_after(
+    impatient_api: str, database: Database, new_collection: Callable[[], str], http: httpx.Client
+) -> None:
+    cid = new_collection()
+    bulk(http, cid, [make_item("x", cid, status="queued")])
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(database, _partition(database, cid), 6, locked))
+    holder.start()
+    locked.wait(5)
+    try:
+        item = make_item("x", cid, status="running")
+        response = httpx.post(f"{impatient_api}/collections/{cid}/bulk_items",
+                              json={"method": "upsert", "items": {"x": item}}, timeout=30)
+    finally:
+        holder.join()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert "nothing was changed" in response.json()["description"]
+    assert database.sql(
+        "SELECT content->'properties'->>'status' FROM pgstac.items WHERE collection = %s", cid
+    ) == [("queued",)]
