@@ -53,7 +53,13 @@ def sample_items() -> list[dict[str, Any]]:
                     "geometry": {
                         "type": "Polygon",
                         "coordinates": [
-                            [[west, south], [east, south], [east, north], [west, north], [west, south]]
+                            [
+                                [west, south],
+                                [east, south],
+                                [east, north],
+                                [west, north],
+                                [west, south],
+                            ]
                         ],
                     },
                     "properties": props,

@@ -137,7 +137,9 @@ def new_collection(http: httpx.Client) -> Callable[[], str]:
     return create
 
 
-def bulk(http: httpx.Client, collection_id: str, items: list[dict[str, Any]], method: str = "insert") -> httpx.Response:
+def bulk(
+    http: httpx.Client, collection_id: str, items: list[dict[str, Any]], method: str = "insert"
+) -> httpx.Response:
     return http.post(
         f"/collections/{collection_id}/bulk_items",
         json={"method": method, "items": {item["id"]: item for item in items}},

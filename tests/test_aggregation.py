@@ -49,16 +49,27 @@ def aggregate(http: httpx.Client, path: str, **params: str) -> dict[str, dict]:
 
 def test_status_counts_equal_sql(http: httpx.Client, database: Database, generated: tuple) -> None:
     cid, _ = generated
-    got = aggregate(http, f"/collections/{cid}/aggregate",
-                    aggregations="total_count,status_frequency,backend_name_frequency")
-    sql_status = dict(database.sql(
-        "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
-        "WHERE collection = %s GROUP BY 1", cid))
+    got = aggregate(
+        http,
+        f"/collections/{cid}/aggregate",
+        aggregations="total_count,status_frequency,backend_name_frequency",
+    )
+    sql_status = dict(
+        database.sql(
+            "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
+            "WHERE collection = %s GROUP BY 1",
+            cid,
+        )
+    )
     assert buckets(got["status_frequency"]) == sql_status
     assert got["total_count"]["value"] == 300
-    sql_backend = dict(database.sql(
-        "SELECT content->'properties'->>'backend_name', count(*) FROM pgstac.items "
-        "WHERE collection = %s GROUP BY 1", cid))
+    sql_backend = dict(
+        database.sql(
+            "SELECT content->'properties'->>'backend_name', count(*) FROM pgstac.items "
+            "WHERE collection = %s GROUP BY 1",
+            cid,
+        )
+    )
     missing = sql_backend.pop(None)
     assert buckets(got["backend_name_frequency"]) == sql_backend
     assert got["backend_name_frequency"]["overflow"] == missing == 300 // 7 + 1
@@ -66,30 +77,47 @@ def test_status_counts_equal_sql(http: httpx.Client, database: Database, generat
 
 def test_filter_applies_get_and_post(http: httpx.Client, generated: tuple) -> None:
     cid, items = generated
-    expected = Counter(i["properties"]["status"] for i in items
-                       if i["properties"].get("backend_name") == "vito")
-    got = aggregate(http, f"/collections/{cid}/aggregate", aggregations="status_frequency",
-                    filter="backend_name = 'vito'")
+    expected = Counter(
+        i["properties"]["status"] for i in items if i["properties"].get("backend_name") == "vito"
+    )
+    got = aggregate(
+        http,
+        f"/collections/{cid}/aggregate",
+        aggregations="status_frequency",
+        filter="backend_name = 'vito'",
+    )
     assert buckets(got["status_frequency"]) == expected
-    posted = http.post("/aggregate", json={
-        "collections": [cid], "aggregations": ["status_frequency"],
-        "filter-lang": "cql2-json",
-        "filter": {"op": "=", "args": [{"property": "backend_name"}, "vito"]},
-    }).json()
+    posted = http.post(
+        "/aggregate",
+        json={
+            "collections": [cid],
+            "aggregations": ["status_frequency"],
+            "filter-lang": "cql2-json",
+            "filter": {"op": "=", "args": [{"property": "backend_name"}, "vito"]},
+        },
+    ).json()
     assert buckets(posted["aggregations"][0]) == expected
 
 
 def test_bbox_and_datetime_narrow(http: httpx.Client, generated: tuple) -> None:
     cid, items = generated
-    in_bbox = [i for i in items if i["bbox"][0] >= 5 and i["bbox"][2] <= 10.1 and i["bbox"][1] >= 40]
+    in_bbox = [
+        i for i in items if i["bbox"][0] >= 5 and i["bbox"][2] <= 10.1 and i["bbox"][1] >= 40
+    ]
     # Items are 0.1° squares: one intersects bbox [5,40,11,51] iff its west edge >= 4.9.
     expected = sum(1 for i in items if i["bbox"][2] >= 5)
-    got = aggregate(http, "/aggregate", collections=cid, bbox="5,40,11,51", aggregations="total_count")
+    got = aggregate(
+        http, "/aggregate", collections=cid, bbox="5,40,11,51", aggregations="total_count"
+    )
     assert got["total_count"]["value"] == expected
     assert in_bbox  # the generator spread items over the box
-    got = aggregate(http, "/aggregate", collections=cid,
-                    datetime="2025-02-01T00:00:00Z/2025-02-28T23:59:59Z",
-                    aggregations="total_count,datetime_min,datetime_max,datetime_frequency")
+    got = aggregate(
+        http,
+        "/aggregate",
+        collections=cid,
+        datetime="2025-02-01T00:00:00Z/2025-02-28T23:59:59Z",
+        aggregations="total_count,datetime_min,datetime_max,datetime_frequency",
+    )
     assert got["total_count"]["value"] == 100
     assert got["datetime_min"]["value"] == got["datetime_max"]["value"] == "2025-02-15T12:00:00Z"
     assert buckets(got["datetime_frequency"]) == {"2025-02-01T00:00:00Z": 100}
@@ -117,18 +145,28 @@ def test_counts_are_fresh(http: httpx.Client, new_collection: Callable[[], str])
 def test_aggregations_listing(http: httpx.Client, generated: tuple) -> None:
     cid, _ = generated
     names = {a["name"] for a in http.get(f"/collections/{cid}/aggregations").json()["aggregations"]}
-    assert {"total_count", "collection_frequency", "datetime_min", "datetime_max",
-            "datetime_frequency", "status_frequency", "backend_name_frequency",
-            "grid:code_frequency"} <= names
+    assert {
+        "total_count",
+        "collection_frequency",
+        "datetime_min",
+        "datetime_max",
+        "datetime_frequency",
+        "status_frequency",
+        "backend_name_frequency",
+        "grid:code_frequency",
+    } <= names
     assert "id_frequency" not in names
 
 
-def test_new_string_queryable_gets_a_frequency(http: httpx.Client, database: Database,
-                                               generated: tuple) -> None:
-    cid, items = generated
+def test_new_string_queryable_gets_a_frequency(
+    http: httpx.Client, database: Database, generated: tuple
+) -> None:
+    cid, _items = generated
     database.sql(
         "INSERT INTO pgstac.queryables (name, definition, collection_ids) "
-        "VALUES ('tier', '{\"type\": \"string\"}', %s)", [cid])
+        "VALUES ('tier', '{\"type\": \"string\"}', %s)",
+        [cid],
+    )
     try:
         got = aggregate(http, f"/collections/{cid}/aggregate", aggregations="tier_frequency")
         assert got["tier_frequency"]["buckets"] == [] and got["tier_frequency"]["overflow"] == 300

@@ -63,7 +63,9 @@ def tiles(api: str) -> str:
 def test_pystac_client_opens_and_searches(api: str, tiles: str) -> None:
     client = Client.open(api)
     assert client.get_collection(tiles).id == tiles
-    found = list(client.search(collections=[tiles], filter="status = 'error'", max_items=None).items())
+    found = list(
+        client.search(collections=[tiles], filter="status = 'error'", max_items=None).items()
+    )
     assert len(found) == 10
     assert {item.properties["status"] for item in found} == {"error"}
 
@@ -71,17 +73,24 @@ def test_pystac_client_opens_and_searches(api: str, tiles: str) -> None:
 def test_filter_cql2_text_and_json_agree(http: httpx.Client, tiles: str) -> None:
     text = http.get(
         "/search",
-        params={"collections": tiles, "filter": "status = 'finished' AND backend_name = 'b1'",
-                "filter-lang": "cql2-text", "limit": 100},
+        params={
+            "collections": tiles,
+            "filter": "status = 'finished' AND backend_name = 'b1'",
+            "filter-lang": "cql2-text",
+            "limit": 100,
+        },
     ).json()
     json_body = {
         "collections": [tiles],
         "limit": 100,
         "filter-lang": "cql2-json",
-        "filter": {"op": "and", "args": [
-            {"op": "=", "args": [{"property": "status"}, "finished"]},
-            {"op": "=", "args": [{"property": "backend_name"}, "b1"]},
-        ]},
+        "filter": {
+            "op": "and",
+            "args": [
+                {"op": "=", "args": [{"property": "status"}, "finished"]},
+                {"op": "=", "args": [{"property": "backend_name"}, "b1"]},
+            ],
+        },
     }
     posted = http.post("/search", json=json_body).json()
     ids_text = {f["id"] for f in text["features"]}
@@ -108,8 +117,11 @@ def test_sort_fields_and_token_paging(http: httpx.Client, tiles: str) -> None:
         if not nxt:
             break
         link = nxt[0]
-        page = (http.post(link["href"], json=link["body"]) if link.get("method") == "POST"
-                else http.get(link["href"])).json()
+        page = (
+            http.post(link["href"], json=link["body"])
+            if link.get("method") == "POST"
+            else http.get(link["href"])
+        ).json()
         pages += 1
     assert pages == 6
     # order = 40 - n, so ascending order means descending tile number, each exactly once.
@@ -127,9 +139,16 @@ def test_get_paging_follows_token_links(http: httpx.Client, tiles: str) -> None:
 
 
 def test_query_extension(http: httpx.Client, tiles: str) -> None:
-    page = http.post("/search", json={"collections": [tiles], "limit": 100,
-                                      "query": {"order": {"lte": "005"}}}).json()
-    assert sorted(f["properties"]["order"] for f in page["features"]) == ["001", "002", "003", "004", "005"]
+    page = http.post(
+        "/search", json={"collections": [tiles], "limit": 100, "query": {"order": {"lte": "005"}}}
+    ).json()
+    assert sorted(f["properties"]["order"] for f in page["features"]) == [
+        "001",
+        "002",
+        "003",
+        "004",
+        "005",
+    ]
 
 
 def test_collection_search(http: httpx.Client, tiles: str) -> None:
@@ -149,8 +168,11 @@ def test_item_transactions(http: httpx.Client, new_collection: Callable[[], str]
     assert http.post(f"/collections/{cid}/items", json=item).status_code == 409
     item["properties"]["status"] = "queued"
     assert http.put(f"/collections/{cid}/items/a", json=item).status_code == 200
-    patched = http.patch(f"/collections/{cid}/items/a", json={"properties": {"backend_name": "b1"}},
-                         headers={"Content-Type": "application/merge-patch+json"})
+    patched = http.patch(
+        f"/collections/{cid}/items/a",
+        json={"properties": {"backend_name": "b1"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert patched.status_code == 200, patched.text
     stored = http.get(f"/collections/{cid}/items/a").json()["properties"]
     assert (stored["status"], stored["backend_name"]) == ("queued", "b1")
@@ -165,9 +187,15 @@ def test_bulk_upsert_replaces(http: httpx.Client, new_collection: Callable[[], s
     for item in items:
         item["properties"]["status"] = "finished"
     assert bulk(http, cid, items, method="upsert").json() == {
-        "received": 5, "success": 5, "skipped": 0, "errors": []}
-    statuses = {f["properties"]["status"] for f in
-                http.get(f"/collections/{cid}/items", params={"limit": 10}).json()["features"]}
+        "received": 5,
+        "success": 5,
+        "skipped": 0,
+        "errors": [],
+    }
+    statuses = {
+        f["properties"]["status"]
+        for f in http.get(f"/collections/{cid}/items", params={"limit": 10}).json()["features"]
+    }
     assert statuses == {"finished"}
 
 

@@ -38,9 +38,11 @@ def test_reader_and_writer_roles(database: Database) -> None:
         )
     )
     assert membership == {WRITER_ROLE: "pgstac_ingest", READER_ROLE: "pgstac_read"}
-    with psycopg.connect(database.report.logins.reader.dsn) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("INSERT INTO pgstac.collections (content) VALUES ('{}')")
+    with (
+        psycopg.connect(database.report.logins.reader.dsn) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("INSERT INTO pgstac.collections (content) VALUES ('{}')")
 
 
 def test_server_runs_as_non_root_and_listens_on_loopback(database: Database) -> None:
@@ -54,10 +56,12 @@ def test_server_runs_as_non_root_and_listens_on_loopback(database: Database) -> 
 
 
 def test_job_queryables_registered_with_index(database: Database) -> None:
-    rows = dict(database.sql(
-        "SELECT name, property_index_type FROM pgstac.queryables "
-        "WHERE name IN ('status', 'backend_name', 'grid:code')"
-    ))
+    rows = dict(
+        database.sql(
+            "SELECT name, property_index_type FROM pgstac.queryables "
+            "WHERE name IN ('status', 'backend_name', 'grid:code')"
+        )
+    )
     assert rows == {"status": "BTREE", "backend_name": "BTREE", "grid:code": "BTREE"}
 
 
@@ -87,7 +91,9 @@ def test_unreachable_data_dir_is_explained(tmp_path_factory: pytest.TempPathFact
         EmbeddedCluster(settings).init()
 
 
-def test_external_settings_skip_the_embedded_cluster(database: Database, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_external_settings_skip_the_embedded_cluster(
+    database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     unused_dir = tmp_path_factory.mktemp("unused") / "never-created"
     settings = DatabaseSettings(dsn=database.report.logins.admin.dsn, data_dir=unused_dir)
     assert settings.external
@@ -97,7 +103,9 @@ def test_external_settings_skip_the_embedded_cluster(database: Database, tmp_pat
     assert resolve_logins(settings).writer == database.report.logins.admin
 
 
-def test_missing_embedded_database_says_what_to_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_missing_embedded_database_says_what_to_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     settings = DatabaseSettings(data_dir=tmp_path_factory.mktemp("empty") / "db", dsn=None)
     with pytest.raises(ConfigurationError, match="tilekeeper db up"):
         resolve_logins(settings)

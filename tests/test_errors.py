@@ -15,14 +15,26 @@ from conftest import Database, bulk, make_collection, make_item, start_api, wait
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/search", {"params": {"query": '{"status": {"eq": "x"}}', "filter": "status = 'x'"}}),
-    ("POST", "/search", {"json": {"query": {"status": {"eq": "x"}},
-                                  "filter": {"op": "=", "args": [{"property": "status"}, "x"]}}}),
+    (
+        "POST",
+        "/search",
+        {
+            "json": {
+                "query": {"status": {"eq": "x"}},
+                "filter": {"op": "=", "args": [{"property": "status"}, "x"]},
+            }
+        },
+    ),
     ("GET", "/search", {"params": {"bbox": "0,0,0,1,1,1"}}),
     ("POST", "/search", {"json": {"bbox": [0, 0, 0, 1, 1, 1]}}),
     ("GET", "/search", {"params": {"bbox": "1,2,3"}}),
     ("GET", "/search", {"params": {"filter": "status = = 'x'"}}),
     ("GET", "/search", {"params": {"filter": "nosuchfn(status) = 1"}}),
-    ("POST", "/search", {"json": {"filter": {"op": "nope", "args": []}, "filter-lang": "cql2-json"}}),
+    (
+        "POST",
+        "/search",
+        {"json": {"filter": {"op": "nope", "args": []}, "filter-lang": "cql2-json"}},
+    ),
     ("GET", "/search", {"params": {"datetime": "not-a-date"}}),
     ("GET", "/search", {"params": {"intersects": "{not json"}}),
     ("POST", "/search", {"json": {"intersects": {"type": "Polygon", "coordinates": [[[0, 0]]]}}}),
@@ -32,12 +44,20 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/collections", {"json": {**make_collection("bad/id")}}),
     ("POST", "/collections", {"json": {"id": "no-extent"}}),
     ("POST", "/collections/{cid}/items", {"json": make_item("bad:id", "{cid}")}),
-    ("POST", "/collections/{cid}/items", {"json": {**make_item("nogeom", "{cid}"), "geometry": None}}),
+    (
+        "POST",
+        "/collections/{cid}/items",
+        {"json": {**make_item("nogeom", "{cid}"), "geometry": None}},
+    ),
     ("POST", "/collections/{cid}/items", {"json": {"type": "Feature"}}),
     ("POST", "/collections/does-not-exist/items", {"json": make_item("x", "does-not-exist")}),
     ("PUT", "/collections/{cid}/items/absent", {"json": make_item("absent", "{cid}")}),
     ("PUT", "/collections/{cid}/items/other", {"json": make_item("mismatch", "{cid}")}),
-    ("POST", "/collections/{cid}/bulk_items", {"json": {"method": "insert", "items": {"k": {"id": 1}}}}),
+    (
+        "POST",
+        "/collections/{cid}/bulk_items",
+        {"json": {"method": "insert", "items": {"k": {"id": 1}}}},
+    ),
     ("POST", "/collections/{cid}/bulk_items", {"json": {"method": "explode", "items": {}}}),
     ("GET", "/collections/{cid}/items", {"params": {"bbox": "0,0,0,1,1,1"}}),
     ("GET", "/collections/{cid}/items", {"params": {"filter": "status ="}}),
@@ -56,7 +76,10 @@ def _fill(value: Any, cid: str) -> Any:
 
 @pytest.mark.parametrize(("method", "path", "kwargs"), BAD_REQUESTS)
 def test_bad_input_is_4xx_with_message(
-    http: httpx.Client, new_collection: Callable[[], str], method: str, path: str,
+    http: httpx.Client,
+    new_collection: Callable[[], str],
+    method: str,
+    path: str,
     kwargs: dict[str, Any],
 ) -> None:
     cid = new_collection()
@@ -76,7 +99,9 @@ def test_bulk_with_invalid_items_stores_nothing(
     del no_datetime["properties"]["datetime"]
     items = {i["id"]: i for i in [*good, no_geometry, no_datetime]}
     items["wrong-key"] = make_item("other-id", cid)
-    response = http.post(f"/collections/{cid}/bulk_items", json={"method": "insert", "items": items})
+    response = http.post(
+        f"/collections/{cid}/bulk_items", json={"method": "insert", "items": items}
+    )
     assert response.status_code == 400
     body = response.json()
     assert {e["id"] for e in body["errors"]} == {"nogeom", "nodate", "wrong-key"}
@@ -89,7 +114,9 @@ def test_bulk_insert_duplicate_rolls_back_whole_batch(
 ) -> None:
     cid = new_collection()
     assert bulk(http, cid, [make_item("dup", cid)]).status_code == 200
-    response = bulk(http, cid, [make_item("new1", cid), make_item("dup", cid), make_item("new2", cid)])
+    response = bulk(
+        http, cid, [make_item("new1", cid), make_item("dup", cid), make_item("new2", cid)]
+    )
     assert response.status_code == 409
     ids = {row[0] for row in database.sql("SELECT id FROM pgstac.items WHERE collection = %s", cid)}
     assert ids == {"dup"}
@@ -124,12 +151,17 @@ def test_lock_timeout_is_retried_then_succeeds(
     bulk(http, cid, [make_item("x", cid, status="queued")])
     locked = threading.Event()
     # Held for 0.3 s: the first tries hit lock_timeout (55P03), a later one gets through.
-    holder = threading.Thread(target=_hold_lock, args=(database, _partition(database, cid), 0.3, locked))
+    holder = threading.Thread(
+        target=_hold_lock, args=(database, _partition(database, cid), 0.3, locked)
+    )
     holder.start()
     locked.wait(5)
     item = make_item("x", cid, status="running")
-    response = httpx.post(f"{impatient_api}/collections/{cid}/bulk_items",
-                          json={"method": "upsert", "items": {"x": item}}, timeout=30)
+    response = httpx.post(
+        f"{impatient_api}/collections/{cid}/bulk_items",
+        json={"method": "upsert", "items": {"x": item}},
+        timeout=30,
+    )
     holder.join()
     assert response.status_code == 200, response.text
     assert database.sql(
@@ -143,13 +175,18 @@ def test_persistent_lock_answers_503_with_retry_after(
     cid = new_collection()
     bulk(http, cid, [make_item("x", cid, status="queued")])
     locked = threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(database, _partition(database, cid), 6, locked))
+    holder = threading.Thread(
+        target=_hold_lock, args=(database, _partition(database, cid), 6, locked)
+    )
     holder.start()
     locked.wait(5)
     try:
         item = make_item("x", cid, status="running")
-        response = httpx.post(f"{impatient_api}/collections/{cid}/bulk_items",
-                              json={"method": "upsert", "items": {"x": item}}, timeout=30)
+        response = httpx.post(
+            f"{impatient_api}/collections/{cid}/bulk_items",
+            json={"method": "upsert", "items": {"x": item}},
+            timeout=30,
+        )
     finally:
         holder.join()
     assert response.status_code == 503

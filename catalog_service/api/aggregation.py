@@ -38,21 +38,30 @@ from catalog_service.api.clients import require_2d_bbox
 
 AGGREGATION_CONFORMANCE = "https://api.stacspec.org/v0.3.0/aggregation"
 
-AggregateGetRequest = create_request_model(
+AggregateGetRequest: Any = create_request_model(
     "AggregateGetRequest",
     base_model=AggregationExtensionGetRequest,
-    mixins=[FilterExtensionGetRequest, QueryExtensionGetRequest],  # type: ignore[list-item]
+    mixins=[FilterExtensionGetRequest, QueryExtensionGetRequest],
     request_type="GET",
 )
-AggregatePostRequest = create_request_model(
+AggregatePostRequest: Any = create_request_model(
     "AggregatePostRequest",
     base_model=AggregationExtensionPostRequest,
-    mixins=[FilterExtensionPostRequest, QueryExtensionPostRequest],  # type: ignore[list-item]
+    mixins=[FilterExtensionPostRequest, QueryExtensionPostRequest],  # type: ignore[arg-type]
     request_type="POST",
 )
 
 # Search keys that narrow the item set; paging, sorting and fields do not apply here.
-_WHERE_KEYS = ("collections", "ids", "bbox", "intersects", "datetime", "filter", "filter-lang", "query")
+_WHERE_KEYS = (
+    "collections",
+    "ids",
+    "bbox",
+    "intersects",
+    "datetime",
+    "filter",
+    "filter-lang",
+    "query",
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,9 @@ FIXED_AGGREGATIONS = (
     ),
 )
 # Frequencies over properties make sense only for categorical strings.
-_NOT_CATEGORICAL = frozenset({"id", "datetime", "start_datetime", "end_datetime", "created", "updated"})
+_NOT_CATEGORICAL = frozenset(
+    {"id", "datetime", "start_datetime", "end_datetime", "created", "updated"}
+)
 
 
 def _property_key(name: str) -> str:
@@ -98,7 +109,9 @@ async def available_aggregations(conn: Any, collection_id: str | None) -> list[A
         collection_id,
     )
     dynamic = [
-        AggregationDef(f"{row['name']}_frequency", "frequency_distribution", _property_key(row["name"]))
+        AggregationDef(
+            f"{row['name']}_frequency", "frequency_distribution", _property_key(row["name"])
+        )
         for row in rows
         if row["name"] not in _NOT_CATEGORICAL
     ]
@@ -182,7 +195,10 @@ class AggregationClient:
             return {**agg.describe(), "value": await conn.fetchval(f"SELECT count(*) {source}")}
         if agg.name in ("datetime_min", "datetime_max"):
             fn = "min" if agg.name.endswith("min") else "max"
-            return {**agg.describe(), "value": _iso(await conn.fetchval(f"SELECT {fn}(datetime) {source}"))}
+            return {
+                **agg.describe(),
+                "value": _iso(await conn.fetchval(f"SELECT {fn}(datetime) {source}")),
+            }
         assert agg.sql_key is not None
         rows = await conn.fetch(
             f"SELECT {agg.sql_key} AS key, count(*) AS frequency {source} GROUP BY 1 ORDER BY 2 DESC, 1"
@@ -236,7 +252,7 @@ def _search_from_post(body: Any) -> dict[str, Any]:
 
 
 @attr.s
-class AggregationExtension(_StacAggregationExtension):  # type: ignore[misc]
+class AggregationExtension(_StacAggregationExtension):
     """Routes of the aggregation extension over our client.
 
     Subclassing stac-fastapi's extension keeps its conformance class and landing links.
@@ -266,12 +282,15 @@ class AggregationExtension(_StacAggregationExtension):  # type: ignore[misc]
         async def aggregate_get(
             request: Request, params: Any = Depends(AggregateGetRequest)
         ) -> dict[str, Any]:
-            return await client.aggregate(request, None, _search_from_get(params), params.aggregations)
+            return await client.aggregate(
+                request, None, _search_from_get(params), params.aggregations
+            )
 
         async def aggregate_post(
-            request: Request, body: AggregatePostRequest  # type: ignore[valid-type]
+            request: Request,
+            body: AggregatePostRequest,
         ) -> dict[str, Any]:
-            aggs = body.aggregations  # type: ignore[attr-defined]
+            aggs = body.aggregations
             return await client.aggregate(request, None, _search_from_post(body), aggs)
 
         async def collection_aggregate_get(
@@ -281,29 +300,50 @@ class AggregationExtension(_StacAggregationExtension):  # type: ignore[misc]
             return await client.aggregate(request, collection_id, search, params.aggregations)
 
         async def collection_aggregate_post(
-            request: Request, collection_id: str, body: AggregatePostRequest  # type: ignore[valid-type]
+            request: Request,
+            collection_id: str,
+            body: AggregatePostRequest,
         ) -> dict[str, Any]:
-            aggs = body.aggregations  # type: ignore[attr-defined]
+            aggs = body.aggregations
             return await client.aggregate(request, collection_id, _search_from_post(body), aggs)
 
         routes = (
             ("/aggregations", aggregations, "GET", "getAggregations"),
             ("/aggregations", aggregations, "POST", "postAggregations"),
-            ("/collections/{collection_id}/aggregations", collection_aggregations, "GET",
-             "getCollectionAggregations"),
-            ("/collections/{collection_id}/aggregations", collection_aggregations, "POST",
-             "postCollectionAggregations"),
+            (
+                "/collections/{collection_id}/aggregations",
+                collection_aggregations,
+                "GET",
+                "getCollectionAggregations",
+            ),
+            (
+                "/collections/{collection_id}/aggregations",
+                collection_aggregations,
+                "POST",
+                "postCollectionAggregations",
+            ),
             ("/aggregate", aggregate_get, "GET", "getAggregate"),
             ("/aggregate", aggregate_post, "POST", "postAggregate"),
-            ("/collections/{collection_id}/aggregate", collection_aggregate_get, "GET",
-             "getCollectionAggregate"),
-            ("/collections/{collection_id}/aggregate", collection_aggregate_post, "POST",
-             "postCollectionAggregate"),
+            (
+                "/collections/{collection_id}/aggregate",
+                collection_aggregate_get,
+                "GET",
+                "getCollectionAggregate",
+            ),
+            (
+                "/collections/{collection_id}/aggregate",
+                collection_aggregate_post,
+                "POST",
+                "postCollectionAggregate",
+            ),
         )
         for path, endpoint, method, operation_id in routes:
             # Distinct operation ids: FastAPI would otherwise warn about duplicates.
             router.add_api_route(
-                path, endpoint, methods=[method], operation_id=operation_id,
+                path,
+                endpoint,
+                methods=[method],
+                operation_id=operation_id,
                 tags=["Aggregation Extension"],
             )
         app.include_router(router)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
 from fastapi import FastAPI
-from stac_fastapi.api.models import JSONResponse
 from stac_fastapi.extensions import BulkTransactionExtension, TransactionExtension
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import Settings as StacSettings
@@ -17,6 +17,7 @@ from stac_fastapi.pgstac.models.extensions import Extensions
 from stac_fastapi.pgstac.transactions import TransactionsClient
 from stac_fastapi.types.extension import ApiExtension
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 
 from catalog_service import __version__
 from catalog_service.api.aggregation import AggregationExtension
@@ -25,7 +26,6 @@ from catalog_service.api.db import database_lifespan
 from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
 from catalog_service.database import DatabaseLogins, resolve_logins
 from catalog_service.settings import ApiSettings, DatabaseSettings
-
 
 # stac-fastapi logs every handled 4xx at ERROR with a traceback; those are the client's
 # mistakes and already answered with a message, so only real failures are logged.
@@ -85,7 +85,7 @@ def create_app(
     # Innermost of the user middlewares: its 503/400 answers still pass through CORS.
     app.user_middleware.append(
         Middleware(
-            DatabaseErrorMiddleware,  # type: ignore[arg-type]
+            DatabaseErrorMiddleware,
             attempts=settings.retry_attempts,
             retry_after_s=settings.retry_after_s,
         )

@@ -20,10 +20,18 @@ from catalog_service.api.errors import BulkWriteRejected
 def _aggregation_links(request: Request, collection_id: str) -> list[dict[str, str]]:
     base = urljoin(str(request.base_url), f"collections/{collection_id}/")
     return [
-        {"rel": "aggregate", "type": "application/json", "title": "Aggregate",
-         "href": urljoin(base, "aggregate")},
-        {"rel": "aggregations", "type": "application/json", "title": "Aggregations",
-         "href": urljoin(base, "aggregations")},
+        {
+            "rel": "aggregate",
+            "type": "application/json",
+            "title": "Aggregate",
+            "href": urljoin(base, "aggregate"),
+        },
+        {
+            "rel": "aggregations",
+            "type": "application/json",
+            "title": "Aggregations",
+            "href": urljoin(base, "aggregations"),
+        },
     ]
 
 
@@ -74,9 +82,11 @@ def _check_item_shape(item: Any) -> None:
     props = item.get("properties")
     if not isinstance(props, dict):
         raise HTTPException(400, "`properties` must be an object")
-    stamps = [props.get("datetime")] if props.get("datetime") else [
-        props.get("start_datetime"), props.get("end_datetime")
-    ]
+    stamps = (
+        [props.get("datetime")]
+        if props.get("datetime")
+        else [props.get("start_datetime"), props.get("end_datetime")]
+    )
     if not all(stamps):
         raise HTTPException(
             400, "`properties.datetime` (or both start_datetime and end_datetime) is required"
@@ -118,7 +128,9 @@ class AtomicBulkTransactionsClient(BulkTransactionsClient):  # type: ignore[misc
         if errors:
             raise BulkWriteRejected(len(items.items), errors)
         if valid:
-            func = "create_items" if items.method == BulkTransactionMethod.INSERT else "upsert_items"
+            func = (
+                "create_items" if items.method == BulkTransactionMethod.INSERT else "upsert_items"
+            )
             async with request.app.state.get_connection(request, "w") as conn:
                 await dbfunc(conn, func, valid)
         return {"received": len(items.items), "success": len(valid), "skipped": 0, "errors": []}

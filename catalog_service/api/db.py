@@ -52,7 +52,7 @@ async def _connect_until_ready(app: FastAPI, logins: DatabaseLogins, settings: A
             except BaseException:
                 await readpool.close()
                 raise
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if attempt == 1 or attempt % 30 == 0:
                 logger.warning(
                     "database %s not reachable yet (%s); retrying every %.1fs",

@@ -157,7 +157,9 @@ class DatabaseErrorMiddleware:
         elif kind is Failure.BAD_INPUT:
             status = 400
             message = getattr(cause, "message", None) or str(cause)
-            body = _error_body("InvalidQueryParameter", f"The database rejected the request: {message}")
+            body = _error_body(
+                "InvalidQueryParameter", f"The database rejected the request: {message}"
+            )
         else:
             status = 503
             headers.append((b"retry-after", str(self.retry_after_s).encode()))

@@ -21,7 +21,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def uvicorn_config(app: FastAPI | str, settings: ApiSettings, factory: bool = False) -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI | str, settings: ApiSettings, factory: bool = False
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         factory=factory,

@@ -25,8 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="The catalogue database (embedded PostgreSQL + PostGIS + pgstac).",
-                     no_args_is_help=True)
+db_app = typer.Typer(
+    help="The catalogue database (embedded PostgreSQL + PostGIS + pgstac).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,8 +60,10 @@ def db_up() -> None:
     with console.status(f"Bringing up the {where}..."):
         report = bring_up(settings)
     if not report.changed:
-        console.print(f"Database already up: {report.logins.writer.redacted()} "
-                      f"(pgstac {report.schema.pgstac_version}).")
+        console.print(
+            f"Database already up: {report.logins.writer.redacted()} "
+            f"(pgstac {report.schema.pgstac_version})."
+        )
         return
     steps = []
     if report.created:
@@ -71,7 +74,9 @@ def db_up() -> None:
         steps.append(f"created database {report.logins.admin.dbname}")
     if report.schema.pgstac_before != report.schema.pgstac_version:
         steps.append(f"installed pgstac {report.schema.pgstac_version}")
-    console.print(f"[green]Database up[/] at {report.logins.writer.redacted()}: {', '.join(steps)}.")
+    console.print(
+        f"[green]Database up[/] at {report.logins.writer.redacted()}: {', '.join(steps)}."
+    )
 
 
 @db_app.command("down")
@@ -187,8 +192,10 @@ def demo(
         console.print(table)
         console.print(f"STAC API:     {server.url}/")
         console.print(f"Items:        {server.url}/collections/{SAMPLE_COLLECTION_ID}/items")
-        console.print(f"Aggregation:  {server.url}/collections/{SAMPLE_COLLECTION_ID}/aggregate"
-                      "?aggregations=status_frequency,backend_name_frequency")
+        console.print(
+            f"Aggregation:  {server.url}/collections/{SAMPLE_COLLECTION_ID}/aggregate"
+            "?aggregations=status_frequency,backend_name_frequency"
+        )
         console.print(f"API docs:     {server.url}/api.html")
         if exit_after_load:
             return

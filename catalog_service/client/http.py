@@ -93,7 +93,9 @@ class HttpSession:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                health: dict[str, Any] = self.session.get(self.url("_mgmt/health"), timeout=5).json()
+                health: dict[str, Any] = self.session.get(
+                    self.url("_mgmt/health"), timeout=5
+                ).json()
                 if health.get("status") == "UP":
                     return health
             except (requests.RequestException, ValueError) as exc:

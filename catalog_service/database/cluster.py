@@ -158,7 +158,11 @@ class EmbeddedCluster:
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o755)
         self._check_reachable()
-        for path, mode in ((self.pgdata, 0o700), (self.run_dir, 0o755), (self.log_file.parent, 0o755)):
+        for path, mode in (
+            (self.pgdata, 0o700),
+            (self.run_dir, 0o755),
+            (self.log_file.parent, 0o755),
+        ):
             path.mkdir(parents=True, exist_ok=True)
             self._own(path, mode)
         creds = Credentials(
@@ -172,11 +176,14 @@ class EmbeddedCluster:
         try:
             self._run(
                 str(self.bin / "initdb"),
-                "-D", str(self.pgdata),
-                "-U", ADMIN_ROLE,
+                "-D",
+                str(self.pgdata),
+                "-U",
+                ADMIN_ROLE,
                 f"--pwfile={pwfile}",
                 "--auth=scram-sha-256",
-                "-E", "UTF8",
+                "-E",
+                "UTF8",
                 "--locale=C.UTF-8",
             )
         finally:
@@ -207,10 +214,15 @@ class EmbeddedCluster:
             return False
         self._run(
             str(self.bin / "pg_ctl"),
-            "-D", str(self.pgdata),
-            "-l", str(self.log_file),
-            "-o", self._server_options(),
-            "-w", "-t", "60",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.log_file),
+            "-o",
+            self._server_options(),
+            "-w",
+            "-t",
+            "60",
             "start",
         )
         return True

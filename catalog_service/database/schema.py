@@ -69,7 +69,9 @@ def _connect(info: ConnectionInfo) -> psycopg.Connection[tuple[object, ...]]:
 def ensure_database(admin: ConnectionInfo) -> bool:
     """Create the catalogue database if missing. Returns True when it was created."""
     with _connect(admin.with_dbname("postgres")) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [admin.dbname]).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [admin.dbname]
+        ).fetchone()
         if exists:
             return False
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(admin.dbname)))
@@ -88,9 +90,7 @@ def _check_postgis(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 def installed_pgstac_version(conn: psycopg.Connection[tuple[object, ...]]) -> str | None:
-    row = conn.execute(
-        "SELECT to_regclass('pgstac.migrations') IS NOT NULL"
-    ).fetchone()
+    row = conn.execute("SELECT to_regclass('pgstac.migrations') IS NOT NULL").fetchone()
     if not row or not row[0]:
         return None
     version = conn.execute(
@@ -105,7 +105,7 @@ def _migrate_tilekeeper(conn: psycopg.Connection[tuple[object, ...]]) -> int:
         conn.execute(MIGRATIONS[0])
         conn.execute("LOCK TABLE tilekeeper.migrations IN EXCLUSIVE MODE")
         row = conn.execute("SELECT coalesce(max(version), 0) FROM tilekeeper.migrations").fetchone()
-        current = int(row[0]) if row else 0
+        current = int(str(row[0])) if row else 0
         for version, statement in enumerate(MIGRATIONS, start=1):
             if version > current:
                 conn.execute(statement)
@@ -132,7 +132,9 @@ def _ensure_login_roles(conn: psycopg.Connection[tuple[object, ...]], creds: Cre
                 sql.Identifier(role), sql.Literal(password)
             )
         )
-        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(role))
+        )
         conn.execute(
             sql.SQL("ALTER ROLE {} SET search_path TO pgstac, public").format(sql.Identifier(role))
         )
@@ -161,7 +163,9 @@ def install(admin: ConnectionInfo, creds: Credentials | None) -> SchemaReport:
             db.close()
     with _connect(admin) as conn:
         # JIT makes pgstac's single-row upserts 10-20x slower (to_text() COST 5000).
-        conn.execute(sql.SQL("ALTER DATABASE {} SET jit = off").format(sql.Identifier(admin.dbname)))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET jit = off").format(sql.Identifier(admin.dbname))
+        )
         if creds is not None:
             _ensure_login_roles(conn, creds)
         version = _migrate_tilekeeper(conn)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite: lint, types, then pytest against a real PostgreSQL cluster that the
+# tests start themselves on free ports. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"

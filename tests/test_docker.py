@@ -1,0 +1,50 @@
+"""No Docker engine runs here: check that the deployment files parse and name what the
+app reads, so they do not rot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from catalog_service.settings import ApiSettings, DatabaseSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _known_env() -> set[str]:
+    names = set()
+    for cls in (ApiSettings, DatabaseSettings):
+        prefix = cls.model_config["env_prefix"]
+        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+    return names
+
+
+def test_compose_parses_and_wires_the_api_to_the_database() -> None:
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"db", "migrate", "api"} <= set(services)
+    api = services["api"]
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "@db:5432/" in api["environment"]["TILEKEEPER_DB_DSN"]
+    assert "pgstac:v0.10.0" in services["db"]["image"]
+    assert "jit=off" in services["db"]["command"]
+    tilekeeper_vars = {
+        k
+        for s in ("api", "migrate")
+        for k in services[s]["environment"]
+        if k.startswith("TILEKEEPER_")
+    }
+    unknown = tilekeeper_vars - _known_env()
+    assert not unknown, f"compose sets variables the app does not read: {unknown}"
+
+
+def test_dockerfile_installs_pinned_and_serves() -> None:
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "-c constraints.txt" in dockerfile
+    assert re.search(r'CMD \["tilekeeper", "serve"\]', dockerfile)
+    copied = re.findall(r"^COPY (.+) \./", dockerfile, flags=re.M)
+    for entry in " ".join(copied).split():
+        assert (ROOT / entry).exists(), f"Dockerfile copies missing {entry}"

@@ -1,0 +1,65 @@
+"""The service starts before its database, answers 503 while it is away and recovers
+by itself when it returns (a real cluster stopped and started under a running API)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import Database, make_collection, make_database, start_api, wait_ready
+
+from catalog_service.api.server import ServerThread
+from catalog_service.database import bring_up
+
+
+@pytest.fixture(scope="module")
+def own_database() -> Iterator[Database]:
+    db = make_database("tilekeeper-restart-")
+    yield db
+    db.cluster.destroy()
+
+
+def _eventually_ok(url: str, timeout_s: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(url, timeout=10)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def _assert_unavailable(server: ServerThread) -> None:
+    assert httpx.get(f"{server.url}/_mgmt/ping").status_code == 200
+    assert httpx.get(f"{server.url}/_mgmt/health").status_code == 503
+    response = httpx.get(f"{server.url}/collections", timeout=30)
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+    assert "unavailable" in response.json()["description"]
+    write = httpx.post(f"{server.url}/collections", json=make_collection("while-down"), timeout=30)
+    assert write.status_code == 503
+
+
+@pytest.mark.slow
+def test_api_starts_before_database_and_survives_restart(own_database: Database) -> None:
+    own_database.cluster.stop()
+    server = start_api(own_database, connect_retry_s=0.2)
+    try:
+        _assert_unavailable(server)
+
+        bring_up(own_database.settings)
+        wait_ready(server.url)
+        created = httpx.post(f"{server.url}/collections", json=make_collection("after-start"))
+        assert created.status_code == 201
+
+        own_database.cluster.stop()
+        _assert_unavailable(server)
+
+        own_database.cluster.start()
+        response = _eventually_ok(f"{server.url}/collections/after-start")
+        assert response.status_code == 200, response.text
+        # The write that answered 503 while the database was down stored nothing.
+        assert httpx.get(f"{server.url}/collections/while-down").status_code == 404
+    finally:
+        server.stop()
