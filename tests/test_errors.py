@@ -131,67 +131,56 @@ def impatient_api(database: Database) -> Iterator[str]:
     server.stop()
 
 
-def _hold_lock(database: Database, table: str, seconds: float, locked: threading.Event) -> None:
-    with psycopg.connect(database.report.logins.admin.dsn) as conn:
-        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        locked.set()
-        time.sleep(seconds)
-        conn.rollback()
+def _upsert_while_locked(
+    api: str, database: Database, cid: str, http: httpx.Client, hold_s: float
+) -> tuple[httpx.Response, str]:
+    """Store x as queued, lock its partition for ``hold_s``, upsert x as running meanwhile.
 
+    Returns the upsert's response and the status stored afterwards."""
+    bulk(http, cid, [make_item("x", cid, status="queued")])
+    partition = database.sql(
+        "SELECT partition FROM pgstac.partitions_view WHERE collection = %s", cid
+    )[0][0]
+    locked = threading.Event()
 
-def _partition(database: Database, cid: str) -> str:
-    name = database.sql("SELECT partition FROM pgstac.partitions_view WHERE collection = %s", cid)
-    return f"pgstac.{name[0][0]}"
+    def hold() -> None:
+        with psycopg.connect(database.report.logins.admin.dsn) as conn:
+            conn.execute(f"LOCK TABLE pgstac.{partition} IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            time.sleep(hold_s)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(5)
+        response = httpx.post(
+            f"{api}/collections/{cid}/bulk_items",
+            json={"method": "upsert", "items": {"x": make_item("x", cid, status="running")}},
+            timeout=30,
+        )
+    finally:
+        holder.join()
+    stored = database.sql(
+        "SELECT content->'properties'->>'status' FROM pgstac.items WHERE collection = %s", cid
+    )[0][0]
+    return response, stored
 
 
 def test_lock_timeout_is_retried_then_succeeds(
     impatient_api: str, database: Database, new_collection: Callable[[], str], http: httpx.Client
 ) -> None:
-    cid = new_collection()
-    bulk(http, cid, [make_item("x", cid, status="queued")])
-    locked = threading.Event()
     # Held for 0.3 s: the first tries hit lock_timeout (55P03), a later one gets through.
-    holder = threading.Thread(
-        target=_hold_lock, args=(database, _partition(database, cid), 0.3, locked)
-    )
-    holder.start()
-    locked.wait(5)
-    item = make_item("x", cid, status="running")
-    response = httpx.post(
-        f"{impatient_api}/collections/{cid}/bulk_items",
-        json={"method": "upsert", "items": {"x": item}},
-        timeout=30,
-    )
-    holder.join()
+    response, stored = _upsert_while_locked(impatient_api, database, new_collection(), http, 0.3)
     assert response.status_code == 200, response.text
-    assert database.sql(
-        "SELECT content->'properties'->>'status' FROM pgstac.items WHERE collection = %s", cid
-    ) == [("running",)]
+    assert stored == "running"
 
 
 def test_persistent_lock_answers_503_with_retry_after(
     impatient_api: str, database: Database, new_collection: Callable[[], str], http: httpx.Client
 ) -> None:
-    cid = new_collection()
-    bulk(http, cid, [make_item("x", cid, status="queued")])
-    locked = threading.Event()
-    holder = threading.Thread(
-        target=_hold_lock, args=(database, _partition(database, cid), 6, locked)
-    )
-    holder.start()
-    locked.wait(5)
-    try:
-        item = make_item("x", cid, status="running")
-        response = httpx.post(
-            f"{impatient_api}/collections/{cid}/bulk_items",
-            json={"method": "upsert", "items": {"x": item}},
-            timeout=30,
-        )
-    finally:
-        holder.join()
+    response, stored = _upsert_while_locked(impatient_api, database, new_collection(), http, 6)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
     assert "nothing was changed" in response.json()["description"]
-    assert database.sql(
-        "SELECT content->'properties'->>'status' FROM pgstac.items WHERE collection = %s", cid
-    ) == [("queued",)]
+    assert stored == "queued"
