@@ -53,3 +53,29 @@ def test_errors_say_what_to_do(
     assert result.exit_code == 1
     assert "tilekeeper db up" in result.output
     assert "Traceback" not in result.output
+
+
+def test_demo_loads_the_sample_and_counts_it(
+    env: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catalog_service.api.server import free_port
+    from catalog_service.sample import SAMPLE_COLLECTION_ID, sample_items
+
+    monkeypatch.setenv("TILEKEEPER_API_PORT", str(free_port()))
+    result = runner.invoke(app, ["demo", "--exit"])
+    assert result.exit_code == 0, result.output
+    stored = dict(
+        env.sql(
+            "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
+            "WHERE collection = %s GROUP BY 1",
+            SAMPLE_COLLECTION_ID,
+        )
+    )
+    assert sum(stored.values()) == len(sample_items()) == 25
+    for status, count in stored.items():
+        assert f"│ {status}" in result.output and f"{count} │" in result.output
+    # Running it again resumes nothing and duplicates nothing.
+    assert runner.invoke(app, ["demo", "--exit"]).exit_code == 0
+    assert env.sql(
+        "SELECT count(*) FROM pgstac.items WHERE collection = %s", SAMPLE_COLLECTION_ID
+    ) == [(25,)]

@@ -184,7 +184,7 @@ def demo(
             for written in catalog.upsert_items(SAMPLE_COLLECTION_ID, items, batch_size=10):
                 progress.advance(task, written)
         counts = catalog.count_by("status", SAMPLE_COLLECTION_ID)
-        table = Table(title=f"{SAMPLE_COLLECTION_ID}: tiles per status (from /aggregate)")
+        table = Table(title="Sample tiles per status")
         table.add_column("status")
         table.add_column("tiles", justify="right")
         for status, count in counts.items():
