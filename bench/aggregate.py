@@ -126,13 +126,21 @@ def run(url: str, admin_dsn: str, n: int, repeats: int) -> None:
     console.print(f"Loaded {n:,} items in {load_s:.1f} s ({n / load_s:,.0f} items/s)")
 
     with psycopg.connect(admin_dsn) as conn:
-        sql_all = dict(conn.execute(
-            "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
-            "WHERE collection = %s GROUP BY 1", [COLLECTION]).fetchall())
-        sql_vito = dict(conn.execute(
-            "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
-            "WHERE collection = %s AND content->'properties'->>'backend_name' = 'vito' "
-            "GROUP BY 1", [COLLECTION]).fetchall())
+        sql_all = dict(
+            conn.execute(
+                "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
+                "WHERE collection = %s GROUP BY 1",
+                [COLLECTION],
+            ).fetchall()
+        )
+        sql_vito = dict(
+            conn.execute(
+                "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
+                "WHERE collection = %s AND content->'properties'->>'backend_name' = 'vito' "
+                "GROUP BY 1",
+                [COLLECTION],
+            ).fetchall()
+        )
 
     cql = {"op": "=", "args": [{"property": "backend_name"}, "vito"]}
 
@@ -151,7 +159,10 @@ def run(url: str, admin_dsn: str, n: int, repeats: int) -> None:
         return dict(Counter(item["properties"]["status"] for item in search.items_as_dicts()))
 
     rows = []
-    for label, flt, truth in (("no filter", None, sql_all), ("backend_name = 'vito'", cql, sql_vito)):
+    for label, flt, truth in (
+        ("no filter", None, sql_all),
+        ("backend_name = 'vito'", cql, sql_vito),
+    ):
         agg_s, agg_result = timed(lambda flt=flt: aggregate(flt), repeats)
         assert agg_result == truth, (agg_result, truth)
         with console.status(f"Paging /search ({label})"):
@@ -163,8 +174,13 @@ def run(url: str, admin_dsn: str, n: int, repeats: int) -> None:
     for col in ("query", "items counted", "aggregate", "paging /search (limit 1000)", "speed-up"):
         table.add_column(col, justify="right")
     for label, count, agg_s, naive_s in rows:
-        table.add_row(label, f"{count:,}", f"{agg_s * 1000:.1f} ms", f"{naive_s:.1f} s",
-                      f"{naive_s / agg_s:,.0f}x")
+        table.add_row(
+            label,
+            f"{count:,}",
+            f"{agg_s * 1000:.1f} ms",
+            f"{naive_s:.1f} s",
+            f"{naive_s / agg_s:,.0f}x",
+        )
     console.print(table)
     console.print("Both answers equal the SQL GROUP BY count.")
 
