@@ -27,6 +27,11 @@ class Database:
     report: UpReport
     cluster: EmbeddedCluster
 
+    def destroy(self) -> None:
+        """Stop the cluster and remove its temporary directory."""
+        self.cluster.destroy()
+        shutil.rmtree(self.settings.data_dir.parent, ignore_errors=True)
+
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         """Run SQL as the admin login (for checking what the API stored)."""
         with psycopg.connect(self.report.logins.admin.dsn, autocommit=True) as conn:
@@ -57,8 +62,7 @@ def _no_external_database() -> Iterator[None]:
 def database() -> Iterator[Database]:
     db = make_database("tilekeeper-test-")
     yield db
-    db.cluster.destroy()
-    shutil.rmtree(db.settings.data_dir.parent, ignore_errors=True)
+    db.destroy()
 
 
 def start_api(db: Database, **overrides: Any) -> ServerThread:

@@ -79,7 +79,7 @@ def test_stale_pid_file_and_restart() -> None:
         assert cluster.status().running
         assert bring_up(db.settings).changed is False
     finally:
-        db.cluster.destroy()
+        db.destroy()
 
 
 def test_unreachable_data_dir_is_explained(tmp_path_factory: pytest.TempPathFactory) -> None:

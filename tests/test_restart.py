@@ -18,7 +18,7 @@ from catalog_service.database import bring_up
 def own_database() -> Iterator[Database]:
     db = make_database("tilekeeper-restart-")
     yield db
-    db.cluster.destroy()
+    db.destroy()
 
 
 def _eventually_ok(url: str, timeout_s: float = 30.0) -> httpx.Response:
