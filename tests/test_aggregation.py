@@ -184,6 +184,8 @@ def test_new_string_queryable_gets_a_frequency(
         ("/aggregate", {"filter": "status = "}, 400),
         ("/aggregate", {"bbox": "0,0,0,1,1,1"}, 400),
         ("/aggregate", {"datetime": "yesterday"}, 400),
+        ("/aggregate", {"query": "{not json"}, 400),
+        ("/aggregate", {"intersects": "{not json"}, 400),
         ("/aggregate", {"query": '{"status": {"eq": "x"}}', "filter": "status = 'x'"}, 400),
     ],
 )

@@ -232,16 +232,14 @@ def _search_from_get(params: Any) -> dict[str, Any]:
         "bbox": kwargs.get("bbox"),
         "query": orjson.loads(kwargs["query"]) if kwargs.get("query") else None,
     }
-    try:
-        clean = clean_search_args(
-            base_args,
-            intersects=kwargs.get("intersects"),
-            datetime=kwargs.get("datetime"),
-            filter_query=kwargs.get("filter_expr"),
-            filter_lang=kwargs.get("filter_lang"),
-        )
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(status_code=400, detail=f"Invalid JSON parameter: {exc}") from exc
+    # Bad JSON in `query`/`intersects` becomes a 400 in the app's JSONDecodeError handler.
+    clean = clean_search_args(
+        base_args,
+        intersects=kwargs.get("intersects"),
+        datetime=kwargs.get("datetime"),
+        filter_query=kwargs.get("filter_expr"),
+        filter_lang=kwargs.get("filter_lang"),
+    )
     return _validated_search(clean)
 
 

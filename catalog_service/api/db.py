@@ -87,7 +87,3 @@ def database_lifespan(logins: DatabaseLogins, settings: ApiSettings):  # type: i
                     await pool.close()
 
     return lifespan
-
-
-def is_connected(app: FastAPI) -> bool:
-    return getattr(app.state, "readpool", None) is not None
