@@ -9,22 +9,28 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from stac_fastapi.extensions import BulkTransactionExtension, TransactionExtension
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import Settings as StacSettings
 from stac_fastapi.pgstac.models.extensions import Extensions
-from stac_fastapi.pgstac.transactions import TransactionsClient
 from stac_fastapi.types.extension import ApiExtension
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
 from catalog_service import __version__
 from catalog_service.api.aggregation import AggregationExtension
-from catalog_service.api.clients import AtomicBulkTransactionsClient, TilekeeperCoreClient
+from catalog_service.api.campaigns import add_campaign_routes
+from catalog_service.api.clients import (
+    AtomicBulkTransactionsClient,
+    CampaignItemsAreManaged,
+    GuardedTransactionsClient,
+    TilekeeperCoreClient,
+)
 from catalog_service.api.db import database_lifespan
 from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
 from catalog_service.database import DatabaseLogins, resolve_logins
+from catalog_service.jobs.store import TileRegistrar
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 # stac-fastapi logs every handled 4xx at ERROR with a traceback; those are the client's
@@ -40,7 +46,9 @@ class TilekeeperExtensions(Extensions):  # type: ignore[misc]
     def transaction(self) -> list[ApiExtension]:
         return [
             TransactionExtension(
-                client=TransactionsClient(), settings=self.settings, response_class=JSONResponse
+                client=GuardedTransactionsClient(),
+                settings=self.settings,
+                response_class=JSONResponse,
             ),
             BulkTransactionExtension(client=AtomicBulkTransactionsClient()),
         ]
@@ -81,7 +89,14 @@ def create_app(
         settings=stac,
     )
     app: FastAPI = api.app
+    app.state.tile_registrar = TileRegistrar(logins.writer.dsn)
     add_exception_handlers(app)
+    add_campaign_routes(app)
+
+    async def managed(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"code": "ConflictError", "description": str(exc)}, status_code=409)
+
+    app.add_exception_handler(CampaignItemsAreManaged, managed)
     # Innermost of the user middlewares: its 503/400 answers still pass through CORS.
     app.user_middleware.append(
         Middleware(

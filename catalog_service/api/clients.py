@@ -11,10 +11,57 @@ from fastapi import HTTPException, Request
 from stac_fastapi.extensions.bulk_transactions import BulkTransactionMethod, Items
 from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.pgstac.db import dbfunc
-from stac_fastapi.pgstac.transactions import BulkTransactionsClient
+from stac_fastapi.pgstac.transactions import BulkTransactionsClient, TransactionsClient
 from stac_fastapi.types.errors import InvalidQueryParameter
 
 from catalog_service.api.errors import BulkWriteRejected
+from catalog_service.jobs.campaign import CAMPAIGN_KEY
+
+
+class CampaignItemsAreManaged(Exception):
+    """A raw STAC write aimed at a campaign's tile jobs."""
+
+
+async def refuse_campaign_writes(request: Request, collection_id: str) -> None:
+    """Campaign tiles change only through the job store (transition rules, history).
+
+    A raw write would bypass both, so it fails loudly with 409 and says where to go:
+    this is what makes the stock STACAPIJobDatabase fail instead of corrupting a campaign.
+    """
+    async with request.app.state.get_connection(request, "r") as conn:
+        managed = await conn.fetchval(
+            "SELECT content ? $2 FROM pgstac.collections WHERE id = $1", collection_id, CAMPAIGN_KEY
+        )
+    if managed:
+        raise CampaignItemsAreManaged(
+            f"{collection_id} is a tilekeeper campaign: its tile jobs change only through "
+            f"/campaigns/{collection_id}/jobs/changes (status transitions with history). "
+            "Use catalog_service.CampaignJobDatabase as the job database, or register tiles "
+            f"with POST /campaigns/{collection_id}/tiles."
+        )
+
+
+@attr.s
+class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
+    """Standard STAC transactions, except on campaign items."""
+
+    async def create_item(self, collection_id: str, *args: Any, **kwargs: Any) -> Any:
+        await refuse_campaign_writes(kwargs["request"], collection_id)
+        return await super().create_item(collection_id, *args, **kwargs)
+
+    async def update_item(
+        self, request: Request, collection_id: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        await refuse_campaign_writes(request, collection_id)
+        return await super().update_item(request, collection_id, *args, **kwargs)
+
+    async def patch_item(self, collection_id: str, *args: Any, **kwargs: Any) -> Any:
+        await refuse_campaign_writes(kwargs["request"], collection_id)
+        return await super().patch_item(collection_id, *args, **kwargs)
+
+    async def delete_item(self, item_id: str, collection_id: str, *args: Any, **kwargs: Any) -> Any:
+        await refuse_campaign_writes(kwargs["request"], collection_id)
+        return await super().delete_item(item_id, collection_id, *args, **kwargs)
 
 
 def _aggregation_links(request: Request, collection_id: str) -> list[dict[str, str]]:
@@ -111,6 +158,7 @@ class AtomicBulkTransactionsClient(BulkTransactionsClient):  # type: ignore[misc
     async def bulk_item_insert(self, items: Items, **kwargs: Any) -> dict[str, Any]:
         request: Request = kwargs["request"]
         collection_id = request.path_params["collection_id"]
+        await refuse_campaign_writes(request, collection_id)
         valid: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for key, item in items.items.items():

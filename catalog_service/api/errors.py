@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import asyncpg
+import psycopg
 from fastapi import FastAPI, Request
 from stac_fastapi.types.errors import NotFoundError
 from starlette.responses import JSONResponse
@@ -58,7 +59,7 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
     seen: BaseException | None = exc
     while seen is not None:
         sqlstate = getattr(seen, "sqlstate", None)
-        if isinstance(seen, asyncpg.PostgresError) and sqlstate:
+        if isinstance(seen, asyncpg.PostgresError | psycopg.Error) and sqlstate:
             if sqlstate == "23514" and "no partition of relation" in str(seen):
                 # Writing into a collection that does not exist (pgstac partitions per
                 # collection); can also be a brief race while a partition is created.

@@ -43,6 +43,31 @@ MIGRATIONS: tuple[str, ...] = (
     ) AS q(name, definition)
     WHERE NOT EXISTS (SELECT 1 FROM pgstac.queryables e WHERE e.name = q.name);
     """,
+    # The job store: an append-only history of every status change, and the indexes the
+    # job database reads through (jobs of a status in processing order; a job by its
+    # order number). On the partitioned parent, so every campaign's partition gets them.
+    """
+    CREATE TABLE tilekeeper.job_history (
+        seq bigserial PRIMARY KEY,
+        collection text NOT NULL,
+        item_id text NOT NULL,
+        at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        from_status text,
+        to_status text NOT NULL,
+        actor text NOT NULL,
+        details jsonb
+    );
+    CREATE INDEX job_history_tile ON tilekeeper.job_history (collection, item_id, seq);
+    CREATE INDEX IF NOT EXISTS tilekeeper_jobs_queue ON pgstac.items (
+        collection,
+        (content->'properties'->>'status'),
+        ((content->'properties'->>'tilekeeper:order')::bigint),
+        id
+    ) WHERE content->'properties' ? 'tilekeeper:order';
+    CREATE INDEX IF NOT EXISTS tilekeeper_jobs_order ON pgstac.items (
+        collection, ((content->'properties'->>'tilekeeper:order')::bigint)
+    ) WHERE content->'properties' ? 'tilekeeper:order';
+    """,
 )
 
 

@@ -1,0 +1,270 @@
+"""Campaign and job routes: HTTP in, job-store calls, HTTP out.
+
+Status changes of campaign tiles go through these routes only; the standard STAC
+transaction routes refuse to touch a campaign's items (see ``clients.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from shapely.geometry import shape
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from catalog_service.jobs import status as job_status
+from catalog_service.jobs import store
+from catalog_service.jobs.campaign import ID_PATTERN, CampaignDefinition
+from catalog_service.jobs.summary import summarize
+
+M = TypeVar("M", bound=BaseModel)
+
+# pgstac refuses these in ids (stac-fastapi-pgstac's INVALID_ID_CHARS), so do we, early.
+_INVALID_ID = re.compile(r"[:/?#\[\]@!$&'()*+,;=\s]")
+MAX_TILES_PER_REQUEST = 100_000
+# Loader runs hold a database connection and a thread each; a few at a time is plenty.
+_REGISTRATIONS = asyncio.Semaphore(2)
+
+
+class BadRequest(Exception):
+    """Input the routes reject before anything is written."""
+
+
+class TileIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=200)
+    geometry: dict[str, Any]
+    bbox: list[float] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class TilesIn(BaseModel):
+    tiles: list[TileIn] = Field(max_length=MAX_TILES_PER_REQUEST)
+
+
+class ChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tile: str
+    status: str | None = None
+    set: dict[str, Any] = Field(default_factory=dict)
+    expect_status: str | None = None
+    expect_revision: int | None = None
+    reset: bool = False
+    links: list[dict[str, Any]] = Field(default_factory=list)
+    details: dict[str, Any] | None = None
+
+
+class ChangesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(default="anonymous", max_length=200)
+    changes: list[ChangeIn] = Field(min_length=1, max_length=100_000)
+
+
+class ResetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statuses: list[str] = Field(default_factory=lambda: sorted(job_status.FAILED), min_length=1)
+    set: dict[str, Any] = Field(default_factory=dict)
+    actor: str = Field(default="anonymous", max_length=200)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Strict JSON (NaN and Infinity are refused, unlike json.loads) into ``model``."""
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON (NaN/Infinity are not JSON): {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()[:10]
+        )
+        raise BadRequest(f"invalid request body: {problems}") from None
+
+
+@asynccontextmanager
+async def _conn(request: Request, mode: str) -> AsyncIterator[asyncpg.Connection]:
+    async with request.app.state.get_connection(request, mode) as conn:
+        yield conn
+
+
+def _links(request: Request, campaign: str) -> list[dict[str, str]]:
+    base = str(request.base_url).rstrip("/")
+    return [
+        {"rel": "self", "href": f"{base}/campaigns/{campaign}", "type": "application/json"},
+        {"rel": "collection", "href": f"{base}/collections/{campaign}", "type": "application/json"},
+        {"rel": "jobs", "href": f"{base}/campaigns/{campaign}/jobs", "type": "application/json"},
+        {
+            "rel": "summary",
+            "href": f"{base}/campaigns/{campaign}/summary",
+            "type": "application/json",
+        },
+    ]
+
+
+def _campaign_out(request: Request, definition: CampaignDefinition) -> dict[str, Any]:
+    return {
+        **definition.model_dump(mode="json", exclude_none=True),
+        "links": _links(request, definition.id),
+    }
+
+
+def _check_tile(tile: TileIn) -> dict[str, Any]:
+    if _INVALID_ID.search(tile.id):
+        raise BadRequest(f"tile id {tile.id!r} contains a character pgstac refuses (: / ? # ...)")
+    try:
+        geom = shape(tile.geometry)
+    except Exception as exc:
+        raise BadRequest(f"tile {tile.id}: geometry is not GeoJSON ({exc})") from None
+    if geom.is_empty:
+        raise BadRequest(f"tile {tile.id}: geometry is empty")
+    bbox = tile.bbox or list(geom.bounds)
+    if len(bbox) != 4:
+        raise BadRequest(f"tile {tile.id}: bbox must have 4 numbers")
+    return {"id": tile.id, "geometry": tile.geometry, "bbox": bbox, "properties": tile.properties}
+
+
+def create_router() -> APIRouter:
+    router = APIRouter(prefix="/campaigns", tags=["Campaigns"])
+
+    @router.post("", status_code=201, summary="Create a campaign (a collection of tile jobs)")
+    async def create_campaign(request: Request) -> JSONResponse:
+        definition = await parse_body(request, CampaignDefinition)
+        bbox = list(shape(definition.aoi).bounds) if definition.aoi else None
+        async with _conn(request, "w") as conn:
+            await store.create_campaign(conn, definition, bbox)
+        return JSONResponse(_campaign_out(request, definition), status_code=201)
+
+    @router.get("", summary="List campaigns")
+    async def list_campaigns(request: Request) -> dict[str, Any]:
+        async with _conn(request, "r") as conn:
+            definitions = await store.list_definitions(conn)
+        return {"campaigns": [_campaign_out(request, d) for d in definitions]}
+
+    @router.get("/{campaign_id}", summary="A campaign's definition")
+    async def get_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
+        async with _conn(request, "r") as conn:
+            definition = await store.get_definition(conn, campaign_id)
+        return _campaign_out(request, definition)
+
+    @router.post("/{campaign_id}/tiles", summary="Register tiles as not_started jobs")
+    async def register_tiles(request: Request, campaign_id: str) -> dict[str, Any]:
+        body = await parse_body(request, TilesIn)
+        tiles = [_check_tile(t) for t in body.tiles]
+        ids = [t["id"] for t in tiles]
+        if len(set(ids)) != len(ids):
+            raise BadRequest("tile ids must be unique within a request")
+        async with _conn(request, "r") as conn:
+            definition = await store.get_definition(conn, campaign_id)
+        for tile in tiles:
+            given = tile["properties"].get("status")
+            if given is not None and given not in job_status.ALL:
+                raise BadRequest(f"tile {tile['id']}: unknown status {given!r}")
+        registrar: store.TileRegistrar = request.app.state.tile_registrar
+        async with _REGISTRATIONS:
+            new = await run_in_threadpool(registrar.register, definition, tiles)
+        return {"received": len(tiles), "registered": new, "existing": len(tiles) - new}
+
+    @router.get("/{campaign_id}/jobs", summary="Tile jobs by status, order number or tile id")
+    async def list_jobs(
+        request: Request,
+        campaign_id: str,
+        status: str | None = Query(None, description="Comma-separated statuses"),
+        order: str | None = Query(None, description="Comma-separated order numbers"),
+        tile: str | None = Query(None, description="Comma-separated tile ids"),
+        limit: int = Query(1000, ge=1, le=100_000),
+        after: int = Query(-1, description="Only jobs with a larger order number (paging)"),
+    ) -> dict[str, Any]:
+        given = [p for p in (status, order, tile) if p is not None]
+        if len(given) != 1:
+            raise BadRequest("give exactly one of `status`, `order` or `tile`")
+        async with _conn(request, "r") as conn:
+            if status is not None:
+                statuses = [s for s in status.split(",") if s]
+                unknown = [s for s in statuses if s not in job_status.ALL]
+                if unknown:
+                    raise BadRequest(f"unknown status {', '.join(unknown)}")
+                jobs = await store.jobs_by_status(conn, campaign_id, statuses, limit, after)
+            elif order is not None:
+                try:
+                    orders = [int(o) for o in order.split(",") if o]
+                except ValueError:
+                    raise BadRequest("`order` must be comma-separated integers") from None
+                jobs = await store.jobs_by_order(conn, campaign_id, orders)
+            else:
+                jobs = await store.jobs_by_id(conn, campaign_id, (tile or "").split(","))
+            if not jobs:
+                await store.get_definition(conn, campaign_id)  # 404 for an unknown campaign
+        return {"jobs": jobs}
+
+    @router.post("/{campaign_id}/jobs/changes", summary="Apply status changes, all or nothing")
+    async def change_jobs(request: Request, campaign_id: str) -> dict[str, Any]:
+        body = await parse_body(request, ChangesIn)
+        changes = [store.Change(**c.model_dump()) for c in body.changes]
+        async with _conn(request, "w") as conn:
+            outcome = await store.apply_changes(conn, campaign_id, changes, body.actor)
+        return {"applied": outcome.applied, "stale": outcome.stale}
+
+    @router.get("/{campaign_id}/jobs/{tile_id}/history", summary="A tile's status history")
+    async def tile_history(request: Request, campaign_id: str, tile_id: str) -> dict[str, Any]:
+        async with _conn(request, "r") as conn:
+            rows = await store.history(conn, campaign_id, tile_id)
+        return {"campaign": campaign_id, "tile": tile_id, "history": rows}
+
+    @router.post("/{campaign_id}/reset", summary="Reset finished-with-failure tiles for a retry")
+    async def reset(request: Request, campaign_id: str) -> dict[str, Any]:
+        body = await parse_body(request, ResetIn)
+        async with _conn(request, "w") as conn:
+            count = await store.reset_tiles(conn, campaign_id, body.statuses, body.actor, body.set)
+        return {"reset": count, "statuses": body.statuses}
+
+    @router.get("/{campaign_id}/summary", summary="Progress, runtime, cost and ETA figures")
+    async def summary(request: Request, campaign_id: str) -> dict[str, Any]:
+        async with _conn(request, "r") as conn:
+            definition = await store.get_definition(conn, campaign_id)
+            return await summarize(conn, definition)
+
+    return router
+
+
+def _error(code: str, message: str, status_code: int, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": code, "description": message, **extra}, status_code=status_code)
+
+
+def add_campaign_routes(app: FastAPI) -> None:
+    app.include_router(create_router())
+
+    async def bad_request(request: Request, exc: Exception) -> JSONResponse:
+        return _error("BadRequest", str(exc), 400)
+
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, store.ChangesRejected):
+            conflicts = [c.__dict__ for c in exc.conflicts]
+            return _error("TransitionRejected", str(exc), 409, conflicts=conflicts)
+        if isinstance(exc, store.TilesNotFound):
+            return _error("NotFoundError", str(exc), 404, tiles=exc.tiles)
+        if isinstance(exc, store.CampaignNotFound):
+            return _error("NotFoundError", str(exc), 404)
+        if isinstance(exc, store.CampaignExists):
+            return _error("ConflictError", str(exc), 409)
+        return _error("BadRequest", str(exc), 400)
+
+    app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(store.StoreError, store_error)
+
+
+__all__ = ["ID_PATTERN", "add_campaign_routes"]

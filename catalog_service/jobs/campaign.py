@@ -1,0 +1,167 @@
+"""A campaign: the definition of a tiled openEO production, stored in its STAC collection,
+and the rules that turn tiles into job items."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from catalog_service.jobs import status
+
+CAMPAIGN_KEY = "tilekeeper:campaign"
+ORDER_KEY = "tilekeeper:order"
+REVISION_KEY = "tilekeeper:revision"
+# Properties the job store maintains; a change may not set them directly.
+MANAGED_KEYS = frozenset({"status", "datetime", "start_datetime", "end_datetime", "updated"})
+MANAGED_PREFIX = "tilekeeper:"
+# What a reset (retry) clears: the previous attempt's job, not the tile's history.
+ATTEMPT_KEYS = ("id", "backend_name", "start_time", "running_start_time", "finish_time", "costs")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class Backend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str
+    parallel_jobs: int = Field(default=2, ge=1, le=1000)
+
+
+class ProcessSpec(BaseModel):
+    """The process each tile job runs: a UDP (by URL namespace or user-defined process id)
+    with constant parameters; per-tile parameters come from tile properties of the same
+    name, or as ``parameter_map`` says (process parameter -> tile property)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    process_id: str
+    namespace: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_map: dict[str, str] = Field(default_factory=dict)
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1)
+    # Job options merged over the campaign's on a retry (e.g. more executor memory).
+    escalation: dict[str, Any] = Field(default_factory=dict)
+
+
+class CampaignDefinition(BaseModel):
+    """Everything needed to (re)run a campaign, stored in its collection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str | None = None
+    description: str | None = None
+    grid: str | None = None
+    aoi: dict[str, Any] | None = None
+    temporal_extent: tuple[date, date] | None = None
+    process: ProcessSpec | None = None
+    backends: list[Backend] = Field(default_factory=list)
+    job_options: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    order_by: str | None = None
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_backends(cls, value: list[Backend]) -> list[Backend]:
+        names = [b.name for b in value]
+        if len(set(names)) != len(names):
+            raise ValueError("back-end names must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_extent(self) -> CampaignDefinition:
+        if self.temporal_extent and self.temporal_extent[0] > self.temporal_extent[1]:
+            raise ValueError("temporal_extent must be [start, end] with start <= end")
+        return self
+
+    @property
+    def job_datetime(self) -> str:
+        """The one datetime every job item of the campaign carries.
+
+        Fixed per campaign so later writes never widen pgstac's partition constraint
+        (whose rebuild under concurrent writes deadlocks or fails, pgstac#211/#285)."""
+        if self.temporal_extent:
+            return f"{self.temporal_extent[0].isoformat()}T00:00:00Z"
+        return self.created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def job_interval(self) -> tuple[str, str]:
+        if self.temporal_extent:
+            return self.job_datetime, f"{self.temporal_extent[1].isoformat()}T23:59:59Z"
+        return self.job_datetime, self.job_datetime
+
+    def to_collection(self, bbox: list[float] | None = None) -> dict[str, Any]:
+        start, end = self.job_interval()
+        return {
+            "type": "Collection",
+            "stac_version": "1.1.0",
+            "id": self.id,
+            "title": self.title or f"Campaign {self.id}",
+            "description": self.description
+            or f"Tile jobs of the openEO production campaign {self.id}, tracked by tilekeeper.",
+            "license": "other",
+            "keywords": ["openEO", "campaign", "tilekeeper"],
+            "extent": {
+                "spatial": {"bbox": [bbox or [-180.0, -90.0, 180.0, 90.0]]},
+                "temporal": {"interval": [[start, end]]},
+            },
+            "summaries": {"status": sorted(status.ALL)},
+            "links": [],
+            CAMPAIGN_KEY: self.model_dump(mode="json", exclude_none=True),
+        }
+
+    @classmethod
+    def from_collection(cls, collection: dict[str, Any]) -> CampaignDefinition | None:
+        raw = collection.get(CAMPAIGN_KEY)
+        return cls.model_validate(raw) if isinstance(raw, dict) else None
+
+
+def job_item(
+    definition: CampaignDefinition,
+    tile_id: str,
+    geometry: dict[str, Any],
+    bbox: list[float],
+    properties: dict[str, Any],
+    order: int,
+) -> dict[str, Any]:
+    """A new tile job: status not_started, the campaign's fixed datetime, a processing
+    order number (the stable integer index the job database pages and addresses by)."""
+    start, end = definition.job_interval()
+    given = properties.get("status") or status.NOT_STARTED
+    if given not in status.ALL:
+        raise ValueError(f"tile {tile_id}: unknown status {given!r}")
+    props = {
+        k: v
+        for k, v in properties.items()
+        if v is not None and k not in MANAGED_KEYS and not k.startswith(MANAGED_PREFIX)
+    }
+    props.update(
+        {
+            "datetime": start,
+            "start_datetime": start,
+            "end_datetime": end,
+            "status": given,
+            "attempts": int(props.get("attempts") or 0),
+            ORDER_KEY: order,
+            REVISION_KEY: 0,
+        }
+    )
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [],
+        "id": tile_id,
+        "collection": definition.id,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": props,
+        "links": [],
+        "assets": {},
+    }

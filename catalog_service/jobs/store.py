@@ -1,0 +1,497 @@
+"""The job store: campaigns, tile registration and status changes, on pgstac.
+
+Every status change goes through ``apply_changes``: one transaction that locks the
+tiles' rows (in id order, so concurrent writers cannot deadlock), checks each move
+against the transition table and any expected status or revision the caller sends,
+writes the new properties and appends one history row per tile. Either every change of
+a request lands or none does.
+
+Tile items keep a fixed datetime and geometry, so a change only rewrites the item's
+properties in place: no partition is ever touched again after registration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import psycopg
+from pypgstac.db import PgstacDB
+from pypgstac.load import Loader, Methods
+
+from catalog_service.jobs import status
+from catalog_service.jobs.campaign import (
+    ATTEMPT_KEYS,
+    CAMPAIGN_KEY,
+    MANAGED_KEYS,
+    MANAGED_PREFIX,
+    ORDER_KEY,
+    REVISION_KEY,
+    CampaignDefinition,
+    job_item,
+)
+
+
+class StoreError(Exception):
+    """Base of the job store's refusals; the API maps each to an HTTP status."""
+
+
+class CampaignNotFound(StoreError):
+    pass
+
+
+class CampaignExists(StoreError):
+    pass
+
+
+class TilesNotFound(StoreError):
+    def __init__(self, campaign: str, tiles: Sequence[str]) -> None:
+        self.tiles = list(tiles)
+        shown = ", ".join(self.tiles[:10]) + (" ..." if len(self.tiles) > 10 else "")
+        super().__init__(f"campaign {campaign} has no tile(s) {shown}")
+
+
+class InvalidChange(StoreError):
+    pass
+
+
+@dataclass
+class Conflict:
+    tile: str
+    current: str
+    requested: str
+    reason: str
+
+
+class ChangesRejected(StoreError):
+    """At least one change broke a rule; nothing was written."""
+
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        first = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        super().__init__(f"tile {first.tile}: {first.reason}{more}; nothing was changed")
+
+
+@dataclass
+class Change:
+    """One tile's requested change.
+
+    ``set`` merges properties (None removes one); ``expect_status``/``expect_revision``
+    make it a compare-and-set; ``reset`` moves a job that is over back to not_started.
+    """
+
+    tile: str
+    status: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    expect_status: str | None = None
+    expect_revision: int | None = None
+    reset: bool = False
+    links: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        bad = [k for k in self.set if k in MANAGED_KEYS or k.startswith(MANAGED_PREFIX)]
+        if bad:
+            raise InvalidChange(
+                f"tile {self.tile}: {', '.join(sorted(bad))} cannot be set directly"
+                " (status is the `status` field of a change; the rest is kept by tilekeeper)"
+            )
+        if self.status is not None and self.status not in status.ALL:
+            raise InvalidChange(
+                f"tile {self.tile}: unknown status {self.status!r}; "
+                f"known: {', '.join(sorted(status.ALL))}"
+            )
+        if self.reset and self.status not in (None, status.NOT_STARTED):
+            raise InvalidChange(f"tile {self.tile}: a reset goes to not_started")
+        for link in self.links:
+            if not isinstance(link.get("href"), str) or not isinstance(link.get("rel"), str):
+                raise InvalidChange(f"tile {self.tile}: a link needs string `rel` and `href`")
+
+
+@dataclass
+class Outcome:
+    applied: list[dict[str, Any]]
+    stale: list[str]
+
+
+def _json(value: Any) -> Any:
+    """jsonb as Python: the API's pools decode it already (stac-fastapi's con_init)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _merge_links(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = {(link["rel"], link["href"]) for link in new}
+    return [link for link in existing if (link.get("rel"), link.get("href")) not in keys] + new
+
+
+def _next_properties(
+    props: dict[str, Any], change: Change, new_status: str, when: str
+) -> dict[str, Any]:
+    current = props.get("status", status.NOT_STARTED)
+    out = dict(props)
+    if change.reset:
+        for key in ATTEMPT_KEYS:
+            out.pop(key, None)
+    for key, value in change.set.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    out["status"] = new_status
+    if current == status.NOT_STARTED and new_status in status.STARTS:
+        out["attempts"] = int(out.get("attempts") or 0) + 1
+    if new_status in status.TERMINAL and current not in status.TERMINAL:
+        out.setdefault("finish_time", when)
+    out[REVISION_KEY] = int(out.get(REVISION_KEY) or 0) + 1
+    out["updated"] = when
+    return out
+
+
+# Rows of one campaign's tiles, in the order the job database pages them.
+_LOCK_TILES = """
+SELECT id, content->'properties' AS props, content->'links' AS links
+FROM pgstac.items
+WHERE collection = $1 AND id = ANY($2::text[])
+ORDER BY id
+FOR UPDATE
+"""
+_UPDATE_TILES = """
+UPDATE pgstac.items AS i
+SET content = jsonb_set(
+        jsonb_set(i.content, '{properties}', u.props::jsonb),
+        '{links}', coalesce(u.links::jsonb, i.content->'links', '[]'::jsonb))
+FROM unnest($2::text[], $3::text[], $4::text[]) AS u(id, props, links)
+WHERE i.collection = $1 AND i.id = u.id
+"""
+_HISTORY = """
+INSERT INTO tilekeeper.job_history (collection, item_id, from_status, to_status, actor, details)
+SELECT $1, u.id, u.from_status, u.to_status, $2, u.details::jsonb
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
+    AS u(id, from_status, to_status, details)
+"""
+
+
+def _plan(
+    changes: Sequence[Change], rows: Mapping[str, asyncpg.Record], when: str
+) -> tuple[list[tuple[str, dict[str, Any], Any, str, str, Change]], list[str], list[Conflict]]:
+    planned = []
+    stale: list[str] = []
+    conflicts: list[Conflict] = []
+    # Several changes of one tile in one request apply in order.
+    state: dict[str, tuple[dict[str, Any], Any]] = {
+        tile: (_json(row["props"]), _json(row["links"]) or []) for tile, row in rows.items()
+    }
+    for change in changes:
+        props, links = state[change.tile]
+        current = str(props.get("status", status.NOT_STARTED))
+        new = status.NOT_STARTED if change.reset else (change.status or current)
+        if change.expect_status is not None and change.expect_status != current:
+            conflicts.append(
+                Conflict(
+                    change.tile, current, new, f"expected {change.expect_status}, is {current}"
+                )
+            )
+            continue
+        revision = int(props.get(REVISION_KEY) or 0)
+        if change.expect_revision is not None and change.expect_revision != revision:
+            conflicts.append(
+                Conflict(
+                    change.tile,
+                    current,
+                    new,
+                    f"expected revision {change.expect_revision}, is {revision}",
+                )
+            )
+            continue
+        same_job = change.set.get("id", props.get("id")) == props.get("id")
+        if not change.reset and same_job and props.get("id") and status.is_stale(current, new):
+            # Older news about the job the tile already tracks: newer facts win.
+            stale.append(change.tile)
+            continue
+        try:
+            status.check(current, new, reset=change.reset)
+        except status.IllegalTransition as exc:
+            conflicts.append(Conflict(change.tile, current, new, str(exc)))
+            continue
+        new_props = _next_properties(props, change, new, when)
+        new_links = _merge_links(links, change.links) if change.links else None
+        state[change.tile] = (new_props, new_links if new_links is not None else links)
+        planned.append((change.tile, new_props, new_links, current, new, change))
+    return planned, stale, conflicts
+
+
+async def apply_changes(
+    conn: asyncpg.Connection, campaign: str, changes: Sequence[Change], actor: str
+) -> Outcome:
+    """Apply all changes atomically, or raise and write nothing."""
+    for change in changes:
+        change.validate()
+    tiles = sorted({c.tile for c in changes})
+    when = _now()
+    async with conn.transaction():
+        rows = {r["id"]: r for r in await conn.fetch(_LOCK_TILES, campaign, tiles)}
+        missing = [t for t in tiles if t not in rows]
+        if missing:
+            if not await _campaign_exists(conn, campaign):
+                raise CampaignNotFound(f"no campaign {campaign!r}")
+            raise TilesNotFound(campaign, missing)
+        planned, stale, conflicts = _plan(changes, rows, when)
+        if conflicts:
+            raise ChangesRejected(conflicts)
+        if not planned:
+            return Outcome([], stale)
+        # The last planned state per tile is what is written.
+        final: dict[str, tuple[dict[str, Any], Any]] = {}
+        for tile, props, links, *_ in planned:
+            final[tile] = (props, links if links is not None else final.get(tile, (None, None))[1])
+        ids = list(final)
+        await conn.execute(
+            _UPDATE_TILES,
+            campaign,
+            ids,
+            [json.dumps(final[t][0]) for t in ids],
+            [json.dumps(final[t][1]) if final[t][1] is not None else None for t in ids],
+        )
+        await conn.execute(
+            _HISTORY,
+            campaign,
+            actor,
+            [p[0] for p in planned],
+            [p[3] for p in planned],
+            [p[4] for p in planned],
+            [json.dumps(_history_details(p[5])) for p in planned],
+        )
+    applied = [
+        {"tile": t, "status": final[t][0]["status"], "revision": final[t][0][REVISION_KEY]}
+        for t in ids
+    ]
+    return Outcome(applied, stale)
+
+
+def _history_details(change: Change) -> dict[str, Any]:
+    details: dict[str, Any] = dict(change.details or {})
+    if change.reset:
+        details["reset"] = True
+    if change.set:
+        details["set"] = change.set
+    return details
+
+
+async def _campaign_exists(conn: asyncpg.Connection, campaign: str) -> bool:
+    row = await conn.fetchval(
+        "SELECT content ? $2 FROM pgstac.collections WHERE id = $1", campaign, CAMPAIGN_KEY
+    )
+    return bool(row)
+
+
+async def get_definition(conn: asyncpg.Connection, campaign: str) -> CampaignDefinition:
+    raw = await conn.fetchval(
+        "SELECT content->$2 FROM pgstac.collections WHERE id = $1", campaign, CAMPAIGN_KEY
+    )
+    if raw is None:
+        exists = await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", campaign)
+        if exists:
+            raise CampaignNotFound(f"collection {campaign!r} is not a tilekeeper campaign")
+        raise CampaignNotFound(f"no campaign {campaign!r}")
+    return CampaignDefinition.model_validate(_json(raw))
+
+
+async def list_definitions(conn: asyncpg.Connection) -> list[CampaignDefinition]:
+    rows = await conn.fetch(
+        "SELECT content->$1 AS d FROM pgstac.collections WHERE content ? $1 ORDER BY id",
+        CAMPAIGN_KEY,
+    )
+    return [CampaignDefinition.model_validate(_json(r["d"])) for r in rows]
+
+
+async def create_campaign(
+    conn: asyncpg.Connection, definition: CampaignDefinition, bbox: list[float] | None
+) -> dict[str, Any]:
+    collection = definition.to_collection(bbox)
+    start, end = definition.job_interval()
+    async with conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", definition.id):
+            raise CampaignExists(f"collection {definition.id!r} already exists")
+        await conn.execute(
+            "SELECT pgstac.create_collection($1::text::jsonb)", json.dumps(collection)
+        )
+    # Create the partition with its final datetime range now, once, so tile writes never
+    # rebuild its constraint (the race behind pgstac#211).
+    await conn.execute(
+        "SELECT pgstac.check_partition($1, tstzrange($2::text::timestamptz, $2::text::timestamptz, '[]'),"
+        " tstzrange($3::text::timestamptz, $3::text::timestamptz, '[]'))",
+        definition.id,
+        start,
+        end,
+    )
+    return collection
+
+
+# Jobs by status, in processing order: served by the tilekeeper_jobs_queue index.
+_JOBS_BY_STATUS = f"""
+SELECT id, content->'properties' AS props
+FROM pgstac.items
+WHERE collection = $1
+  AND content->'properties' ? '{ORDER_KEY}'
+  AND content->'properties'->>'status' = ANY($2::text[])
+  AND (content->'properties'->>'{ORDER_KEY}')::bigint > $3
+ORDER BY content->'properties'->>'status', (content->'properties'->>'{ORDER_KEY}')::bigint, id
+LIMIT $4
+"""
+_JOBS_BY_ORDER = f"""
+SELECT id, content->'properties' AS props
+FROM pgstac.items
+WHERE collection = $1
+  AND content->'properties' ? '{ORDER_KEY}'
+  AND (content->'properties'->>'{ORDER_KEY}')::bigint = ANY($2::bigint[])
+ORDER BY (content->'properties'->>'{ORDER_KEY}')::bigint
+"""
+_JOBS_BY_ID = """
+SELECT id, content->'properties' AS props FROM pgstac.items
+WHERE collection = $1 AND id = ANY($2::text[]) ORDER BY id
+"""
+
+
+def _job(row: asyncpg.Record) -> dict[str, Any]:
+    return {"tile": row["id"], "properties": _json(row["props"])}
+
+
+async def jobs_by_status(
+    conn: asyncpg.Connection,
+    campaign: str,
+    statuses: Sequence[str],
+    limit: int,
+    after_order: int = -1,
+) -> list[dict[str, Any]]:
+    """Jobs in any of ``statuses``, in processing order (then id), at most ``limit``.
+
+    Each status is read from its own stretch of the index, then merged, so the query
+    stays an index range scan whatever the mix."""
+    jobs: list[dict[str, Any]] = []
+    for st in sorted(set(statuses)):
+        rows = await conn.fetch(_JOBS_BY_STATUS, campaign, [st], after_order, limit)
+        jobs.extend(_job(r) for r in rows)
+    jobs.sort(key=lambda j: (int(j["properties"].get(ORDER_KEY, 0)), j["tile"]))
+    return jobs[:limit]
+
+
+async def jobs_by_order(
+    conn: asyncpg.Connection, campaign: str, orders: Iterable[int]
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(_JOBS_BY_ORDER, campaign, list(orders))
+    return [_job(r) for r in rows]
+
+
+async def jobs_by_id(
+    conn: asyncpg.Connection, campaign: str, tiles: Iterable[str]
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(_JOBS_BY_ID, campaign, list(tiles))
+    return [_job(r) for r in rows]
+
+
+async def history(conn: asyncpg.Connection, campaign: str, tile: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT seq, at, from_status, to_status, actor, details FROM tilekeeper.job_history"
+        " WHERE collection = $1 AND item_id = $2 ORDER BY seq",
+        campaign,
+        tile,
+    )
+    if not rows and not await conn.fetchval(
+        "SELECT 1 FROM pgstac.items WHERE collection = $1 AND id = $2", campaign, tile
+    ):
+        if not await _campaign_exists(conn, campaign):
+            raise CampaignNotFound(f"no campaign {campaign!r}")
+        raise TilesNotFound(campaign, [tile])
+    return [
+        {
+            "at": r["at"].isoformat(),
+            "from": r["from_status"],
+            "to": r["to_status"],
+            "by": r["actor"],
+            "details": _json(r["details"]) or {},
+        }
+        for r in rows
+    ]
+
+
+async def reset_tiles(
+    conn: asyncpg.Connection,
+    campaign: str,
+    statuses: Sequence[str],
+    actor: str,
+    set_properties: dict[str, Any] | None = None,
+    limit: int | None = None,
+) -> int:
+    """Reset every tile in ``statuses`` to not_started (a retry), in one transaction."""
+    bad = [s for s in statuses if s in status.ACTIVE or s not in status.ALL]
+    if bad:
+        raise InvalidChange(
+            f"cannot reset tiles in {', '.join(bad)}: only statuses a job is over in can be "
+            "retried (cancel active jobs first)"
+        )
+    rows = await jobs_by_status(conn, campaign, statuses, limit or 10**9)
+    if not rows:
+        await get_definition(conn, campaign)  # 404 for an unknown campaign
+        return 0
+    changes = [Change(tile=r["tile"], reset=True, set=dict(set_properties or {})) for r in rows]
+    outcome = await apply_changes(conn, campaign, changes, actor)
+    return len(outcome.applied)
+
+
+_LAST_ORDER = f"""
+SELECT (content->'properties'->>'{ORDER_KEY}')::bigint FROM pgstac.items
+WHERE collection = %s AND content->'properties' ? '{ORDER_KEY}'
+ORDER BY collection DESC, (content->'properties'->>'{ORDER_KEY}')::bigint DESC
+LIMIT 1
+"""
+_REGISTER_LOCK = "SELECT {}(hashtext('tilekeeper.register'), hashtext(%s))"
+
+
+class TileRegistrar:
+    """Registers tiles through pypgstac's Loader (COPY, dehydrated in Python: ~10x the
+    rate of pgstac's own ingest functions). Existing tiles are left as they are, so a
+    repeated registration resumes instead of duplicating."""
+
+    def __init__(self, writer_dsn: str) -> None:
+        self.writer_dsn = writer_dsn
+
+    def register(self, definition: CampaignDefinition, tiles: Sequence[dict[str, Any]]) -> int:
+        """Store the tiles not yet in the campaign; returns how many were new."""
+        ids = [t["id"] for t in tiles]
+        with psycopg.connect(self.writer_dsn, autocommit=True) as conn:
+            conn.execute("SET search_path TO pgstac, public")
+            # One registration at a time per campaign: it hands out the order numbers.
+            conn.execute(_REGISTER_LOCK.format("pg_advisory_lock"), [definition.id])
+            try:
+                last = conn.execute(_LAST_ORDER, [definition.id]).fetchone()
+                last_order = int(str(last[0])) if last else -1
+                found = conn.execute(
+                    "SELECT count(*) FROM pgstac.items WHERE collection = %s AND id = ANY(%s)",
+                    [definition.id, ids],
+                ).fetchone()
+                existing = int(str(found[0])) if found else 0
+                items = [
+                    job_item(
+                        definition,
+                        t["id"],
+                        t["geometry"],
+                        t["bbox"],
+                        t.get("properties") or {},
+                        last_order + 1 + n,
+                    )
+                    for n, t in enumerate(tiles)
+                ]
+                db = PgstacDB(dsn=self.writer_dsn, connection=conn)
+                Loader(db).load_items(iter(items), insert_mode=Methods.ignore)
+            finally:
+                conn.execute(_REGISTER_LOCK.format("pg_advisory_unlock"), [definition.id])
+        return len(tiles) - existing
