@@ -1,3 +1,22 @@
-"""tilekeeper: a STAC-centric production catalogue and job tracker for openEO campaigns."""
+"""tilekeeper: a STAC catalogue and job tracker for openEO production campaigns."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+if TYPE_CHECKING:
+    from catalog_service.client.jobdb import CampaignJobDatabase
+
+__all__ = ["CampaignJobDatabase", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the job database pulls in openeo and pandas, which the
+    # service itself does not need.
+    if name == "CampaignJobDatabase":
+        from catalog_service.client.jobdb import CampaignJobDatabase
+
+        return CampaignJobDatabase
+    raise AttributeError(name)

@@ -1,0 +1,146 @@
+"""Campaigns through the service's HTTP API: create, register tiles, read and change jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+from catalog_service.client.http import ApiError, HttpSession
+from catalog_service.grids import TileSet
+from catalog_service.jobs.campaign import CampaignDefinition
+
+# Big enough to amortise a request, small enough to keep each all-or-nothing write short.
+REGISTER_BATCH = 20_000
+CHANGE_BATCH = 5_000
+
+
+def tile_records(tiles: TileSet) -> Iterator[dict[str, Any]]:
+    """Tiles as the registration endpoint takes them."""
+    for tile_id, (geometry, bbox), props in zip(
+        tiles.ids.tolist(), tiles.geometries(), tiles.properties(), strict=True
+    ):
+        yield {"id": tile_id, "geometry": geometry, "bbox": bbox, "properties": props}
+
+
+def _batches(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class Campaigns:
+    """The campaign routes of a tilekeeper API."""
+
+    def __init__(self, http: HttpSession) -> None:
+        self.http = http
+
+    def exists(self, campaign_id: str) -> bool:
+        try:
+            self.http.get(f"campaigns/{campaign_id}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def create(self, definition: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.post("campaigns", json=definition)
+        return result
+
+    def get(self, campaign_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.get(f"campaigns/{campaign_id}")
+        return result
+
+    def definition(self, campaign_id: str) -> CampaignDefinition:
+        raw = self.get(campaign_id)
+        return CampaignDefinition.model_validate({k: v for k, v in raw.items() if k != "links"})
+
+    def list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.http.get("campaigns")["campaigns"]
+        return result
+
+    def register(
+        self,
+        campaign_id: str,
+        tiles: Iterable[dict[str, Any]],
+        batch_size: int = REGISTER_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Register tiles in processing order; returns how many were new. Re-registering
+        the same tiles changes nothing, so an interrupted registration can be repeated."""
+        new = 0
+        for batch in _batches(tiles, batch_size):
+            result = self.http.post(f"campaigns/{campaign_id}/tiles", json={"tiles": batch})
+            new += int(result["registered"])
+            if progress:
+                progress(len(batch))
+        return new
+
+    def jobs_by_status(
+        self, campaign_id: str, statuses: Sequence[str], limit: int = 1000, after: int = -1
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.http.get(
+            f"campaigns/{campaign_id}/jobs",
+            params={"status": ",".join(statuses), "limit": limit, "after": after},
+        )["jobs"]
+        return result
+
+    def iter_jobs(
+        self, campaign_id: str, statuses: Sequence[str], page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every job in ``statuses``, page by page in processing order."""
+        after = -1
+        while True:
+            page = self.jobs_by_status(campaign_id, statuses, page_size, after)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = int(page[-1]["properties"]["tilekeeper:order"])
+
+    def jobs_by_order(self, campaign_id: str, orders: Iterable[int]) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = []
+        for batch in _batches(orders, 500):
+            jobs.extend(
+                self.http.get(
+                    f"campaigns/{campaign_id}/jobs", params={"order": ",".join(map(str, batch))}
+                )["jobs"]
+            )
+        return jobs
+
+    def change(
+        self, campaign_id: str, changes: Sequence[dict[str, Any]], actor: str = "python-api"
+    ) -> dict[str, Any]:
+        """Apply status changes; each request is all or nothing (409 on a broken rule)."""
+        applied: list[dict[str, Any]] = []
+        stale: list[str] = []
+        for batch in _batches(changes, CHANGE_BATCH):
+            result = self.http.post(
+                f"campaigns/{campaign_id}/jobs/changes", json={"actor": actor, "changes": batch}
+            )
+            applied.extend(result["applied"])
+            stale.extend(result["stale"])
+        return {"applied": applied, "stale": stale}
+
+    def history(self, campaign_id: str, tile_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.http.get(
+            f"campaigns/{campaign_id}/jobs/{tile_id}/history"
+        )["history"]
+        return result
+
+    def reset(
+        self,
+        campaign_id: str,
+        statuses: Sequence[str],
+        set_properties: dict[str, Any] | None = None,
+        actor: str = "python-api",
+    ) -> int:
+        result = self.http.post(
+            f"campaigns/{campaign_id}/reset",
+            json={"statuses": list(statuses), "set": set_properties or {}, "actor": actor},
+        )
+        return int(result["reset"])
+
+    def summary(self, campaign_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.get(f"campaigns/{campaign_id}/summary")
+        return result
