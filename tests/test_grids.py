@@ -60,7 +60,11 @@ def test_tiles_span_utm_zones_each_in_its_own_zone() -> None:
     for tile_id, epsg in zones.items():
         assert epsg == 32600 + int(tile_id[:2])
     for lon_lat, zone in (((5.5, 45.5), 31), ((6.5, 45.5), 32)):
-        covering = [t for t, f in zip(tiles.ids, tiles.footprints, strict=True) if f.contains(Point(lon_lat))]
+        covering = [
+            t
+            for t, f in zip(tiles.ids, tiles.footprints, strict=True)
+            if f.contains(Point(lon_lat))
+        ]
         assert any(int(t[:2]) == zone for t in covering)
 
 
@@ -109,7 +113,18 @@ def test_aoi_from_files(tmp_path: Path) -> None:
 
     geojson = tmp_path / "aoi.geojson"
     geojson.write_text(
-        json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": box(4, 50, 4.2, 50.2).__geo_interface__}]})
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": box(4, 50, 4.2, 50.2).__geo_interface__,
+                    }
+                ],
+            }
+        )
     )
     gpkg = tmp_path / "aoi.gpkg"
     gpd.GeoDataFrame(geometry=[box(4, 50, 4.2, 50.2)], crs=4326).to_crs(3035).to_file(gpkg)

@@ -37,7 +37,9 @@ from catalog_service.jobs.campaign import MANAGED_KEYS, MANAGED_PREFIX, ORDER_KE
 
 WORLD = {
     "type": "Polygon",
-    "coordinates": [[[-180.0, -90.0], [180.0, -90.0], [180.0, 90.0], [-180.0, 90.0], [-180.0, -90.0]]],
+    "coordinates": [
+        [[-180.0, -90.0], [180.0, -90.0], [180.0, 90.0], [-180.0, 90.0], [-180.0, -90.0]]
+    ],
 }
 # Properties that describe the tile item rather than the job; kept out of the frames.
 _HIDDEN = frozenset({"datetime", "start_datetime", "end_datetime", "updated"})

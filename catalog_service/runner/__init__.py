@@ -112,7 +112,14 @@ class CampaignJobManager(MultiBackendJobManager):  # type: ignore[misc]
         url = f"{job.connection.root_url.rstrip('/')}/jobs/{job.job_id}/results"
         self._record(
             row,
-            [{"rel": "results", "href": url, "type": "application/json", "title": "openEO job results"}],
+            [
+                {
+                    "rel": "results",
+                    "href": url,
+                    "type": "application/json",
+                    "title": "openEO job results",
+                }
+            ],
             {},
         )
 
@@ -169,7 +176,9 @@ def run_campaign(
     manager = build_manager(
         definition, job_db, poll_sleep=poll_sleep, root_dir=root_dir, connect=connect
     )
-    stats: dict[str, int] = manager.run_jobs(job_db=job_db, start_job=CampaignJobCreator(definition))
+    stats: dict[str, int] = manager.run_jobs(
+        job_db=job_db, start_job=CampaignJobCreator(definition)
+    )
     return stats
 
 
@@ -200,7 +209,9 @@ def cancel_campaign(
             except Exception as exc:
                 failed += 1
                 logger.warning("could not stop job %s on %s: %s", job_id, backend, exc)
-        changes.append({"tile": job["tile"], "status": status.CANCELED, "expect_status": props["status"]})
+        changes.append(
+            {"tile": job["tile"], "status": status.CANCELED, "expect_status": props["status"]}
+        )
     for job in campaigns.iter_jobs(campaign_id, [status.NOT_STARTED]):
         changes.append(
             {"tile": job["tile"], "status": status.CANCELED, "expect_status": status.NOT_STARTED}

@@ -1,0 +1,316 @@
+"""Campaigns and the job store over the real API: registration, legal and illegal
+transitions, compare-and-set under concurrency, history, refusal of raw writes."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from catalog_service.client.campaigns import tile_records
+from catalog_service.grids import load_aoi, tiles_for
+
+AOI = "4.0,50.5,4.8,51.0"
+
+
+def new_campaign(http: httpx.Client, **extra: Any) -> str:
+    campaign = f"camp-{uuid.uuid4().hex[:8]}"
+    body = {"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-01-01", "2024-12-31"]}
+    response = http.post("/campaigns", json={**body, **extra})
+    assert response.status_code == 201, response.text
+    return campaign
+
+
+def register(http: httpx.Client, campaign: str, aoi: str = AOI) -> list[dict[str, Any]]:
+    tiles = list(tile_records(tiles_for("utm-20km", load_aoi(aoi))))
+    response = http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles})
+    assert response.status_code == 200, response.text
+    assert response.json()["registered"] == len(tiles)
+    return tiles
+
+
+def change(http: httpx.Client, campaign: str, *changes: dict[str, Any]) -> httpx.Response:
+    return http.post(
+        f"/campaigns/{campaign}/jobs/changes", json={"actor": "test", "changes": list(changes)}
+    )
+
+
+def props(http: httpx.Client, campaign: str, tile: str) -> dict[str, Any]:
+    response = http.get(f"/collections/{campaign}/items/{tile}")
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["properties"]
+    return result
+
+
+def test_campaign_is_a_collection_with_its_definition(http: httpx.Client) -> None:
+    campaign = new_campaign(
+        http,
+        process={"process_id": "ndvi", "namespace": "https://example.org/ndvi.json"},
+        backends=[{"name": "a", "url": "https://a.test", "parallel_jobs": 3}],
+    )
+    collection = http.get(f"/collections/{campaign}").json()
+    assert collection["tilekeeper:campaign"]["process"]["process_id"] == "ndvi"
+    listed = [c["id"] for c in http.get("/campaigns").json()["campaigns"]]
+    assert campaign in listed
+    again = http.post("/campaigns", json={"id": campaign})
+    assert again.status_code == 409
+
+
+def test_registration_items_and_resume(http: httpx.Client, database: Any) -> None:
+    campaign = new_campaign(http)
+    tiles = register(http, campaign)
+    item = http.get(f"/collections/{campaign}/items/{tiles[0]['id']}").json()
+    assert item["properties"]["status"] == "not_started"
+    assert item["properties"]["datetime"] == "2024-01-01T00:00:00Z"
+    assert item["properties"]["grid:code"].startswith("UTM20KM-31U")
+    # Registering again (an interrupted registration repeated) adds nothing.
+    again = http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles[:5]}).json()
+    assert again == {"received": 5, "registered": 0, "existing": 5}
+    orders = database.sql(
+        "SELECT count(DISTINCT (content->'properties'->>'tilekeeper:order')) FROM items WHERE collection=%s",
+        campaign,
+    )
+    assert orders == [(len(tiles),)]
+    counts = http.get(
+        f"/collections/{campaign}/aggregate", params={"aggregations": "status_frequency"}
+    )
+    buckets = counts.json()["aggregations"][0]["buckets"]
+    assert buckets == [{"key": "not_started", "data_type": "string", "frequency": len(tiles)}]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            {"tiles": [{"id": "a/b", "geometry": {"type": "Point", "coordinates": [0, 0]}}]},
+            "refuses",
+        ),
+        ({"tiles": [{"id": "a", "geometry": {"type": "Nope"}}]}, "not GeoJSON"),
+        ({"tiles": [{"id": "a"}]}, "geometry"),
+        (
+            {
+                "tiles": [
+                    {
+                        "id": "a",
+                        "geometry": {"type": "Point", "coordinates": [0, 0]},
+                        "properties": {"status": "bogus"},
+                    }
+                ]
+            },
+            "unknown status",
+        ),
+    ],
+)
+def test_bad_tiles_are_refused(http: httpx.Client, body: dict[str, Any], message: str) -> None:
+    campaign = new_campaign(http)
+    response = http.post(f"/campaigns/{campaign}/tiles", json=body)
+    assert response.status_code == 400 and message in response.json()["description"]
+    assert http.get(f"/campaigns/{campaign}/summary").json()["tiles"] == 0
+
+
+def test_transitions_history_and_illegal_moves(http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    tile = register(http, campaign)[0]["id"]
+    ok = change(
+        http,
+        campaign,
+        {"tile": tile, "status": "queued_for_start", "set": {"id": "j-1", "backend_name": "a"}},
+    )
+    assert ok.status_code == 200, ok.text
+    assert change(http, campaign, {"tile": tile, "status": "running"}).status_code == 200
+    illegal = change(http, campaign, {"tile": tile, "status": "not_started"})
+    assert illegal.status_code == 409
+    assert "not a legal transition" in illegal.json()["description"]
+    assert (
+        change(
+            http, campaign, {"tile": tile, "status": "finished", "set": {"costs": 4.5}}
+        ).status_code
+        == 200
+    )
+    # Older news about the same job is ignored, not an error and not applied.
+    late = change(http, campaign, {"tile": tile, "status": "queued", "set": {"id": "j-1"}})
+    assert late.status_code == 200 and late.json()["stale"] == [tile]
+    # Another job's "queued" on a finished tile is a conflict (a misdirected write).
+    wrong = change(http, campaign, {"tile": tile, "status": "queued", "set": {"id": "j-other"}})
+    assert wrong.status_code == 409
+    p = props(http, campaign, tile)
+    assert (p["status"], p["id"], p["costs"], p["attempts"]) == ("finished", "j-1", 4.5, 1)
+    assert "finish_time" in p
+    history = http.get(f"/campaigns/{campaign}/jobs/{tile}/history").json()["history"]
+    assert [(h["from"], h["to"]) for h in history] == [
+        ("not_started", "queued_for_start"),
+        ("queued_for_start", "running"),
+        ("running", "finished"),
+    ]
+    assert all(h["by"] == "test" for h in history)
+
+
+def test_bulk_changes_are_all_or_nothing(http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    a, b = (t["id"] for t in register(http, campaign)[:2])
+    response = change(
+        http,
+        campaign,
+        {"tile": a, "status": "queued_for_start"},
+        {"tile": b, "status": "finished"},  # not_started -> finished is illegal
+    )
+    assert response.status_code == 409
+    assert [c["tile"] for c in response.json()["conflicts"]] == [b]
+    assert props(http, campaign, a)["status"] == "not_started"
+    missing = change(
+        http,
+        campaign,
+        {"tile": a, "status": "queued_for_start"},
+        {"tile": "nope", "status": "queued"},
+    )
+    assert missing.status_code == 404 and missing.json()["tiles"] == ["nope"]
+    assert props(http, campaign, a)["status"] == "not_started"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"changes": [{"tile": "x", "status": "done"}]},
+        {"changes": [{"tile": "x", "set": {"status": "finished"}}]},
+        {"changes": [{"tile": "x", "set": {"tilekeeper:order": 5}}]},
+        {"changes": []},
+        {"changes": [{"tile": "x", "bogus": 1}]},
+    ],
+)
+def test_bad_changes_are_refused(http: httpx.Client, body: dict[str, Any]) -> None:
+    campaign = new_campaign(http)
+    register(http, campaign)
+    response = http.post(f"/campaigns/{campaign}/jobs/changes", json=body)
+    assert response.status_code == 400, response.text
+
+
+def test_nan_is_refused(http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    tile = register(http, campaign)[0]["id"]
+    body = '{"changes": [{"tile": "%s", "set": {"costs": NaN}}]}' % tile
+    response = http.post(
+        f"/campaigns/{campaign}/jobs/changes",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400 and "NaN" in response.json()["description"]
+
+
+def test_unknown_campaign_is_404(http: httpx.Client) -> None:
+    assert http.get("/campaigns/nope/summary").status_code == 404
+    assert http.get("/campaigns/nope/jobs", params={"status": "not_started"}).status_code == 404
+    assert change(http, "nope", {"tile": "a", "status": "queued"}).status_code == 404
+
+
+def test_40_concurrent_changes_of_one_tile_lose_nothing(api: str, http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    tile = register(http, campaign)[0]["id"]
+
+    def note(n: int) -> int:
+        with httpx.Client(base_url=api, timeout=60) as client:
+            return change(client, campaign, {"tile": tile, "set": {f"note_{n}": n}}).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        codes = list(pool.map(note, range(40)))
+    assert codes == [200] * 40
+    p = props(http, campaign, tile)
+    assert all(p[f"note_{n}"] == n for n in range(40))
+    assert p["tilekeeper:revision"] == 40
+    assert len(http.get(f"/campaigns/{campaign}/jobs/{tile}/history").json()["history"]) == 40
+
+    # Compare-and-set: of 40 launches of the same not_started tile, exactly one wins.
+    def launch(n: int) -> int:
+        with httpx.Client(base_url=api, timeout=60) as client:
+            body = {
+                "tile": tile,
+                "status": "queued_for_start",
+                "expect_status": "not_started",
+                "set": {"id": f"j-{n}"},
+            }
+            return change(client, campaign, body).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        codes = list(pool.map(launch, range(40)))
+    assert sorted(codes) == [200] + [409] * 39
+    assert props(http, campaign, tile)["attempts"] == 1
+
+
+def test_100_concurrent_registrations_lose_nothing(api: str, http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    tiles = list(tile_records(tiles_for("utm-10km", load_aoi("2.0,49.0,8.0,52.0"))))[:1000]
+    assert len(tiles) == 1000
+    batches = [tiles[i::100] for i in range(100)]
+
+    def post(batch: list[dict[str, Any]]) -> int:
+        with httpx.Client(base_url=api, timeout=120) as client:
+            return client.post(f"/campaigns/{campaign}/tiles", json={"tiles": batch}).status_code
+
+    with ThreadPoolExecutor(100) as pool:
+        codes = list(pool.map(post, batches))
+    assert codes == [200] * 100
+    summary = http.get(f"/campaigns/{campaign}/summary").json()
+    assert summary["tiles"] == 1000
+    jobs = http.get(
+        f"/campaigns/{campaign}/jobs", params={"status": "not_started", "limit": 2000}
+    ).json()["jobs"]
+    orders = [j["properties"]["tilekeeper:order"] for j in jobs]
+    assert sorted(orders) == orders and len(set(orders)) == 1000
+
+
+def test_raw_stac_writes_to_campaign_tiles_fail_loudly(http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    tile = register(http, campaign)[0]
+    item = http.get(f"/collections/{campaign}/items/{tile['id']}").json()
+    item["properties"]["status"] = "finished"
+    bulk = http.post(
+        f"/collections/{campaign}/bulk_items",
+        json={"method": "upsert", "items": {item["id"]: item}},
+    )
+    assert bulk.status_code == 409 and "jobs/changes" in bulk.json()["description"]
+    assert http.put(f"/collections/{campaign}/items/{item['id']}", json=item).status_code == 409
+    assert http.delete(f"/collections/{campaign}/items/{item['id']}").status_code == 409
+    assert props(http, campaign, tile["id"])["status"] == "not_started"
+
+
+def test_reset_for_retry_and_summary(http: httpx.Client) -> None:
+    campaign = new_campaign(
+        http, backends=[{"name": "a", "url": "https://a.test", "parallel_jobs": 4}]
+    )
+    tiles = [t["id"] for t in register(http, campaign)[:4]]
+    start = "2024-05-01T10:00:00Z"
+    for n, tile in enumerate(tiles):
+        final = "finished" if n < 3 else "error"
+        change(
+            http,
+            campaign,
+            {
+                "tile": tile,
+                "status": "queued_for_start",
+                "set": {"id": f"j{n}", "backend_name": "a", "start_time": start},
+            },
+        )
+        assert (
+            change(
+                http, campaign, {"tile": tile, "status": final, "set": {"costs": 10.0 * (n + 1)}}
+            ).status_code
+            == 200
+        )
+    summary = http.get(f"/campaigns/{campaign}/summary").json()
+    assert summary["by_status"]["finished"] == 3 and summary["by_status"]["error"] == 1
+    assert summary["by_backend"] == {"a": {"error": 1, "finished": 3}}
+    assert summary["finished"]["mean_costs"] == pytest.approx(20.0)
+    assert summary["projected_costs"] == pytest.approx(20.0 * summary["tiles"])
+    assert summary["eta_by_parallelism_s"] is not None and summary["eta_s"] is not None
+    refused = http.post(f"/campaigns/{campaign}/reset", json={"statuses": ["running"]})
+    assert refused.status_code == 400
+    reset = http.post(
+        f"/campaigns/{campaign}/reset",
+        json={"statuses": ["error"], "set": {"job_options": {"executor-memory": "4g"}}},
+    )
+    assert reset.json()["reset"] == 1
+    p = props(http, campaign, tiles[3])
+    assert p["status"] == "not_started" and p["job_options"] == {"executor-memory": "4g"}
+    assert "id" not in p and p["attempts"] == 1
