@@ -190,7 +190,7 @@ def test_bad_changes_are_refused(http: httpx.Client, body: dict[str, Any]) -> No
 def test_nan_is_refused(http: httpx.Client) -> None:
     campaign = new_campaign(http)
     tile = register(http, campaign)[0]["id"]
-    body = '{"changes": [{"tile": "%s", "set": {"costs": NaN}}]}' % tile
+    body = '{"changes": [{"tile": "' + tile + '", "set": {"costs": NaN}}]}'
     response = http.post(
         f"/campaigns/{campaign}/jobs/changes",
         content=body,

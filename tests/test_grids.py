@@ -55,7 +55,7 @@ def test_utm20_cell_geometry_is_exact(reference: mgrs.MGRS) -> None:
 
 def test_tiles_span_utm_zones_each_in_its_own_zone() -> None:
     tiles = tiles_for("utm-100km", load_aoi("5,45,7,46"))  # across the 31/32 border at 6E
-    zones = {code: epsg for code, epsg in zip(tiles.ids, tiles.epsg, strict=True)}
+    zones = dict(zip(tiles.ids, tiles.epsg, strict=True))
     assert {32631, 32632} <= set(zones.values())
     for tile_id, epsg in zones.items():
         assert epsg == 32600 + int(tile_id[:2])

@@ -56,7 +56,7 @@ class Campaigns:
         raw = self.get(campaign_id)
         return CampaignDefinition.model_validate({k: v for k, v in raw.items() if k != "links"})
 
-    def list(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.http.get("campaigns")["campaigns"]
         return result
 

@@ -85,7 +85,7 @@ def _default_actor() -> str:
     return f"job-manager:{user}@{socket.gethostname()}"
 
 
-class CampaignJobDatabase(JobDatabaseInterface):  # type: ignore[misc]
+class CampaignJobDatabase(JobDatabaseInterface):
     """Job database for ``MultiBackendJobManager.run_jobs(job_db=...)`` on a campaign.
 
     :param collection_id: the campaign (its STAC collection id).
@@ -173,7 +173,7 @@ class CampaignJobDatabase(JobDatabaseInterface):  # type: ignore[misc]
             change = self._change(index, row)
             if change is not None:
                 changes.append(change)
-                orders.append(int(index))  # type: ignore[call-overload]
+                orders.append(int(str(index)))
         if not changes:
             return
         try:
@@ -253,9 +253,9 @@ class CampaignJobDatabase(JobDatabaseInterface):  # type: ignore[misc]
         df = MultiBackendJobManager._column_requirements.normalize_df(df)
         geometries: list[dict[str, Any]] | None = None
         geometry_column = None
-        if hasattr(df, "geometry") and getattr(df, "crs", None) is not None:
-            if df.crs.to_epsg() != 4326:
-                df = df.to_crs(4326)
+        crs = getattr(df, "crs", None) if hasattr(df, "geometry") else None
+        if crs is not None and crs.to_epsg() != 4326:
+            df = df.to_crs(4326)
         if "geometry" in df.columns:
             geometry_column = "geometry"
         elif hasattr(df, "geometry"):

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import openeo
 import pandas as pd
 import requests
 from openeo.extra.job_management import MultiBackendJobManager
 from openeo.extra.job_management.process_based import ProcessBasedJobCreator
+from openeo.rest.connection import Connection
+from openeo.rest.connection import connect as openeo_connect
 from openeo.rest.job import BatchJob
 
 from catalog_service.client.campaigns import Campaigns
@@ -31,7 +32,7 @@ class _JobOptionsConnection:
     ProcessBasedJobCreator builds the process graph and parameters; job options are the
     one thing it cannot pass, so they are added where the job is created."""
 
-    def __init__(self, connection: openeo.Connection, job_options: dict[str, Any]) -> None:
+    def __init__(self, connection: Connection, job_options: dict[str, Any]) -> None:
         self._connection = connection
         self._job_options = job_options
 
@@ -41,10 +42,11 @@ class _JobOptionsConnection:
     def create_job(self, *args: Any, **kwargs: Any) -> BatchJob:
         if self._job_options:
             kwargs["job_options"] = {**self._job_options, **(kwargs.get("job_options") or {})}
-        return self._connection.create_job(*args, **kwargs)
+        job: BatchJob = self._connection.create_job(*args, **kwargs)
+        return job
 
 
-class CampaignJobCreator(ProcessBasedJobCreator):  # type: ignore[misc]
+class CampaignJobCreator(ProcessBasedJobCreator):
     """``start_job`` for a campaign: its process with constant parameters, per-tile
     parameters from tile properties of the same name (or the campaign's parameter_map),
     ``temporal_extent`` from the campaign, and job options (campaign-wide, escalated per
@@ -69,7 +71,7 @@ class CampaignJobCreator(ProcessBasedJobCreator):  # type: ignore[misc]
         )
         self.definition = definition
 
-    def start_job(self, row: pd.Series, connection: openeo.Connection, **kwargs: Any) -> BatchJob:
+    def start_job(self, row: pd.Series, connection: Connection, **kwargs: Any) -> BatchJob:
         options = dict(self.definition.job_options)
         tile_options = row.get(JOB_OPTIONS_PROPERTY)
         if isinstance(tile_options, dict):
@@ -78,10 +80,11 @@ class CampaignJobCreator(ProcessBasedJobCreator):  # type: ignore[misc]
             row = row.copy()
             row["title"] = f"{self.definition.id} {row.get('item_id', row.name)}"
         wrapped = _JobOptionsConnection(connection, options)
-        return super().start_job(row=row, connection=wrapped, **kwargs)  # type: ignore[no-any-return]
+        job: BatchJob = super().start_job(row=row, connection=wrapped, **kwargs)  # type: ignore[arg-type]
+        return job
 
 
-class CampaignJobManager(MultiBackendJobManager):  # type: ignore[misc]
+class CampaignJobManager(MultiBackendJobManager):
     """MultiBackendJobManager that records results links and error messages on the tiles,
     and survives a back-end connection error while tracking (upstream crashes there
     with UnboundLocalError, defect N4)."""
@@ -138,9 +141,9 @@ def build_manager(
     definition: CampaignDefinition,
     job_db: CampaignJobDatabase,
     *,
-    poll_sleep: float = 60,
+    poll_sleep: int = 60,
     root_dir: str | Path | None = None,
-    connect: Callable[[str], openeo.Connection] | None = None,
+    connect: Callable[[str], Connection] | None = None,
 ) -> CampaignJobManager:
     if not definition.backends:
         raise TilekeeperError(
@@ -149,11 +152,11 @@ def build_manager(
         )
     manager = CampaignJobManager(
         job_db,
-        poll_sleep=poll_sleep,  # type: ignore[arg-type]
+        poll_sleep=poll_sleep,
         root_dir=root_dir,
         download_results=False,
     )
-    connect = connect or openeo.connect
+    connect = connect or openeo_connect
     for backend in definition.backends:
         manager.add_backend(
             backend.name, connection=connect(backend.url), parallel_jobs=backend.parallel_jobs
@@ -165,9 +168,9 @@ def run_campaign(
     root_url: str,
     campaign_id: str,
     *,
-    poll_sleep: float = 60,
+    poll_sleep: int = 60,
     root_dir: str | Path | None = None,
-    connect: Callable[[str], openeo.Connection] | None = None,
+    connect: Callable[[str], Connection] | None = None,
     auth: requests.auth.AuthBase | None = None,
 ) -> dict[str, int]:
     """Run (or resume) a campaign until no tile is waiting or active. Returns MBJM stats."""
@@ -186,15 +189,15 @@ def cancel_campaign(
     campaigns: Campaigns,
     campaign_id: str,
     *,
-    connect: Callable[[str], openeo.Connection] | None = None,
+    connect: Callable[[str], Connection] | None = None,
     actor: str = "tilekeeper-cancel",
 ) -> dict[str, int]:
     """Stop every active job on its back-end and mark it canceled; waiting tiles are
     canceled too. ``retry --status canceled`` resumes them."""
     definition = campaigns.definition(campaign_id)
     urls = {b.name: b.url for b in definition.backends}
-    connect = connect or openeo.connect
-    connections: dict[str, openeo.Connection] = {}
+    connect = connect or openeo_connect
+    connections: dict[str, Connection] = {}
     stopped = failed = 0
     changes = []
     for job in campaigns.iter_jobs(campaign_id, sorted(status.ACTIVE)):
