@@ -110,3 +110,13 @@ class ApiSettings(BaseSettings):
     connect_retry_s: float = Field(
         default=1.0, description="Pause between attempts to reach the database at start-up."
     )
+
+
+class ClientSettings(BaseSettings):
+    """Where the CLI and the Python API find the service."""
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_", extra="ignore")
+
+    api_url: str = Field(
+        default="http://127.0.0.1:8080/", description="The tilekeeper API the CLI talks to."
+    )

@@ -79,3 +79,70 @@ def test_demo_loads_the_sample_and_counts_it(
     assert env.sql(
         "SELECT count(*) FROM pgstac.items WHERE collection = %s", SAMPLE_COLLECTION_ID
     ) == [(25,)]
+
+
+def test_campaign_commands_mirror_the_python_api(
+    api: str, tmp_path: pytest.TempPathFactory
+) -> None:
+    import uuid
+
+    campaign = f"cli-{uuid.uuid4().hex[:8]}"
+    created = runner.invoke(
+        app,
+        [
+            "campaign",
+            "create",
+            campaign,
+            "--api",
+            api,
+            "--aoi",
+            "4.0,50.5,4.6,50.9",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-06-30",
+            "--backend",
+            "a=https://a.test@4",
+            "--process-id",
+            "ndvi",
+            "--param",
+            'bands=["B04"]',
+            "--job-option",
+            "driver-memory=2g",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    assert "tiles registered" in created.output
+    shown = json.loads(runner.invoke(app, ["campaign", "show", campaign, "--api", api]).output)
+    assert shown["backends"] == [{"name": "a", "url": "https://a.test", "parallel_jobs": 4}]
+    assert shown["process"]["parameters"] == {"bands": ["B04"]}
+    summary = json.loads(
+        runner.invoke(app, ["campaign", "status", campaign, "--json", "--api", api]).output
+    )
+    assert summary["by_status"] == {"not_started": summary["tiles"]} and summary["tiles"] > 4
+    again = runner.invoke(
+        app, ["campaign", "register", campaign, "--api", api, "--aoi", "4.0,50.5,4.9,50.9"]
+    )
+    assert again.exit_code == 0 and "already registered" in again.output
+    assert runner.invoke(app, ["campaign", "status", campaign, "--api", api]).exit_code == 0
+    retried = runner.invoke(app, ["campaign", "retry", campaign, "--api", api, "--status", "error"])
+    assert retried.exit_code == 0 and "0 tiles reset" in retried.output
+    bad = runner.invoke(
+        app,
+        [
+            "campaign",
+            "create",
+            "x",
+            "--api",
+            api,
+            "--aoi",
+            "nowhere.gpkg",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-02",
+        ],
+    )
+    assert bad.exit_code == 1 and "neither a file nor a bbox" in bad.output
+    missing = runner.invoke(app, ["campaign", "status", "nope", "--api", api])
+    assert missing.exit_code == 1 and "404" in missing.output

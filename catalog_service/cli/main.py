@@ -3,22 +3,20 @@ renders the result; errors become one red line that says what to do."""
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from catalog_service.cli.campaign import app as campaign_app
+from catalog_service.cli.errors import friendly_errors
 from catalog_service.database import EmbeddedCluster, bring_down, bring_up, resolve_logins
-from catalog_service.errors import TilekeeperError
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     help="tilekeeper: a STAC catalogue and job tracker for openEO production campaigns.",
@@ -29,22 +27,7 @@ db_app = typer.Typer(
     help="The catalogue database (embedded PostgreSQL + PostGIS + pgstac).", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(func: F) -> F:
-    """Show tilekeeper's own errors as a message, not a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TilekeeperError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+app.add_typer(campaign_app, name="campaign")
 
 
 @db_app.command("up")

@@ -1,0 +1,290 @@
+"""`tilekeeper campaign ...`: campaigns through the API (the CLI is a client like any other)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from catalog_service.cli.errors import friendly_errors
+from catalog_service.client.campaigns import Campaigns, tile_records
+from catalog_service.client.http import HttpSession
+from catalog_service.settings import ClientSettings
+
+console = Console()
+app = typer.Typer(help="Campaigns: tiled openEO productions tracked as STAC.", no_args_is_help=True)
+
+ApiOption = typer.Option(None, "--api", help="tilekeeper API URL [TILEKEEPER_API_URL].")
+
+
+def _campaigns(api: str | None) -> Campaigns:
+    return Campaigns(HttpSession(api or ClientSettings().api_url))
+
+
+def _pairs(values: list[str], what: str) -> dict[str, Any]:
+    """key=value options; values are JSON when they parse as JSON, else strings."""
+    out: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} must look like key=value, got {value!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _backends(values: list[str]) -> list[dict[str, Any]]:
+    backends = []
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--backend must be name=URL[@parallel_jobs], got {value!r}")
+        url, _, parallel = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        backend: dict[str, Any] = {"name": name, "url": url}
+        if parallel:
+            backend["parallel_jobs"] = int(parallel)
+        backends.append(backend)
+    return backends
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command("create")
+@friendly_errors
+def create(
+    campaign_id: str = typer.Argument(..., help="Campaign (collection) id."),
+    grid: str = typer.Option(
+        "utm-20km", help="utm-10km|utm-20km|utm-100km|eea-10km|eea-20km|eea-100km"
+    ),
+    aoi: str = typer.Option(
+        ..., help="GeoJSON/GeoPackage file, GeoJSON text, or west,south,east,north."
+    ),
+    start: str = typer.Option(..., help="Start of the temporal extent (YYYY-MM-DD)."),
+    end: str = typer.Option(..., help="End of the temporal extent (YYYY-MM-DD)."),
+    process_id: str | None = typer.Option(None, help="Process each tile job runs (a UDP id)."),
+    namespace: str | None = typer.Option(None, help="UDP namespace or URL of its definition."),
+    param: list[str] = typer.Option([], help="Constant process parameter key=value (repeatable)."),
+    backend: list[str] = typer.Option([], help="Back-end name=URL[@parallel_jobs] (repeatable)."),
+    job_option: list[str] = typer.Option([], help="Job option key=value (repeatable)."),
+    attributes: Path | None = typer.Option(None, help="CSV/Parquet table of per-tile attributes."),
+    attributes_key: str = typer.Option("tile_id", help="Column of the table holding tile ids."),
+    order_by: str | None = typer.Option(None, help="Attribute to process by (-name: descending)."),
+    max_attempts: int = typer.Option(3, help="Attempts per tile before giving up."),
+    title: str | None = typer.Option(None, help="Human title."),
+    api: str | None = ApiOption,
+) -> None:
+    """Create a campaign and register every tile of the grid that intersects the AOI."""
+    from catalog_service.grids import join_attributes, load_aoi, order_tiles, tiles_for
+    from catalog_service.grids.aoi import read_table
+
+    area = load_aoi(aoi)
+    with console.status(f"Cutting the AOI into {grid} tiles..."):
+        tiles = tiles_for(grid, area)
+        if attributes:
+            tiles = join_attributes(tiles, read_table(attributes), attributes_key)
+        tiles = order_tiles(tiles, order_by)
+    if not len(tiles):
+        raise typer.BadParameter("no tile of this grid intersects the AOI")
+    definition: dict[str, Any] = {
+        "id": campaign_id,
+        "title": title,
+        "grid": grid,
+        "aoi": area.__geo_interface__,
+        "temporal_extent": [
+            date.fromisoformat(start).isoformat(),
+            date.fromisoformat(end).isoformat(),
+        ],
+        "backends": _backends(backend),
+        "job_options": _pairs(job_option, "--job-option"),
+        "retry": {"max_attempts": max_attempts},
+        "order_by": order_by,
+    }
+    if process_id:
+        definition["process"] = {
+            "process_id": process_id,
+            "namespace": namespace,
+            "parameters": _pairs(param, "--param"),
+        }
+    campaigns = _campaigns(api)
+    campaigns.create({k: v for k, v in definition.items() if v is not None})
+    with _progress() as progress:
+        task = progress.add_task("Registering tiles", total=len(tiles))
+        new = campaigns.register(
+            campaign_id, tile_records(tiles), progress=lambda n: progress.advance(task, n)
+        )
+    console.print(f"[green]Campaign {campaign_id}[/]: {new} tiles registered ({grid}).")
+
+
+@app.command("register")
+@friendly_errors
+def register(
+    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    aoi: str = typer.Option(..., help="More area: file, GeoJSON text or bbox."),
+    api: str | None = ApiOption,
+) -> None:
+    """Add the tiles of more area to a campaign (existing tiles stay as they are)."""
+    from catalog_service.grids import load_aoi, tiles_for
+
+    campaigns = _campaigns(api)
+    definition = campaigns.definition(campaign_id)
+    tiles = tiles_for(definition.grid or "utm-20km", load_aoi(aoi))
+    with _progress() as progress:
+        task = progress.add_task("Registering tiles", total=len(tiles))
+        new = campaigns.register(
+            campaign_id, tile_records(tiles), progress=lambda n: progress.advance(task, n)
+        )
+    console.print(f"{new} new tiles, {len(tiles) - new} already registered.")
+
+
+@app.command("list")
+@friendly_errors
+def list_campaigns(api: str | None = ApiOption) -> None:
+    """List campaigns."""
+    table = Table("campaign", "grid", "period", "back-ends")
+    for c in _campaigns(api).all():
+        period = " .. ".join(c.get("temporal_extent") or [])
+        table.add_row(
+            c["id"],
+            c.get("grid") or "",
+            period,
+            ", ".join(b["name"] for b in c.get("backends", [])),
+        )
+    console.print(table)
+
+
+@app.command("show")
+@friendly_errors
+def show(campaign_id: str, api: str | None = ApiOption) -> None:
+    """Print a campaign's definition (JSON)."""
+    console.print_json(json.dumps(_campaigns(api).get(campaign_id)))
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@app.command("status")
+@friendly_errors
+def status(
+    campaign_id: str,
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    api: str | None = ApiOption,
+) -> None:
+    """Counts per status and back-end, runtime, cost, throughput, ETA and projected cost."""
+    summary = _campaigns(api).summary(campaign_id)
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    backends = sorted(summary["by_backend"])
+    table = Table("status", "tiles", *backends, title=f"{campaign_id}: {summary['tiles']} tiles")
+    for name, count in summary["by_status"].items():
+        table.add_row(
+            name, str(count), *(str(summary["by_backend"][b].get(name, "")) for b in backends)
+        )
+    console.print(table)
+    finished = summary["finished"]
+    console.print(
+        f"progress {summary['done']}/{summary['tiles']}"
+        f" | mean runtime {_duration(finished['mean_runtime_s'])}"
+        f" | mean cost {_money(finished['mean_costs'])}"
+        f" | throughput {_money(summary['throughput_per_hour'])}/h"
+        f" | ETA {_duration(summary['eta_s'])} (by parallelism {_duration(summary['eta_by_parallelism_s'])})"
+        f" | projected cost {_money(summary['projected_costs'])}"
+    )
+
+
+@app.command("run")
+@friendly_errors
+def run(
+    campaign_id: str,
+    poll_sleep: int = typer.Option(60, help="Seconds between polls of the back-ends."),
+    api: str | None = ApiOption,
+) -> None:
+    """Run the campaign with MultiBackendJobManager until no tile waits or runs.
+
+    Re-running resumes where it stopped."""
+    from catalog_service.runner import run_campaign
+
+    url = api or ClientSettings().api_url
+    console.print(
+        f"Running {campaign_id}; follow it with `tilekeeper campaign status {campaign_id}`."
+    )
+    stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep)
+    console.print(f"Done: {dict(stats)}")
+    status(campaign_id, as_json=False, api=url)
+
+
+@app.command("retry")
+@friendly_errors
+def retry(
+    campaign_id: str,
+    status_: str = typer.Option("error,start_failed", "--status", help="Statuses to retry."),
+    escalate: list[str] = typer.Option(
+        [], help="Job option key=value for the retries (repeatable)."
+    ),
+    api: str | None = ApiOption,
+) -> None:
+    """Reset failed tiles to not_started (optionally with more resources); `run` picks them up."""
+    campaigns = _campaigns(api)
+    options = _pairs(escalate, "--escalate")
+    if not options:
+        options = campaigns.definition(campaign_id).retry.escalation
+    props = {"job_options": options} if options else {}
+    count = campaigns.reset(
+        campaign_id, [s for s in status_.split(",") if s], props, actor="tilekeeper-cli"
+    )
+    console.print(
+        f"{count} tiles reset to not_started"
+        + (f" with job options {options}" if options else "")
+        + "."
+    )
+
+
+@app.command("cancel")
+@friendly_errors
+def cancel(campaign_id: str, api: str | None = ApiOption) -> None:
+    """Stop the campaign's active jobs on their back-ends and cancel waiting tiles."""
+    from catalog_service.runner import cancel_campaign
+
+    result = cancel_campaign(_campaigns(api), campaign_id)
+    console.print(
+        f"{result['canceled']} tiles canceled; {result['stopped']} jobs stopped"
+        + (
+            f", {result['stop_failed']} could not be stopped (see the log)"
+            if result["stop_failed"]
+            else ""
+        )
+    )
+
+
+@app.command("history")
+@friendly_errors
+def history(campaign_id: str, tile_id: str, api: str | None = ApiOption) -> None:
+    """A tile's status history."""
+    table = Table("when", "from", "to", "by", "details")
+    for h in _campaigns(api).history(campaign_id, tile_id):
+        table.add_row(h["at"], h["from"] or "", h["to"], h["by"], json.dumps(h["details"]))
+    console.print(table)
