@@ -140,9 +140,9 @@ def run(url: str, writer_dsn: str, sizes: list[int], stock: bool, work: Path) ->
         console.print(f"  pypgstac Loader: {rate:,.0f} items/s")
         results: dict[str, dict[str, float]] = {}
         csv_path, parquet_path = work / f"jobs-{n}.csv", work / f"jobs-{n}.parquet"
-        results["CsvJobDatabase"] = measure("csv", lambda: CsvJobDatabase(csv_path), gdf)
+        results["CsvJobDatabase"] = measure("csv", lambda p=csv_path: CsvJobDatabase(p), gdf)
         results["ParquetJobDatabase"] = measure(
-            "parquet", lambda: ParquetJobDatabase(parquet_path), gdf
+            "parquet", lambda p=parquet_path: ParquetJobDatabase(p), gdf
         )
         if stock and n <= 11_000:
             results["STACAPIJobDatabase (stock)"] = measure(
