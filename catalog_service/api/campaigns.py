@@ -31,7 +31,7 @@ M = TypeVar("M", bound=BaseModel)
 _INVALID_ID = re.compile(r"[:/?#\[\]@!$&'()*+,;=\s]")
 MAX_TILES_PER_REQUEST = 100_000
 # Loader runs hold a database connection and a thread each; a few at a time is plenty.
-_REGISTRATIONS = asyncio.Semaphore(2)
+CONCURRENT_REGISTRATIONS = 2
 
 
 class BadRequest(Exception):
@@ -175,7 +175,7 @@ def create_router() -> APIRouter:
             if given is not None and given not in job_status.ALL:
                 raise BadRequest(f"tile {tile['id']}: unknown status {given!r}")
         registrar: store.TileRegistrar = request.app.state.tile_registrar
-        async with _REGISTRATIONS:
+        async with request.app.state.registrations:
             new = await run_in_threadpool(registrar.register, definition, tiles)
         return {"received": len(tiles), "registered": new, "existing": len(tiles) - new}
 
@@ -246,6 +246,8 @@ def _error(code: str, message: str, status_code: int, **extra: Any) -> JSONRespo
 
 
 def add_campaign_routes(app: FastAPI) -> None:
+    # Per app (not per module): an asyncio semaphore belongs to one event loop.
+    app.state.registrations = asyncio.Semaphore(CONCURRENT_REGISTRATIONS)
     app.include_router(create_router())
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ from rich.table import Table
 from catalog_service.cli.errors import friendly_errors
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
+from catalog_service.grids import TileSet
 from catalog_service.settings import ClientSettings
 
 console = Console()
@@ -63,6 +64,14 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
     )
+
+
+def _register(campaigns: Campaigns, campaign_id: str, tiles: TileSet) -> int:
+    with _progress() as progress:
+        task = progress.add_task("Registering tiles", total=len(tiles))
+        return campaigns.register(
+            campaign_id, tile_records(tiles), progress=lambda n: progress.advance(task, n)
+        )
 
 
 @app.command("create")
@@ -123,11 +132,7 @@ def create(
         }
     campaigns = _campaigns(api)
     campaigns.create({k: v for k, v in definition.items() if v is not None})
-    with _progress() as progress:
-        task = progress.add_task("Registering tiles", total=len(tiles))
-        new = campaigns.register(
-            campaign_id, tile_records(tiles), progress=lambda n: progress.advance(task, n)
-        )
+    new = _register(campaigns, campaign_id, tiles)
     console.print(f"[green]Campaign {campaign_id}[/]: {new} tiles registered ({grid}).")
 
 
@@ -144,11 +149,7 @@ def register(
     campaigns = _campaigns(api)
     definition = campaigns.definition(campaign_id)
     tiles = tiles_for(definition.grid or "utm-20km", load_aoi(aoi))
-    with _progress() as progress:
-        task = progress.add_task("Registering tiles", total=len(tiles))
-        new = campaigns.register(
-            campaign_id, tile_records(tiles), progress=lambda n: progress.advance(task, n)
-        )
+    new = _register(campaigns, campaign_id, tiles)
     console.print(f"{new} new tiles, {len(tiles) - new} already registered.")
 
 

@@ -30,13 +30,7 @@ class Catalog:
         return self.http.root_url
 
     def collection_exists(self, collection_id: str) -> bool:
-        try:
-            self.http.get(f"collections/{collection_id}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return self.http.exists(f"collections/{collection_id}")
 
     def upsert_collection(self, collection: dict[str, Any]) -> None:
         """Create the collection, or replace its definition if it exists."""

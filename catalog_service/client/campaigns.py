@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
-from catalog_service.client.http import ApiError, HttpSession
+from catalog_service.client.http import HttpSession
 from catalog_service.grids import TileSet
 from catalog_service.jobs.campaign import CampaignDefinition
 
@@ -36,13 +36,7 @@ class Campaigns:
         self.http = http
 
     def exists(self, campaign_id: str) -> bool:
-        try:
-            self.http.get(f"campaigns/{campaign_id}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return self.http.exists(f"campaigns/{campaign_id}")
 
     def create(self, definition: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.http.post("campaigns", json=definition)

@@ -78,6 +78,16 @@ class HttpSession:
             raise ApiError(response.status_code, method, url, body)
         return body
 
+    def exists(self, path: str) -> bool:
+        """True if GET ``path`` answers, False on 404; other errors raise."""
+        try:
+            self.get(path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
 
