@@ -9,9 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pypgstac.db import PgstacDB
+from pypgstac.load import Loader, Methods
 
 from catalog_service.client.campaigns import tile_records
 from catalog_service.grids import load_aoi, tiles_for
+from catalog_service.jobs.campaign import CampaignDefinition, job_item
 
 AOI = "4.0,50.5,4.8,51.0"
 
@@ -81,6 +84,35 @@ def test_registration_items_and_resume(http: httpx.Client, database: Any) -> Non
     assert buckets == [{"key": "not_started", "data_type": "string", "frequency": len(tiles)}]
 
 
+def test_registered_items_equal_what_pgstacs_loader_stores(
+    http: httpx.Client, database: Any
+) -> None:
+    """The specialised COPY path stores exactly the rows pypgstac's Loader would."""
+    ours, theirs = new_campaign(http), new_campaign(http)
+    tiles = register(http, ours)[:3]
+    definition = CampaignDefinition.model_validate(
+        {k: v for k, v in http.get(f"/campaigns/{theirs}").json().items() if k != "links"}
+    )
+    items = [
+        job_item(definition, t["id"], t["geometry"], t["bbox"], t["properties"], n)
+        for n, t in enumerate(tiles)
+    ]
+    with PgstacDB(dsn=database.report.logins.admin.dsn) as db:
+        Loader(db).load_items(iter(items), insert_mode=Methods.ignore)
+    rows = {
+        campaign: database.sql(
+            "SELECT id, datetime, end_datetime, ST_AsEWKT(geometry), content, private "
+            "FROM items WHERE collection = %s AND id = ANY(%s) ORDER BY id",
+            campaign,
+            [t["id"] for t in tiles],
+        )
+        for campaign in (ours, theirs)
+    }
+    assert len(rows[ours]) == 3
+    assert rows[ours] == rows[theirs]
+    assert all(row[3].startswith("SRID=4326;POLYGON") for row in rows[ours])
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
@@ -90,6 +122,21 @@ def test_registration_items_and_resume(http: httpx.Client, database: Any) -> Non
         ),
         ({"tiles": [{"id": "a", "geometry": {"type": "Nope"}}]}, "not GeoJSON"),
         ({"tiles": [{"id": "a"}]}, "geometry"),
+        ({"tiles": {"id": "a"}}, '{"tiles": [...]}'),
+        (
+            # The first tile is fine; PostGIS cannot read the second: neither is stored.
+            {
+                "tiles": [
+                    {"id": "a", "geometry": {"type": "Point", "coordinates": [0, 0]}},
+                    {
+                        "id": "b",
+                        "geometry": {"type": "Polygon", "coordinates": [[1, 2]]},
+                        "bbox": [0, 0, 1, 1],
+                    },
+                ]
+            },
+            "not valid GeoJSON",
+        ),
         (
             {
                 "tiles": [

@@ -20,6 +20,7 @@ from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
+from catalog_service.bulk import paused_gc
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store
 from catalog_service.jobs.campaign import ID_PATTERN, CampaignDefinition
@@ -36,19 +37,6 @@ CONCURRENT_REGISTRATIONS = 2
 
 class BadRequest(Exception):
     """Input the routes reject before anything is written."""
-
-
-class TileIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str = Field(min_length=1, max_length=200)
-    geometry: dict[str, Any]
-    bbox: list[float] | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-
-class TilesIn(BaseModel):
-    tiles: list[TileIn] = Field(max_length=MAX_TILES_PER_REQUEST)
 
 
 class ChangeIn(BaseModel):
@@ -123,19 +111,71 @@ def _campaign_out(request: Request, definition: CampaignDefinition) -> dict[str,
     }
 
 
-def _check_tile(tile: TileIn) -> dict[str, Any]:
-    if _INVALID_ID.search(tile.id):
-        raise BadRequest(f"tile id {tile.id!r} contains a character pgstac refuses (: / ? # ...)")
-    try:
-        geom = shape(tile.geometry)
-    except Exception as exc:
-        raise BadRequest(f"tile {tile.id}: geometry is not GeoJSON ({exc})") from None
-    if geom.is_empty:
-        raise BadRequest(f"tile {tile.id}: geometry is empty")
-    bbox = tile.bbox or list(geom.bounds)
-    if len(bbox) != 4:
-        raise BadRequest(f"tile {tile.id}: bbox must have 4 numbers")
-    return {"id": tile.id, "geometry": tile.geometry, "bbox": bbox, "properties": tile.properties}
+_GEOMETRY_TYPES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
+)
+
+
+def _check_tile(raw: Any, n: int) -> dict[str, Any]:
+    """One tile of a registration, checked by hand: a pydantic model per tile costs
+    more than storing it. PostGIS reads the coordinates (errors become 400s)."""
+    if not isinstance(raw, dict):
+        raise BadRequest(f"tiles.{n}: a tile is an object with id, geometry, bbox, properties")
+    tile_id, geometry = raw.get("id"), raw.get("geometry")
+    if not isinstance(tile_id, str) or not 0 < len(tile_id) <= 200:
+        raise BadRequest(f"tiles.{n}.id: a string of 1 to 200 characters is required")
+    if _INVALID_ID.search(tile_id):
+        raise BadRequest(f"tile id {tile_id!r} contains a character pgstac refuses (: / ? # ...)")
+    if not isinstance(geometry, dict):
+        raise BadRequest(f"tile {tile_id}: a GeoJSON geometry is required")
+    if geometry.get("type") not in _GEOMETRY_TYPES or not isinstance(
+        geometry.get("coordinates"), list
+    ):
+        raise BadRequest(
+            f"tile {tile_id}: geometry is not GeoJSON (a type among "
+            f"{', '.join(sorted(_GEOMETRY_TYPES))} with coordinates)"
+        )
+    if not geometry["coordinates"]:
+        raise BadRequest(f"tile {tile_id}: geometry is empty")
+    bbox = raw.get("bbox")
+    if bbox is None:
+        try:
+            bbox = list(shape(geometry).bounds)
+        except Exception as exc:
+            raise BadRequest(f"tile {tile_id}: geometry is not GeoJSON ({exc})") from None
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, int | float) for v in bbox)
+    ):
+        raise BadRequest(f"tile {tile_id}: bbox must have 4 numbers")
+    properties = raw.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise BadRequest(f"tile {tile_id}: properties must be an object")
+    given = properties.get("status")
+    if given is not None and given not in job_status.ALL:
+        raise BadRequest(f"tile {tile_id}: unknown status {given!r}")
+    return {"id": tile_id, "geometry": geometry, "bbox": bbox, "properties": properties}
+
+
+async def parse_tiles(request: Request) -> list[dict[str, Any]]:
+    raw = await request.body()
+    with paused_gc():
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(
+                f"the body is not valid JSON (NaN/Infinity are not JSON): {exc}"
+            ) from None
+        tiles = data.get("tiles") if isinstance(data, dict) else None
+        if not isinstance(tiles, list):
+            raise BadRequest('the body must be {"tiles": [...]}')
+        if len(tiles) > MAX_TILES_PER_REQUEST:
+            raise BadRequest(f"at most {MAX_TILES_PER_REQUEST:,} tiles per request; send batches")
+        checked = [_check_tile(t, n) for n, t in enumerate(tiles)]
+    if len({t["id"] for t in checked}) != len(checked):
+        raise BadRequest("tile ids must be unique within a request")
+    return checked
 
 
 def create_router() -> APIRouter:
@@ -163,17 +203,9 @@ def create_router() -> APIRouter:
 
     @router.post("/{campaign_id}/tiles", summary="Register tiles as not_started jobs")
     async def register_tiles(request: Request, campaign_id: str) -> dict[str, Any]:
-        body = await parse_body(request, TilesIn)
-        tiles = [_check_tile(t) for t in body.tiles]
-        ids = [t["id"] for t in tiles]
-        if len(set(ids)) != len(ids):
-            raise BadRequest("tile ids must be unique within a request")
+        tiles = await parse_tiles(request)
         async with _conn(request, "r") as conn:
             definition = await store.get_definition(conn, campaign_id)
-        for tile in tiles:
-            given = tile["properties"].get("status")
-            if given is not None and given not in job_status.ALL:
-                raise BadRequest(f"tile {tile['id']}: unknown status {given!r}")
         registrar: store.TileRegistrar = request.app.state.tile_registrar
         async with request.app.state.registrations:
             new = await run_in_threadpool(registrar.register, definition, tiles)

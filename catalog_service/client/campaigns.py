@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
+import orjson
+
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import TileSet
 from catalog_service.jobs.campaign import CampaignDefinition
@@ -65,7 +67,13 @@ class Campaigns:
         the same tiles changes nothing, so an interrupted registration can be repeated."""
         new = 0
         for batch in _batches(tiles, batch_size):
-            result = self.http.post(f"campaigns/{campaign_id}/tiles", json={"tiles": batch})
+            # orjson: ~10x the standard encoder, and it embeds pre-encoded footprints
+            # (orjson.Fragment) as they are.
+            result = self.http.post(
+                f"campaigns/{campaign_id}/tiles",
+                data=orjson.dumps({"tiles": batch}, option=orjson.OPT_SERIALIZE_NUMPY),
+                headers={"Content-Type": "application/json"},
+            )
             new += int(result["registered"])
             if progress:
                 progress(len(batch))

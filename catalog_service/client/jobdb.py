@@ -23,6 +23,7 @@ from datetime import date, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import requests
 import shapely
@@ -30,6 +31,7 @@ from openeo.extra.job_management import JobDatabaseInterface
 from openeo.extra.job_management._manager import MultiBackendJobManager
 from shapely.geometry import mapping, shape
 
+from catalog_service.bulk import paused_gc
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
@@ -137,7 +139,9 @@ class CampaignJobDatabase(JobDatabaseInterface):
                 raise FileExistsError(f"Job database {self!r} already exists.")
         else:
             self.campaigns.create({"id": self.collection_id})
-        self.campaigns.register(self.collection_id, self._tiles_from_df(df))
+        with paused_gc():
+            tiles = self._tiles_from_df(df)
+        self.campaigns.register(self.collection_id, tiles)
         return self
 
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
@@ -251,7 +255,6 @@ class CampaignJobDatabase(JobDatabaseInterface):
 
     def _tiles_from_df(self, df: pd.DataFrame) -> list[dict[str, Any]]:
         df = MultiBackendJobManager._column_requirements.normalize_df(df)
-        geometries: list[dict[str, Any]] | None = None
         geometry_column = None
         crs = getattr(df, "crs", None) if hasattr(df, "geometry") else None
         if crs is not None and crs.to_epsg() != 4326:
@@ -261,9 +264,9 @@ class CampaignJobDatabase(JobDatabaseInterface):
         elif hasattr(df, "geometry"):
             geometry_column = df.geometry.name
         if geometry_column is not None:
-            geometries = [
-                _as_geojson(g, i) for i, g in zip(range(len(df)), df[geometry_column], strict=True)
-            ]
+            geometries = np.array(
+                [_as_geometry(g, n) for n, g in enumerate(df[geometry_column])], dtype=object
+            )
         else:
             warnings.warn(
                 "the frame has no geometry column: the jobs get the whole world as footprint "
@@ -271,6 +274,10 @@ class CampaignJobDatabase(JobDatabaseInterface):
                 PlaceholderFootprint,
                 stacklevel=3,
             )
+            geometries = np.full(len(df), shape(WORLD), dtype=object)
+        # Vectorised: GEOS writes the GeoJSON, embedded as is in the request body.
+        footprints = [orjson.Fragment(g) for g in shapely.to_geojson(geometries).tolist()]
+        bounds = shapely.bounds(geometries).tolist()
         ids = (
             [str(v) for v in df["item_id"]]
             if "item_id" in df.columns
@@ -279,25 +286,27 @@ class CampaignJobDatabase(JobDatabaseInterface):
         skip = {"item_id", geometry_column}
         records = df.drop(columns=[c for c in df.columns if c in skip]).to_dict("records")
         tiles = []
-        for n, (tile_id, record) in enumerate(zip(ids, records, strict=True)):
+        for tile_id, footprint, bbox, record in zip(ids, footprints, bounds, records, strict=True):
             props = {str(k): plain(v) for k, v in record.items()}
-            geometry = geometries[n] if geometries else WORLD
             tiles.append(
                 {
                     "id": tile_id,
-                    "geometry": geometry,
-                    "bbox": list(shape(geometry).bounds),
+                    "geometry": footprint,
+                    "bbox": bbox,
                     "properties": {k: v for k, v in props.items() if v is not None},
                 }
             )
         return tiles
 
 
-def _as_geojson(value: Any, n: int) -> dict[str, Any]:
-    if isinstance(value, shapely.Geometry):
-        return mapping(value)  # type: ignore[no-any-return]
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        return mapping(shapely.from_wkt(value))  # type: ignore[no-any-return]
+def _as_geometry(value: Any, n: int) -> shapely.Geometry:
+    try:
+        if isinstance(value, shapely.Geometry):
+            return value
+        if isinstance(value, Mapping):
+            return shape(value)
+        if isinstance(value, str):
+            return shapely.from_wkt(value)
+    except (shapely.errors.ShapelyError, ValueError, TypeError, AttributeError) as exc:
+        raise JobDatabaseError(f"row {n}: geometry {value!r} is not valid ({exc})") from None
     raise JobDatabaseError(f"row {n}: geometry {value!r} is not a geometry, GeoJSON or WKT")

@@ -123,16 +123,12 @@ class CampaignDefinition(BaseModel):
         return cls.model_validate(raw) if isinstance(raw, dict) else None
 
 
-def job_item(
-    definition: CampaignDefinition,
-    tile_id: str,
-    geometry: dict[str, Any],
-    bbox: list[float],
-    properties: dict[str, Any],
-    order: int,
+def job_properties(
+    definition: CampaignDefinition, tile_id: str, properties: dict[str, Any], order: int
 ) -> dict[str, Any]:
-    """A new tile job: status not_started, the campaign's fixed datetime, a processing
-    order number (the stable integer index the job database pages and addresses by)."""
+    """A new tile job's properties: status not_started (or the one given), the
+    campaign's fixed datetime and a processing order number (the stable integer index
+    the job database pages and addresses by)."""
     start, end = definition.job_interval()
     given = properties.get("status") or status.NOT_STARTED
     if given not in status.ALL:
@@ -153,15 +149,33 @@ def job_item(
             REVISION_KEY: 0,
         }
     )
+    return props
+
+
+# The parts of a job item that are the same for every tile.
+JOB_ITEM_TEMPLATE: dict[str, Any] = {
+    "type": "Feature",
+    "stac_version": "1.1.0",
+    "stac_extensions": [],
+    "links": [],
+    "assets": {},
+}
+
+
+def job_item(
+    definition: CampaignDefinition,
+    tile_id: str,
+    geometry: dict[str, Any],
+    bbox: list[float],
+    properties: dict[str, Any],
+    order: int,
+) -> dict[str, Any]:
+    """A new tile job as a STAC item."""
     return {
-        "type": "Feature",
-        "stac_version": "1.1.0",
-        "stac_extensions": [],
+        **JOB_ITEM_TEMPLATE,
         "id": tile_id,
         "collection": definition.id,
         "geometry": geometry,
         "bbox": bbox,
-        "properties": props,
-        "links": [],
-        "assets": {},
+        "properties": job_properties(definition, tile_id, properties, order),
     }
