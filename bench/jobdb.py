@@ -1,6 +1,8 @@
 """Job databases for MultiBackendJobManager, side by side.
 
-Starts its own throwaway cluster and API. For each size (default 11,000 and 100,000
+Starts its own throwaway cluster, and the API as a process of its own (as deployed:
+a server thread in the bench's process would share its GIL and its garbage collector
+with the client side being measured). For each size (default 11,000 and 100,000
 tiles; --million adds 1,000,000) it times, per job database:
 
 - register: initialize_from_df of a GeoDataFrame of utm-10km tiles;
@@ -39,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from catalog_service import CampaignJobDatabase
-from catalog_service.api.server import ServerThread, free_port
+from catalog_service.api.server import ServerProcess, free_port
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
 from catalog_service.database import EmbeddedCluster, bring_up
@@ -210,7 +212,7 @@ def main() -> None:
         data_dir=base / "db", port=free_port(), dsn=None, shared_buffers="1GB"
     )
     report = bring_up(settings)
-    server = ServerThread(ApiSettings(port=free_port()), logins=report.logins).start()
+    server = ServerProcess(ApiSettings(port=free_port()), settings).start()
     try:
         HttpSession(server.url).wait_ready()
         run(server.url, report.logins.writer.dsn, sizes, not args.no_stock, base)

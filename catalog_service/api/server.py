@@ -1,9 +1,13 @@
-"""Running the API under uvicorn: in the foreground (`tilekeeper serve`) or in a thread
-(the demo and the tests, which need the service beside other work)."""
+"""Running the API under uvicorn: in the foreground (`tilekeeper serve`), in a thread
+(the tests, which need the service beside other work), or as a child process (the
+demo and the benches: a process of its own, as deployed, with its own GIL)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,7 +16,7 @@ from fastapi import FastAPI
 
 from catalog_service.api.app import create_app
 from catalog_service.database import DatabaseLogins
-from catalog_service.settings import ApiSettings
+from catalog_service.settings import ApiSettings, DatabaseSettings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,3 +65,54 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+class ServerProcess:
+    """``tilekeeper serve`` as a child process on the given database; ``url`` once up."""
+
+    def __init__(self, settings: ApiSettings, database: DatabaseSettings) -> None:
+        self.settings = settings
+        self.database = database
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["TILEKEEPER_API_HOST"] = self.settings.host
+        env["TILEKEEPER_API_PORT"] = str(self.settings.port)
+        # Where the database is; the child resolves the same logins from it.
+        for name in ("dsn", "read_dsn", "data_dir", "host", "port", "name"):
+            value = getattr(self.database, name)
+            if value is not None:
+                env[f"TILEKEEPER_DB_{name.upper()}"] = str(value)
+        return env
+
+    def start(self, timeout_s: float = 60.0) -> ServerProcess:
+        command = [sys.executable, "-m", "catalog_service", "serve"]
+        self.process = subprocess.Popen(
+            command, env=self.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"the API process exited ({self.process.returncode}): {err}")
+            try:
+                with socket.create_connection((self.settings.host, self.settings.port), 0.2):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the API did not start on {self.url} within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,95 @@
+"""``python -m local_openeo serve|sample``: run a back-end, or make the sample data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+from local_openeo.settings import BackendSettings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from werkzeug.serving import make_server
+
+    from local_openeo.app import create_app
+
+    settings = BackendSettings(
+        name=args.name,
+        jobs_dir=Path(args.jobs_dir).resolve(),
+        stac_url=args.stac_url,
+        host=args.host,
+        port=args.port,
+        users=args.users.split(","),
+        max_running=args.max_running,
+        min_runtime_s=args.min_runtime,
+        fail_tiles=[t for t in args.fail_tiles.split(",") if t],
+        failure_rate=args.failure_rate,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    server = make_server(settings.host, settings.port, app, threaded=True)
+    print(
+        f"local openEO back-end {settings.name!r} on http://{settings.host}:{settings.port}/",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        app.config["batch_jobs"].shutdown()
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from local_openeo.sample import SampleArea, generate
+
+    west, south, east, north = (float(v) for v in args.bbox.split(","))
+    area = SampleArea(
+        epsg=args.epsg,
+        west=west,
+        south=south,
+        east=east,
+        north=north,
+        dates=tuple(date.fromisoformat(d) for d in args.dates.split(",")),
+    )
+    collection, items = generate(area, Path(args.cache_dir))
+    json.dump({"collection": collection, "items": items}, sys.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m local_openeo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="Run a back-end until stopped.")
+    serve.add_argument("--name", default="local")
+    serve.add_argument("--jobs-dir", required=True, help="Job state, results and UDPs.")
+    serve.add_argument("--stac-url", required=True, help="The tilekeeper STAC API to read from.")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--users", default="tilekeeper:tilekeeper", help="user:password,...")
+    serve.add_argument("--max-running", type=int, default=1, help="Jobs running at once.")
+    serve.add_argument(
+        "--min-runtime", type=float, default=0.0, help="Seconds a job lasts at least."
+    )
+    serve.add_argument(
+        "--fail-tiles", default="", help="Fail the first job mentioning each of these."
+    )
+    serve.add_argument("--failure-rate", type=float, default=0.0, help="Share of jobs that fail.")
+    serve.set_defaults(run=_serve)
+    sample = commands.add_parser(
+        "sample", help="Generate the synthetic S2 sample (once), print its STAC."
+    )
+    sample.add_argument("--cache-dir", required=True)
+    sample.add_argument("--epsg", type=int, required=True)
+    sample.add_argument("--bbox", required=True, help="west,south,east,north in the EPSG's units")
+    sample.add_argument("--dates", required=True, help="YYYY-MM-DD,...")
+    sample.set_defaults(run=_sample)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The back-end's Flask app: openeo-driver's openEO API layer over our batch jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask
+
+from local_openeo.settings import BackendSettings
+
+log = logging.getLogger("local_openeo")
+
+
+def _collections(stac_url: str) -> list[dict[str, Any]]:
+    """The catalogue's collections as the openEO collection listing (read at start)."""
+    try:
+        response = requests.get(stac_url.rstrip("/") + "/collections", timeout=30)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        log.warning("cannot list collections at %s: %s", stac_url, exc)
+        return []
+    collections: list[dict[str, Any]] = response.json().get("collections", [])
+    return [c for c in collections if "tilekeeper:campaign" not in c]
+
+
+GTIFF = {
+    "title": "GeoTIFF (cloud-optimized: one COG per date, or one if time was reduced)",
+    "gis_data_types": ["raster"],
+    "parameters": {},
+}
+
+
+def structural_errors(graph: dict[str, Any]) -> list[dict[str, str]]:
+    """What can be checked without the user (``/validation`` is unauthenticated):
+    every node names a process, references resolve, exactly one result node."""
+    errors = []
+    if not isinstance(graph, dict) or not graph:
+        return [{"code": "ProcessGraphInvalid", "message": "the process graph is empty"}]
+    results = [n for n, spec in graph.items() if isinstance(spec, dict) and spec.get("result")]
+    if len(results) != 1:
+        errors.append(
+            {"code": "ProcessGraphInvalid", "message": f"{len(results)} result nodes, need 1"}
+        )
+
+    def refs(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            if set(value) == {"from_node"}:
+                return [value["from_node"]]
+            if "process_graph" in value:
+                return []  # a callback: its own scope
+            return [r for v in value.values() for r in refs(v)]
+        if isinstance(value, list):
+            return [r for v in value for r in refs(v)]
+        return []
+
+    for node, spec in graph.items():
+        if not isinstance(spec, dict) or not spec.get("process_id"):
+            errors.append({"code": "ProcessGraphInvalid", "message": f"node {node}: no process_id"})
+            continue
+        for ref in refs(spec.get("arguments", {})):
+            if ref not in graph:
+                errors.append(
+                    {"code": "ProcessGraphInvalid", "message": f"node {node}: unknown node {ref}"}
+                )
+    return errors
+
+
+def create_app(settings: BackendSettings | None = None) -> Flask:
+    settings = settings or BackendSettings.from_env()
+    os.environ.update(settings.to_env())
+    os.environ["OPENEO_BACKEND_CONFIG"] = str(Path(__file__).with_name("config.py"))
+    # Imported after the config is pointed at: the driver reads it on first use.
+    from openeo_driver.backend import CollectionCatalog, OpenEoBackendImplementation
+    from openeo_driver.ProcessGraphDeserializer import ConcreteProcessing
+    from openeo_driver.views import build_app
+
+    from local_openeo.jobs import JobKnobs, LocalBatchJobs
+    from local_openeo.udps import DiskUserDefinedProcesses
+
+    class LocalProcessing(ConcreteProcessing):  # type: ignore[misc]
+        def validate(self, process_graph: dict[str, Any], env: Any = None) -> list[dict[str, str]]:
+            return structural_errors(process_graph)
+
+    class LocalBackend(OpenEoBackendImplementation):  # type: ignore[misc]
+        def file_formats(self) -> dict[str, Any]:
+            return {"input": {"GTiff": GTIFF}, "output": {"GTiff": GTIFF}}
+
+    udps = DiskUserDefinedProcesses(settings.jobs_dir / "udps")
+    knobs = JobKnobs(
+        max_running=settings.max_running,
+        min_runtime_s=settings.min_runtime_s,
+        fail_tiles=settings.fail_tiles,
+        failure_rate=settings.failure_rate,
+    )
+    batch_jobs = LocalBatchJobs(settings.jobs_dir / "jobs", settings.stac_url, knobs, udps)
+    backend = LocalBackend(
+        catalog=CollectionCatalog(_collections(settings.stac_url)),
+        batch_jobs=batch_jobs,
+        user_defined_processes=udps,
+        processing=LocalProcessing(),
+    )
+    app: Flask = build_app(backend_implementation=backend)
+    app.config["batch_jobs"] = batch_jobs
+    return app

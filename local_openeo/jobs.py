@@ -1,0 +1,341 @@
+"""Batch jobs kept on disk, one folder per job, run one subprocess each.
+
+``JOBS_DIR/<job id>/job.json`` holds a job's state and is rewritten atomically on each
+change, so a restarted back-end finds every job as it was; jobs that were queued or
+running when it stopped are queued again. At most ``max_running`` jobs run at once;
+the others wait as ``queued``, as on a real back-end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from openeo_driver.backend import BatchJobMetadata, BatchJobs, JobListing
+from openeo_driver.errors import JobNotFinishedException, JobNotFoundException
+from openeo_driver.users import User
+
+log = logging.getLogger("local_openeo.jobs")
+
+CREATED, QUEUED, RUNNING = "created", "queued", "running"
+FINISHED, ERROR, CANCELED = "finished", "error", "canceled"
+ACTIVE = (QUEUED, RUNNING)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class JobKnobs:
+    """What makes the demo realistic: jobs that take a while, and failures on demand."""
+
+    max_running: int = 1
+    min_runtime_s: float = 0.0
+    # Jobs whose process (arguments, title, description) mention one of these fail...
+    fail_tiles: list[str] = field(default_factory=list)
+    # ...only the first time each one is seen (a retry then succeeds).
+    fail_once: bool = True
+    failure_rate: float = 0.0
+    credits_per_cpu_second: float = 0.05
+    seed: int = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class LocalBatchJobs(BatchJobs):
+    """openeo-driver's batch-jobs contract on the local disk."""
+
+    def __init__(self, jobs_dir: Path, stac_url: str, knobs: JobKnobs, udps: Any) -> None:
+        super().__init__()
+        self.jobs_dir = jobs_dir
+        self.stac_url = stac_url
+        self.knobs = knobs
+        self.udps = udps
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._pool = ThreadPoolExecutor(max_workers=knobs.max_running, thread_name_prefix="job")
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._random = random.Random(knobs.seed)
+        self._resume()
+
+    # --- state on disk ---------------------------------------------------------------
+
+    def _dir(self, job_id: str) -> Path:
+        if not job_id.startswith("j-") or "/" in job_id or ".." in job_id:
+            raise JobNotFoundException(job_id=job_id)
+        return self.jobs_dir / job_id
+
+    def _read(self, job_id: str, user_id: str | None = None) -> dict[str, Any]:
+        path = self._dir(job_id) / "job.json"
+        try:
+            state: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise JobNotFoundException(job_id=job_id) from None
+        if user_id is not None and state["user_id"] != user_id:
+            raise JobNotFoundException(job_id=job_id)
+        return state
+
+    def _write(self, state: dict[str, Any]) -> None:
+        folder = self._dir(state["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "job.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, folder / "job.json")
+
+    def _update(self, job_id: str, **changes: Any) -> dict[str, Any]:
+        with self._lock:
+            state = self._read(job_id)
+            state.update(changes)
+            state["updated"] = _iso(_now())
+            self._write(state)
+            return state
+
+    def _resume(self) -> None:
+        """Queue again what was queued or running when the back-end stopped."""
+        for path in sorted(self.jobs_dir.glob("j-*/job.json")):
+            state = json.loads(path.read_text())
+            if state["status"] in ACTIVE:
+                log.info("resuming job %s (was %s)", state["id"], state["status"])
+                self._update(state["id"], status=QUEUED, started=None)
+                self._pool.submit(self._run, state["id"])
+
+    @staticmethod
+    def _metadata(state: dict[str, Any]) -> BatchJobMetadata:
+        usage = state.get("usage")
+        return BatchJobMetadata(
+            id=state["id"],
+            status=state["status"],
+            created=_parse(state["created"]) or _now(),
+            process=state["process"],
+            job_options=state.get("job_options"),
+            title=state.get("title"),
+            description=state.get("description"),
+            progress=state.get("progress"),
+            updated=_parse(state.get("updated")),
+            costs=state.get("costs"),
+            started=_parse(state.get("started")),
+            finished=_parse(state.get("finished")),
+            usage=usage,
+            cpu_time=timedelta(seconds=usage["cpu"]["value"]) if usage else None,
+            duration_=timedelta(seconds=usage["duration"]["value"]) if usage else None,
+        )
+
+    # --- the contract ----------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        user: User,
+        process: dict[str, Any],
+        api_version: str,
+        metadata: dict[str, Any],
+        job_options: dict[str, Any] | None = None,
+    ) -> BatchJobMetadata:
+        state = {
+            "id": f"j-{uuid.uuid4().hex[:20]}",
+            "user_id": user.user_id,
+            "status": CREATED,
+            "created": _iso(_now()),
+            "updated": _iso(_now()),
+            "process": process,
+            "title": metadata.get("title"),
+            "description": metadata.get("description"),
+            "job_options": job_options,
+            "api_version": api_version,
+        }
+        with self._lock:
+            self._write(state)
+        return self._metadata(state)
+
+    def get_job_info(self, job_id: str, user_id: str) -> BatchJobMetadata:
+        return self._metadata(self._read(job_id, user_id))
+
+    def get_user_jobs(
+        self,
+        user_id: str,
+        limit: int | None = None,
+        request_parameters: dict[str, Any] | None = None,
+    ) -> JobListing:
+        states = []
+        for path in sorted(self.jobs_dir.glob("j-*/job.json")):
+            state = json.loads(path.read_text())
+            if state["user_id"] == user_id:
+                states.append(state)
+        states.sort(key=lambda s: s["created"], reverse=True)
+        return JobListing(jobs=[self._metadata(s) for s in states[: limit or None]])
+
+    def start_job(self, job_id: str, user: User) -> None:
+        with self._lock:
+            state = self._read(job_id, user.user_id)
+            if state["status"] in ACTIVE:
+                return  # starting a started job is a no-op, as the API allows
+            # The user's UDPs as they are now: the job keeps running what was submitted.
+            state.update(
+                status=QUEUED,
+                udps=self.udps.definitions(user.user_id),
+                stac_url=self.stac_url,
+                queued=_iso(_now()),
+                started=None,
+                finished=None,
+                updated=_iso(_now()),
+            )
+            self._write(state)
+        self._pool.submit(self._run, job_id)
+
+    def cancel_job(self, job_id: str, user_id: str) -> None:
+        with self._lock:
+            state = self._read(job_id, user_id)
+            if state["status"] not in ACTIVE:
+                return
+            self._update(job_id, status=CANCELED, finished=_iso(_now()))
+            process = self._processes.get(job_id)
+        if process is not None:
+            process.kill()
+
+    def delete_job(self, job_id: str, user_id: str) -> None:
+        self.cancel_job(job_id, user_id)
+        shutil.rmtree(self._dir(job_id), ignore_errors=True)
+
+    def get_result_assets(self, job_id: str, user_id: str) -> dict[str, dict[str, Any]]:
+        state = self._read(job_id, user_id)
+        if state["status"] != FINISHED:
+            raise JobNotFinishedException()
+        folder = self._dir(job_id)
+        results = json.loads((folder / "results.json").read_text())
+        assets = {}
+        for asset in results["assets"]:
+            meta = {k: v for k, v in asset.items() if k != "filename" and v is not None}
+            meta["output_dir"] = str(folder / "results")
+            assets[asset["filename"]] = meta
+        return assets
+
+    def get_log_entries(
+        self,
+        job_id: str,
+        *,
+        user_id: str,
+        offset: str | None = None,
+        limit: str | None = None,
+        level: str = "debug",
+    ) -> list[dict[str, Any]]:
+        self._read(job_id, user_id)
+        folder = self._dir(job_id)
+        entries: list[dict[str, Any]] = []
+        log_file = folder / "job.log"
+        if log_file.exists():
+            for n, line in enumerate(log_file.read_text().splitlines()):
+                parts = line.split(" ", 3)
+                levelname = parts[2].lower() if len(parts) > 2 else "info"
+                entries.append(
+                    {
+                        "id": str(n),
+                        "level": levelname
+                        if levelname in ("debug", "info", "warning", "error")
+                        else "info",
+                        "message": line,
+                    }
+                )
+        error_file = folder / "error.json"
+        if error_file.exists():
+            error = json.loads(error_file.read_text())
+            entries.append(
+                {
+                    "id": "error",
+                    "level": "error",
+                    "message": error["message"],
+                    "data": {"traceback": error.get("traceback")},
+                }
+            )
+        start = int(offset) + 1 if offset and offset.isdigit() else 0
+        return entries[start:]
+
+    # --- running ---------------------------------------------------------------------
+
+    def _planned_failure(self, state: dict[str, Any]) -> str | None:
+        text = json.dumps([state.get("title"), state.get("description"), state["process"]])
+        for marker in self.knobs.fail_tiles:
+            if marker and marker in text:
+                seen = self.jobs_dir / f"failed-once-{marker}"
+                if self.knobs.fail_once and seen.exists():
+                    return None
+                seen.write_text(state["id"])
+                return f"planned failure for {marker!r} (the back-end's fail_tiles knob)"
+        if self.knobs.failure_rate and self._random.random() < self.knobs.failure_rate:
+            return f"random failure (the back-end's failure_rate knob is {self.knobs.failure_rate})"
+        return None
+
+    def _run(self, job_id: str) -> None:
+        with self._lock:
+            state = self._read(job_id)
+            if state["status"] != QUEUED:
+                return  # canceled while waiting
+            state = self._update(job_id, status=RUNNING, started=_iso(_now()), progress=0.0)
+        folder = self._dir(job_id)
+        for stale in ("results.json", "error.json", "job.log"):
+            (folder / stale).unlink(missing_ok=True)
+        started = time.monotonic()
+        failure = self._planned_failure(state)
+        cpu = 0.0
+        if failure is None:
+            env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+            command = [sys.executable, "-m", "local_openeo.executor", str(folder)]
+            process = subprocess.Popen(command, env=env, cwd=folder, stderr=subprocess.DEVNULL)
+            with self._lock:
+                self._processes[job_id] = process
+            # wait4: this child's own CPU time, even with several jobs running at once.
+            _, wait_status, rusage = os.wait4(process.pid, 0)
+            code = process.returncode = os.waitstatus_to_exitcode(wait_status)
+            cpu = rusage.ru_utime + rusage.ru_stime
+            with self._lock:
+                self._processes.pop(job_id, None)
+        else:
+            (folder / "error.json").write_text(json.dumps({"message": failure}))
+            code = 1
+        # Realism: a job takes at least min_runtime_s, whatever its work.
+        remaining = self.knobs.min_runtime_s - (time.monotonic() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+        duration = time.monotonic() - started
+        with self._lock:
+            if self._read(job_id)["status"] == CANCELED:
+                return
+            status = FINISHED if code == 0 else ERROR
+            self._update(
+                job_id,
+                status=status,
+                finished=_iso(_now()),
+                progress=100.0 if status == FINISHED else None,
+                usage={
+                    "cpu": {"value": round(cpu, 3), "unit": "cpu-seconds"},
+                    "duration": {"value": round(duration, 3), "unit": "seconds"},
+                },
+                costs=round(max(cpu, 0.1) * self.knobs.credits_per_cpu_second, 4),
+            )
+        log.info("job %s %s after %.1f s (cpu %.1f s)", job_id, status, duration, cpu)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for process in self._processes.values():
+                process.kill()
