@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_running=args.max_running,
         min_runtime_s=args.min_runtime,
         fail_tiles=[t for t in args.fail_tiles.split(",") if t],
+        fail_state_dir=Path(args.fail_state_dir) if args.fail_state_dir else None,
         failure_rate=args.failure_rate,
     )
     logging.basicConfig(
@@ -76,6 +77,11 @@ def main() -> None:
     )
     serve.add_argument(
         "--fail-tiles", default="", help="Fail the first job mentioning each of these."
+    )
+    serve.add_argument(
+        "--fail-state-dir",
+        default="",
+        help="Where failed-once marks live (share it to fail once in all).",
     )
     serve.add_argument("--failure-rate", type=float, default=0.0, help="Share of jobs that fail.")
     serve.set_defaults(run=_serve)

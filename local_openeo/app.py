@@ -94,6 +94,7 @@ def create_app(settings: BackendSettings | None = None) -> Flask:
         max_running=settings.max_running,
         min_runtime_s=settings.min_runtime_s,
         fail_tiles=settings.fail_tiles,
+        fail_state_dir=settings.fail_state_dir,
         failure_rate=settings.failure_rate,
     )
     batch_jobs = LocalBatchJobs(settings.jobs_dir / "jobs", settings.stac_url, knobs, udps)

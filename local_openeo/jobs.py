@@ -46,6 +46,8 @@ class JobKnobs:
     fail_tiles: list[str] = field(default_factory=list)
     # ...only the first time each one is seen (a retry then succeeds).
     fail_once: bool = True
+    # Where "failed once" is remembered; back-ends sharing it fail a tile once in all.
+    fail_state_dir: Path | None = None
     failure_rate: float = 0.0
     credits_per_cpu_second: float = 0.05
     seed: int = 1
@@ -276,10 +278,15 @@ class LocalBatchJobs(BatchJobs):
         text = json.dumps([state.get("title"), state.get("description"), state["process"]])
         for marker in self.knobs.fail_tiles:
             if marker and marker in text:
-                seen = self.jobs_dir / f"failed-once-{marker}"
-                if self.knobs.fail_once and seen.exists():
-                    return None
-                seen.write_text(state["id"])
+                state_dir = self.knobs.fail_state_dir or self.jobs_dir
+                state_dir.mkdir(parents=True, exist_ok=True)
+                seen = state_dir / f"failed-once-{marker}"
+                if self.knobs.fail_once:
+                    try:  # exclusive create: back-ends sharing the dir fail it once in all
+                        with seen.open("x") as mark:
+                            mark.write(state["id"])
+                    except FileExistsError:
+                        return None
                 return f"planned failure for {marker!r} (the back-end's fail_tiles knob)"
         if self.knobs.failure_rate and self._random.random() < self.knobs.failure_rate:
             return f"random failure (the back-end's failure_rate knob is {self.knobs.failure_rate})"

@@ -27,6 +27,7 @@ class BackendSettings:
     max_running: int = 1
     min_runtime_s: float = 0.0
     fail_tiles: list[str] = field(default_factory=list)
+    fail_state_dir: Path | None = None
     failure_rate: float = 0.0
 
     @classmethod
@@ -44,6 +45,9 @@ class BackendSettings:
             max_running=int(env.get(PREFIX + "MAX_RUNNING", default.max_running)),
             min_runtime_s=float(env.get(PREFIX + "MIN_RUNTIME_S", default.min_runtime_s)),
             fail_tiles=_list(env.get(PREFIX + "FAIL_TILES", "")),
+            fail_state_dir=Path(env[PREFIX + "FAIL_STATE_DIR"])
+            if env.get(PREFIX + "FAIL_STATE_DIR")
+            else None,
             failure_rate=float(env.get(PREFIX + "FAILURE_RATE", default.failure_rate)),
         )
 
@@ -59,6 +63,7 @@ class BackendSettings:
             PREFIX + "MAX_RUNNING": str(self.max_running),
             PREFIX + "MIN_RUNTIME_S": str(self.min_runtime_s),
             PREFIX + "FAIL_TILES": ",".join(self.fail_tiles),
+            PREFIX + "FAIL_STATE_DIR": str(self.fail_state_dir or ""),
             PREFIX + "FAILURE_RATE": str(self.failure_rate),
         }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tilekeeper needs on a fresh Debian/Ubuntu machine, idempotently:
-# PostgreSQL 15 + PostGIS 3 (apt) and a virtualenv in .venv with the pinned stack.
+# PostgreSQL 15 + PostGIS 3 (apt), a virtualenv in .venv with the pinned stack, and one
+# in .venv-openeo for the local openEO back-end (see local_openeo/__init__.py for why
+# it is a virtualenv of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,5 +32,21 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
   echo "Installing tilekeeper and its pinned dependencies into .venv..."
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  echo "$wanted" > "$stamp"
+fi
+
+# The local openEO back-end: its own pins; openeo-driver without its dependencies
+# (it pins pystac~=1.8, which openeo 0.53.0 and openeo-processes-dask cannot use).
+if [[ ! -x .venv-openeo/bin/python ]]; then
+  echo "Creating .venv-openeo for the local openEO back-end..."
+  "$PYTHON" -m venv .venv-openeo
+fi
+stamp=.venv-openeo/.tilekeeper-installed
+wanted=$(cat local_openeo/requirements.txt | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
+  echo "Installing the local openEO back-end's pinned stack into .venv-openeo (~1 GB, a few minutes)..."
+  .venv-openeo/bin/python -m pip install -q --upgrade pip
+  .venv-openeo/bin/python -m pip install -q -r local_openeo/requirements.txt
+  .venv-openeo/bin/python -m pip install -q --no-deps "openeo-driver==0.136.0a4"
   echo "$wanted" > "$stamp"
 fi

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from catalog_service.api.app import create_app
+from catalog_service.children import terminate
 from catalog_service.database import DatabaseLogins
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
@@ -109,10 +110,4 @@ class ServerProcess:
         raise RuntimeError(f"the API did not start on {self.url} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
