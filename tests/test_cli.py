@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from conftest import Database
@@ -55,30 +57,46 @@ def test_errors_say_what_to_do(
     assert "Traceback" not in result.output
 
 
-def test_demo_loads_the_sample_and_counts_it(
-    env: Database, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.slow
+def test_demo_runs_to_the_end_resumes_and_goes_down(
+    env: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The README's main command, small: services up, a 4-tile campaign over two local
+    back-ends with one failure retried, a summary and URLs; a re-run does nothing new;
+    --down stops what it started (not the database it did not start)."""
     from catalog_service.api.server import free_port
-    from catalog_service.sample import SAMPLE_COLLECTION_ID, sample_items
 
-    monkeypatch.setenv("TILEKEEPER_API_PORT", str(free_port()))
-    result = runner.invoke(app, ["demo", "--exit"])
-    assert result.exit_code == 0, result.output
-    stored = dict(
-        env.sql(
-            "SELECT content->'properties'->>'status', count(*) FROM pgstac.items "
-            "WHERE collection = %s GROUP BY 1",
-            SAMPLE_COLLECTION_ID,
+    # The demo keeps its state beside the cluster; use a private copy of the settings.
+    monkeypatch.setenv("TILEKEEPER_DB_DATA_DIR", str(env.settings.data_dir))
+    api_port = free_port()
+    monkeypatch.setenv("TILEKEEPER_API_PORT", str(api_port))
+    ports = f"{free_port()},{free_port()}"
+    args = ["demo", "--small", "--min-runtime", "0", "--backend-ports", ports]
+    try:
+        first = runner.invoke(app, args)
+        assert first.exit_code == 0, first.output
+        assert "created with 4 tiles" in first.output
+        assert "Retrying 1 failed tile(s)" in first.output
+        assert "progress 4/4" in first.output
+        assert f"http://127.0.0.1:{api_port}/campaigns/demo-ndvi-2024-small" in first.output
+        finished = env.sql(
+            "SELECT count(*) FROM pgstac.items WHERE collection = %s "
+            "AND content->'properties'->>'status' = 'finished'",
+            "demo-ndvi-2024-small",
         )
-    )
-    assert sum(stored.values()) == len(sample_items()) == 25
-    for status, count in stored.items():
-        assert f"│ {status}" in result.output and f"{count} │" in result.output
-    # Running it again resumes nothing and duplicates nothing.
-    assert runner.invoke(app, ["demo", "--exit"]).exit_code == 0
-    assert env.sql(
-        "SELECT count(*) FROM pgstac.items WHERE collection = %s", SAMPLE_COLLECTION_ID
-    ) == [(25,)]
+        assert finished == [(4,)]
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert "already up" in again.output and "resumed (0 new tiles)" in again.output
+        assert "Retrying" not in again.output
+    finally:
+        down = runner.invoke(app, ["demo", "--down", "--backend-ports", ports])
+    assert down.exit_code == 0, down.output
+    assert "API (pid" in down.output and "back-end alpha" in down.output
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{api_port}/_mgmt/ping", timeout=2)
+    # The test cluster was already up, so the demo left it running.
+    assert env.sql("SELECT 1") == [(1,)]
 
 
 def test_campaign_commands_mirror_the_python_api(

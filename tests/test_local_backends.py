@@ -85,6 +85,10 @@ def test_campaign_over_two_local_backends(
     run_with_progress(api, campaigns, campaign, seen.append, root_dir=tmp_path, poll_sleep=1)
     jobs = campaigns.jobs_by_status(campaign, ["finished"])
     assert len(jobs) == 4
+    finished = campaigns.summary(campaign)["finished"]
+    # Numbers, not strings (PostgreSQL's numeric would arrive as a string).
+    assert isinstance(finished["mean_runtime_s"], float) and finished["mean_runtime_s"] > 0
+    assert isinstance(finished["mean_costs"], float) and finished["mean_costs"] > 0
     retried = next(j for j in jobs if j["tile"] == backends["failing"])
     assert retried["properties"]["attempts"] == 2
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from catalog_service.api.app import create_app
 from catalog_service.children import terminate
 from catalog_service.database import DatabaseLogins
+from catalog_service.errors import TilekeeperError
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 
@@ -91,23 +93,32 @@ class ServerProcess:
                 env[f"TILEKEEPER_DB_{name.upper()}"] = str(value)
         return env
 
-    def start(self, timeout_s: float = 60.0) -> ServerProcess:
+    def start(
+        self, timeout_s: float = 60.0, log_path: Path | None = None, detach: bool = False
+    ) -> ServerProcess:
+        """Start and wait until the port answers. ``detach`` keeps the server running
+        after this process ends (the demo's services); its output goes to ``log_path``."""
         command = [sys.executable, "-m", "catalog_service", "serve"]
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            command, env=self.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            env=self.environment(),
+            stdout=out,
+            stderr=out if log_path else subprocess.PIPE,
+            start_new_session=detach,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"the API process exited ({self.process.returncode}): {err}")
+                raise TilekeeperError(f"the API process exited ({self.process.returncode}): {err}")
             try:
                 with socket.create_connection((self.settings.host, self.settings.port), 0.2):
                     return self
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"the API did not start on {self.url} within {timeout_s:.0f} s")
+        raise TilekeeperError(f"the API did not start on {self.url} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
         terminate(self.process)

@@ -4,7 +4,6 @@ renders the result; errors become one red line that says what to do."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import typer
@@ -12,8 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from catalog_service.cli.campaign import app as campaign_app
+from catalog_service.cli.demo import demo
 from catalog_service.cli.errors import friendly_errors
-from catalog_service.database import EmbeddedCluster, bring_down, bring_up, resolve_logins
+from catalog_service.database import (
+    EmbeddedCluster,
+    UpReport,
+    bring_down,
+    bring_up,
+    resolve_logins,
+)
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console()
@@ -32,7 +38,7 @@ app.add_typer(campaign_app, name="campaign")
 
 @db_app.command("up")
 @friendly_errors
-def db_up() -> None:
+def db_up() -> UpReport:
     """Create (first time), start and migrate the database. A second run changes nothing.
 
     With TILEKEEPER_DB_DSN or PGHOST set, the external database is migrated instead and
@@ -47,7 +53,7 @@ def db_up() -> None:
             f"Database already up: {report.logins.writer.redacted()} "
             f"(pgstac {report.schema.pgstac_version})."
         )
-        return
+        return report
     steps = []
     if report.created:
         steps.append("created the cluster")
@@ -60,6 +66,7 @@ def db_up() -> None:
     console.print(
         f"[green]Database up[/] at {report.logins.writer.redacted()}: {', '.join(steps)}."
     )
+    return report
 
 
 @db_app.command("down")
@@ -137,55 +144,4 @@ def serve(
     uvicorn.Server(uvicorn_config(application, settings)).run()
 
 
-@app.command("demo")
-@friendly_errors
-def demo(
-    port: int | None = typer.Option(None, help="API port [TILEKEEPER_API_PORT]."),
-    exit_after_load: bool = typer.Option(
-        False, "--exit", help="Stop once the sample is loaded instead of serving until Ctrl-C."
-    ),
-) -> None:
-    """Bring up the database and the API, load a sample collection, and serve it."""
-    from rich.progress import Progress
-
-    from catalog_service.api.server import ServerThread
-    from catalog_service.client import Catalog
-    from catalog_service.sample import SAMPLE_COLLECTION_ID, sample_collection, sample_items
-
-    db_up()
-    settings = ApiSettings()
-    if port:
-        settings.port = port
-    server = ServerThread(settings).start()
-    try:
-        catalog = Catalog(server.url)
-        catalog.http.wait_ready()
-        catalog.upsert_collection(sample_collection())
-        items = sample_items()
-        with Progress(console=console) as progress:
-            task = progress.add_task("Loading sample items", total=len(items))
-            for written in catalog.upsert_items(SAMPLE_COLLECTION_ID, items, batch_size=10):
-                progress.advance(task, written)
-        counts = catalog.count_by("status", SAMPLE_COLLECTION_ID)
-        table = Table(title="Sample tiles per status")
-        table.add_column("status")
-        table.add_column("tiles", justify="right")
-        for status, count in counts.items():
-            table.add_row(status, str(count))
-        console.print(table)
-        console.print(f"STAC API:     {server.url}/")
-        console.print(f"Items:        {server.url}/collections/{SAMPLE_COLLECTION_ID}/items")
-        console.print(
-            f"Aggregation:  {server.url}/collections/{SAMPLE_COLLECTION_ID}/aggregate"
-            "?aggregations=status_frequency,backend_name_frequency"
-        )
-        console.print(f"API docs:     {server.url}/api.html")
-        if exit_after_load:
-            return
-        console.print("Serving until Ctrl-C.")
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        console.print("Stopping the API (the database keeps running: `tilekeeper db down`).")
-    finally:
-        server.stop()
+app.command("demo")(friendly_errors(demo))

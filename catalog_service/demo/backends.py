@@ -15,7 +15,7 @@ import requests
 
 from catalog_service.children import terminate
 from catalog_service.client import Catalog
-from catalog_service.errors import ConfigurationError
+from catalog_service.errors import ConfigurationError, TilekeeperError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_USER, DEMO_PASSWORD = "tilekeeper", "tilekeeper"
@@ -98,14 +98,14 @@ class LocalBackend:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 where = f" (log: {log_path})" if log_path else ""
-                raise RuntimeError(
+                raise TilekeeperError(
                     f"the local back-end {self.name} exited with {self.process.returncode}{where}"
                 )
             if self.alive():
                 return self.process.pid
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"the local back-end {self.name} did not answer on {self.url}")
+        raise TilekeeperError(f"the local back-end {self.name} did not answer on {self.url}")
 
     def stop(self) -> None:
         terminate(self.process)
@@ -132,7 +132,7 @@ def load_sample(catalog: Catalog, spec: SampleSpec, cache_dir: Path) -> tuple[st
     ]  # fmt: skip
     result = subprocess.run(command, env=_env(), capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"generating the sample failed:\n{result.stderr[-2000:]}")
+        raise TilekeeperError(f"generating the sample failed:\n{result.stderr[-2000:]}")
     document: dict[str, Any] = json.loads(result.stdout)
     collection = document["collection"]
     catalog.upsert_collection(collection)

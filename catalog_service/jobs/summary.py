@@ -32,7 +32,7 @@ WITH f AS (
     WHERE collection = $1 AND content->'properties'->>'status' = 'finished'
 )
 SELECT count(*) AS n,
-       avg(extract(epoch FROM finished - started)) AS mean_runtime_s,
+       avg(extract(epoch FROM finished - started))::float8 AS mean_runtime_s,
        avg(costs) AS mean_costs,
        sum(costs) AS costs,
        min(started) AS first_start,

@@ -1,0 +1,145 @@
+"""`tilekeeper demo`: the whole chain on this machine, no account needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from catalog_service.settings import ApiSettings, DatabaseSettings
+
+console = Console()
+
+CAMPAIGN_ID = "demo-ndvi-2024"
+SMALL_CAMPAIGN_ID = "demo-ndvi-2024-small"
+
+
+def _progress_line(summary: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items())
+    return counts or "registering"
+
+
+def demo(
+    port: int | None = typer.Option(None, help="API port [TILEKEEPER_API_PORT, 8080]."),
+    backend_ports: str = typer.Option(
+        "8081,8082", help="Ports of the two local openEO back-ends (alpha,beta)."
+    ),
+    small: bool = typer.Option(False, "--small", help="4 tiles instead of 16 (a quicker run)."),
+    min_runtime: float = typer.Option(
+        3.0, help="Seconds each job lasts at least on the local back-ends (realism)."
+    ),
+    down: bool = typer.Option(False, "--down", help="Stop everything the demo started."),
+) -> None:
+    """Run the demo campaign end to end: database, API, synthetic Sentinel-2 sample, two
+    local openEO back-ends, a cloud-free NDVI composite per 10 km tile (one tile fails
+    once and is retried), then a summary and the URLs to open.
+
+    The services stay up for browsing. Re-running resumes (or does nothing when all is
+    done); Ctrl-C leaves a resumable campaign; `--down` stops what the demo started."""
+    from catalog_service.cli.campaign import status as campaign_status
+    from catalog_service.cli.main import db_down, db_up
+    from catalog_service.client import Catalog
+    from catalog_service.client.campaigns import Campaigns
+    from catalog_service.demo.backends import load_sample
+    from catalog_service.demo.scenario import (
+        DEMO_AREA,
+        TEST_AREA,
+        campaign_definition,
+        ensure_campaign,
+        install_udp,
+        retry_failed,
+        run_with_progress,
+    )
+    from catalog_service.demo.services import DemoServices
+
+    database = DatabaseSettings()
+    api = ApiSettings()
+    if port:
+        api.port = port
+    ports = tuple(int(p) for p in backend_ports.split(","))
+    if len(ports) != 2:
+        raise typer.BadParameter("two ports, comma-separated", param_hint="--backend-ports")
+    services = DemoServices(database, api, (ports[0], ports[1]))
+
+    if down:
+        database_started = bool(services.state().get("database_started"))
+        stopped = services.down()
+        console.print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running."))
+        if database_started:  # only a database the demo itself started
+            db_down()
+        return
+
+    area = TEST_AREA if small else DEMO_AREA
+    campaign_id = SMALL_CAMPAIGN_ID if small else CAMPAIGN_ID
+    tiles = area.tiles()
+    failing = str(tiles.ids[len(tiles) // 2])
+
+    if db_up().started:
+        services.remember(database_started=True)
+    url, started = services.up_api()
+    console.print(f"API {'started' if started else 'already up'} at {url}/")
+    catalog = Catalog(url)
+    catalog.http.wait_ready()
+    with console.status("Synthetic Sentinel-2 sample (generated once, then cached)..."):
+        collection, items = load_sample(catalog, area.sample(), services.dir / "sample")
+    console.print(f"Sample: {items} scenes in {collection}")
+    with console.status("Local openEO back-ends..."):
+        backends = services.up_backends(f"{url}/", [failing], min_runtime)
+        install_udp(list(backends.values()))
+    for name, backend_url in backends.items():
+        console.print(f"Back-end {name}: {backend_url}")
+
+    campaigns = Campaigns(catalog.http)
+    definition = campaign_definition(campaign_id, area, list(backends.items()))
+    created, new = ensure_campaign(campaigns, definition, tiles)
+    console.print(
+        f"Campaign {campaign_id}: "
+        + (f"created with {new} tiles" if created else f"resumed ({new} new tiles)")
+        + f"; tile {failing} is set to fail once."
+    )
+
+    def run(label: str) -> None:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task(label, total=len(tiles), counts="")
+
+            def show(summary: dict[str, Any]) -> None:
+                progress.update(task, completed=summary["done"], counts=_progress_line(summary))
+
+            run_with_progress(url, campaigns, campaign_id, show, root_dir=services.dir / "runs")
+
+    try:
+        run("Running")
+        retried = retry_failed(campaigns, campaign_id)
+        if retried:
+            console.print(f"Retrying {retried} failed tile(s)")
+            run("Retrying")
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]Interrupted.[/] The campaign is resumable: run `tilekeeper demo` again "
+            "(`tilekeeper demo --down` stops the services)."
+        )
+        raise typer.Exit(130) from None
+
+    campaign_status(campaign_id, as_json=False, api=url)
+    console.print(f"STAC API:        {url}/")
+    console.print(f"Campaign:        {url}/campaigns/{campaign_id}")
+    console.print(f"Summary:         {url}/campaigns/{campaign_id}/summary")
+    console.print(f"Tile jobs:       {url}/collections/{campaign_id}/items")
+    console.print(
+        f"Counts:          {url}/collections/{campaign_id}/aggregate"
+        "?aggregations=status_frequency,backend_name_frequency"
+    )
+    console.print(f"Input sample:    {url}/collections/{collection}/items")
+    for name, backend_url in backends.items():
+        console.print(f"Back-end {name}:  {backend_url}  (login tilekeeper / tilekeeper)")
+    console.print(f"API docs:        {url}/api.html")
+    console.print("Stop everything: tilekeeper demo --down")
