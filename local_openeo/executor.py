@@ -96,7 +96,8 @@ def inline_processes(
         if spec.get("result"):
             out[result_of[node]]["result"] = True
     # References to an inlined call now point at its body's result node.
-    return _redirect(out, result_of)
+    redirected: dict[str, Any] = _redirect(out, result_of)
+    return redirected
 
 
 def _redirect(value: Any, result_of: dict[str, str]) -> Any:

@@ -65,7 +65,7 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-class LocalBatchJobs(BatchJobs):
+class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
     """openeo-driver's batch-jobs contract on the local disk."""
 
     def __init__(self, jobs_dir: Path, stac_url: str, knobs: JobKnobs, udps: Any) -> None:

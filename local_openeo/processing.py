@@ -44,7 +44,7 @@ def _registry(stac_url: str, out_dir: Path, outputs: list[dict[str, Any]]) -> An
     from openeo.local.processing import PROCESS_REGISTRY
     from openeo_processes_dask import specs
 
-    pdask_load._validate_stac = _offline_stac_type  # type: ignore[attr-defined]
+    pdask_load._validate_stac = _offline_stac_type
 
     def load_collection(
         id: str,
@@ -65,10 +65,12 @@ def _registry(stac_url: str, out_dir: Path, outputs: list[dict[str, Any]]) -> An
         return True
 
     registry = PROCESS_REGISTRY
-    registry["load_collection"] = Process(
-        spec=specs.load_collection, implementation=load_collection
-    )
-    registry["save_result"] = Process(spec=specs.save_result, implementation=save_result)
+    # The specs module defines its attributes at import time (from JSON files).
+    for name, implementation in (
+        ("load_collection", load_collection),
+        ("save_result", save_result),
+    ):
+        registry[name] = Process(spec=getattr(specs, name), implementation=implementation)
     return registry
 
 

@@ -17,7 +17,7 @@ from openeo_driver.backend import (
 _SAFE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
-class DiskUserDefinedProcesses(UserDefinedProcesses):
+class DiskUserDefinedProcesses(UserDefinedProcesses):  # type: ignore[misc]
     def __init__(self, root: Path) -> None:
         self.root = root
 
