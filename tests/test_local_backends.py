@@ -5,6 +5,7 @@ what the back-ends report, and every result is a valid COG on its tile's exact g
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,43 @@ def test_campaign_over_two_local_backends(
         finite = ndvi[ndvi == ndvi]
         assert finite.size > 0.95 * ndvi.size  # cloudy on every date: no value
         assert finite.min() >= -1 and finite.max() <= 1 and finite.mean() > 0.2
+
+
+def test_jobs_queue_cancel_and_survive_a_restart(
+    api: str, backends: dict[str, Any], tmp_path: Path
+) -> None:
+    """One job runs at a time (the second waits as queued), a queued job can be
+    canceled, and a restarted back-end still knows its jobs."""
+    alpha = backends["backends"][0]
+    install_udp([alpha.url])
+    connection = connect(alpha.url)
+    extent = {"west": 600000, "south": 5640000, "east": 601000, "north": 5641000, "crs": 32631}
+
+    def new_job(title: str) -> Any:
+        cube = connection.datacube_from_process(
+            "cloudfree_ndvi", spatial_extent=extent, temporal_extent=["2024-04-01", "2024-09-30"]
+        )
+        return cube.create_job(title=title)
+
+    first, second = new_job("first"), new_job("second")
+    assert first.status() == "created"
+    first.start()
+    second.start()
+    assert second.status() == "queued"
+    second.stop()
+    assert second.status() == "canceled"
+    deadline = time.monotonic() + 60
+    while first.status() not in ("finished", "error") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first.status() == "finished"
+    assert second.status() == "canceled"  # never ran after its cancel
+
+    alpha.stop()
+    alpha.start(log_path=backends["base"] / "alpha-restarted.log")
+    again = connect(alpha.url)
+    assert again.job(first.job_id).status() == "finished"
+    assert again.job(second.job_id).status() == "canceled"
+    listed = {j["id"] for j in again.list_jobs()}
+    assert {first.job_id, second.job_id} <= listed
+    assets = again.job(first.job_id).get_results().get_metadata()["assets"]
+    assert "openEO.tif" in assets and "expires=" in assets["openEO.tif"]["href"]  # signed
