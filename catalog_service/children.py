@@ -3,6 +3,48 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from catalog_service.errors import TilekeeperError
+
+
+def start(
+    command: list[str],
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    what: str,
+    *,
+    log_path: Path | None = None,
+    detach: bool = False,
+    timeout_s: float = 60.0,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` and wait until ``ready()``. Output goes to ``log_path`` (else
+    nowhere; stderr is kept to report an early exit). ``detach`` puts it in a session
+    of its own, so it keeps running after this process ends (the demo's services)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT if log_path else subprocess.PIPE,
+        start_new_session=detach,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            detail = (
+                f"see {log_path}"
+                if log_path
+                else (process.stderr.read().decode()[-2000:] if process.stderr else "")
+            )
+            raise TilekeeperError(f"{what} exited with {process.returncode}: {detail}")
+        if ready():
+            return process
+        time.sleep(0.2)
+    terminate(process)
+    raise TilekeeperError(f"{what} was not ready within {timeout_s:.0f} s")
 
 
 def terminate(process: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:

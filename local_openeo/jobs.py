@@ -42,10 +42,9 @@ class JobKnobs:
 
     max_running: int = 1
     min_runtime_s: float = 0.0
-    # Jobs whose process (arguments, title, description) mention one of these fail...
+    # Jobs whose process (arguments, title, description) mention one of these fail, the
+    # first time each one is seen only (a retry then succeeds).
     fail_tiles: list[str] = field(default_factory=list)
-    # ...only the first time each one is seen (a retry then succeeds).
-    fail_once: bool = True
     # Where "failed once" is remembered; back-ends sharing it fail a tile once in all.
     fail_state_dir: Path | None = None
     failure_rate: float = 0.0
@@ -281,12 +280,11 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
                 state_dir = self.knobs.fail_state_dir or self.jobs_dir
                 state_dir.mkdir(parents=True, exist_ok=True)
                 seen = state_dir / f"failed-once-{marker}"
-                if self.knobs.fail_once:
-                    try:  # exclusive create: back-ends sharing the dir fail it once in all
-                        with seen.open("x") as mark:
-                            mark.write(state["id"])
-                    except FileExistsError:
-                        return None
+                try:  # exclusive create: back-ends sharing the dir fail it once in all
+                    with seen.open("x") as mark:
+                        mark.write(state["id"])
+                except FileExistsError:
+                    return None
                 return f"planned failure for {marker!r} (the back-end's fail_tiles knob)"
         if self.knobs.failure_rate and self._random.random() < self.knobs.failure_rate:
             return f"random failure (the back-end's failure_rate knob is {self.knobs.failure_rate})"

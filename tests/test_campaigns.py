@@ -123,6 +123,7 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
         ({"tiles": [{"id": "a", "geometry": {"type": "Nope"}}]}, "not GeoJSON"),
         ({"tiles": [{"id": "a"}]}, "geometry"),
         ({"tiles": {"id": "a"}}, '{"tiles": [...]}'),
+        ({"tiles": [{"id": "a", "geometry": {"type": "Polygon", "coordinates": []}}]}, "empty"),
         (
             # The first tile is fine; PostGIS cannot read the second: neither is stored.
             {

@@ -135,8 +135,6 @@ def _check_tile(raw: Any, n: int) -> dict[str, Any]:
             f"tile {tile_id}: geometry is not GeoJSON (a type among "
             f"{', '.join(sorted(_GEOMETRY_TYPES))} with coordinates)"
         )
-    if not geometry["coordinates"]:
-        raise BadRequest(f"tile {tile_id}: geometry is empty")
     bbox = raw.get("bbox")
     if bbox is None:
         try:

@@ -15,10 +15,9 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from catalog_service import children
 from catalog_service.api.app import create_app
-from catalog_service.children import terminate
 from catalog_service.database import DatabaseLogins
-from catalog_service.errors import TilekeeperError
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 
@@ -98,27 +97,23 @@ class ServerProcess:
     ) -> ServerProcess:
         """Start and wait until the port answers. ``detach`` keeps the server running
         after this process ends (the demo's services); its output goes to ``log_path``."""
-        command = [sys.executable, "-m", "catalog_service", "serve"]
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            command,
-            env=self.environment(),
-            stdout=out,
-            stderr=out if log_path else subprocess.PIPE,
-            start_new_session=detach,
+        self.process = children.start(
+            [sys.executable, "-m", "catalog_service", "serve"],
+            self.environment(),
+            self._answers,
+            f"the API on {self.url}",
+            log_path=log_path,
+            detach=detach,
+            timeout_s=timeout_s,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise TilekeeperError(f"the API process exited ({self.process.returncode}): {err}")
-            try:
-                with socket.create_connection((self.settings.host, self.settings.port), 0.2):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise TilekeeperError(f"the API did not start on {self.url} within {timeout_s:.0f} s")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection((self.settings.host, self.settings.port), 0.2):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        terminate(self.process)
+        children.terminate(self.process)

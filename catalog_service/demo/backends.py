@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from catalog_service.children import terminate
+from catalog_service import children
 from catalog_service.client import Catalog
 from catalog_service.errors import ConfigurationError, TilekeeperError
 
@@ -86,29 +85,19 @@ class LocalBackend:
         """Start the back-end and wait until it answers; returns its pid. ``detach``
         keeps it running after this process ends (the demo's services)."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
+        self.process = children.start(
             self.command(),
-            env=_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=detach,
+            _env(),
+            self.alive,
+            f"the local back-end {self.name} on {self.url}",
+            log_path=log_path,
+            detach=detach,
+            timeout_s=timeout_s,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                where = f" (log: {log_path})" if log_path else ""
-                raise TilekeeperError(
-                    f"the local back-end {self.name} exited with {self.process.returncode}{where}"
-                )
-            if self.alive():
-                return self.process.pid
-            time.sleep(0.3)
-        self.stop()
-        raise TilekeeperError(f"the local back-end {self.name} did not answer on {self.url}")
+        return self.process.pid
 
     def stop(self) -> None:
-        terminate(self.process)
+        children.terminate(self.process)
 
 
 @dataclass(frozen=True)
