@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 
 from catalog_service.bulk import paused_gc
 from catalog_service.jobs import status as job_status
-from catalog_service.jobs import store
+from catalog_service.jobs import store, workers
 from catalog_service.jobs.campaign import ID_PATTERN, CampaignDefinition
 from catalog_service.jobs.summary import summarize
 
@@ -52,11 +52,40 @@ class ChangeIn(BaseModel):
     details: dict[str, Any] | None = None
 
 
+WORKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
+
+
 class ChangesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     actor: str = Field(default="anonymous", max_length=200)
     changes: list[ChangeIn] = Field(min_length=1, max_length=100_000)
+    worker: str | None = Field(
+        default=None,
+        pattern=WORKER_PATTERN,
+        description="The runner worker making the changes: tiles another live worker "
+        "holds are refused, the others become this worker's.",
+    )
+    partial: bool = Field(
+        default=False,
+        description="Apply the changes that obey the rules and report the others as "
+        "conflicts (instead of refusing the whole request).",
+    )
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: float = Field(default=300, gt=0, le=86_400)
+    info: dict[str, Any] | None = None
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statuses: list[str] = Field(min_length=1)
+    limit: int = Field(default=1000, ge=1, le=100_000)
+    lease_s: float = Field(default=300, gt=0, le=86_400)
 
 
 class ResetIn(BaseModel):
@@ -65,6 +94,10 @@ class ResetIn(BaseModel):
     statuses: list[str] = Field(default_factory=lambda: sorted(job_status.FAILED), min_length=1)
     set: dict[str, Any] = Field(default_factory=dict)
     actor: str = Field(default="anonymous", max_length=200)
+    tiles: list[str] | None = Field(default=None, description="Only these tiles.")
+    below_attempts: int | None = Field(
+        default=None, ge=1, description="Only tiles with fewer attempts than this."
+    )
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -176,6 +209,11 @@ async def parse_tiles(request: Request) -> list[dict[str, Any]]:
     return checked
 
 
+def _check_worker(worker: str) -> None:
+    if not re.match(WORKER_PATTERN, worker):
+        raise BadRequest(f"worker id {worker!r} must match {WORKER_PATTERN}")
+
+
 def create_router() -> APIRouter:
     router = APIRouter(prefix="/campaigns", tags=["Campaigns"])
 
@@ -244,10 +282,60 @@ def create_router() -> APIRouter:
     @router.post("/{campaign_id}/jobs/changes", summary="Apply status changes, all or nothing")
     async def change_jobs(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ChangesIn)
-        changes = [store.Change(**c.model_dump()) for c in body.changes]
+        changes = [store.Change(**c.model_dump(), worker=body.worker) for c in body.changes]
         async with _conn(request, "w") as conn:
-            outcome = await store.apply_changes(conn, campaign_id, changes, body.actor)
-        return {"applied": outcome.applied, "stale": outcome.stale}
+            outcome = await store.apply_changes(
+                conn, campaign_id, changes, body.actor, partial=body.partial
+            )
+        return {
+            "applied": outcome.applied,
+            "stale": outcome.stale,
+            "conflicts": [c.__dict__ for c in outcome.conflicts],
+        }
+
+    @router.get("/{campaign_id}/counts", summary="Tiles per status (maintained counters)")
+    async def counts(request: Request, campaign_id: str) -> dict[str, Any]:
+        async with _conn(request, "r") as conn:
+            return {"counts": await store.status_counts(conn, campaign_id)}
+
+    @router.get("/{campaign_id}/workers", summary="The runner workers holding a live lease")
+    async def list_workers(request: Request, campaign_id: str) -> dict[str, Any]:
+        async with _conn(request, "r") as conn:
+            await store.get_definition(conn, campaign_id)
+            return {"workers": await workers.listing(conn, campaign_id)}
+
+    @router.put("/{campaign_id}/workers/{worker}", summary="Renew a worker's lease")
+    async def heartbeat(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
+        body = await parse_body(request, HeartbeatIn)
+        _check_worker(worker)
+        async with _conn(request, "w") as conn:
+            await store.get_definition(conn, campaign_id)
+            await workers.heartbeat(conn, campaign_id, worker, body.lease_s, body.info)
+        return {"worker": worker, "lease_s": body.lease_s}
+
+    @router.delete("/{campaign_id}/workers/{worker}", summary="End a worker's lease now")
+    async def leave(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
+        _check_worker(worker)
+        async with _conn(request, "w") as conn:
+            left = await workers.leave(conn, campaign_id, worker)
+        return {"worker": worker, "left": left}
+
+    @router.post(
+        "/{campaign_id}/workers/{worker}/claim",
+        summary="Renew the lease and claim free tiles of some statuses, in processing order",
+    )
+    async def claim(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
+        body = await parse_body(request, ClaimIn)
+        _check_worker(worker)
+        unknown = [s for s in body.statuses if s not in job_status.ALL]
+        if unknown:
+            raise BadRequest(f"unknown status {', '.join(unknown)}")
+        async with _conn(request, "w") as conn:
+            await store.get_definition(conn, campaign_id)
+            jobs = await workers.claim(
+                conn, campaign_id, worker, body.statuses, body.limit, body.lease_s
+            )
+        return {"jobs": jobs}
 
     @router.get("/{campaign_id}/jobs/{tile_id}/history", summary="A tile's status history")
     async def tile_history(request: Request, campaign_id: str, tile_id: str) -> dict[str, Any]:
@@ -259,14 +347,24 @@ def create_router() -> APIRouter:
     async def reset(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ResetIn)
         async with _conn(request, "w") as conn:
-            count = await store.reset_tiles(conn, campaign_id, body.statuses, body.actor, body.set)
+            count = await store.reset_tiles(
+                conn,
+                campaign_id,
+                body.statuses,
+                body.actor,
+                body.set,
+                tiles=body.tiles,
+                below_attempts=body.below_attempts,
+            )
         return {"reset": count, "statuses": body.statuses}
 
     @router.get("/{campaign_id}/summary", summary="Progress, runtime, cost and ETA figures")
     async def summary(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
             definition = await store.get_definition(conn, campaign_id)
-            return await summarize(conn, definition)
+            figures = await summarize(conn, definition)
+            figures["workers"] = await workers.listing(conn, campaign_id)
+            return figures
 
     return router
 

@@ -76,7 +76,11 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
             | OSError
             | asyncio.TimeoutError
             | asyncpg.exceptions.ConnectionDoesNotExistError
-            | asyncpg.exceptions.InterfaceError,
+            | asyncpg.exceptions.InterfaceError
+            # What asyncpg raises when the server goes away mid-query or refuses
+            # connections while it starts or stops (seen with PostgreSQL stopped mid-run).
+            | asyncpg.exceptions.InternalClientError
+            | psycopg.OperationalError,
         ):
             return Failure.UNAVAILABLE, seen
         seen = seen.__cause__ or seen.__context__
@@ -171,6 +175,8 @@ class DatabaseErrorMiddleware:
                     "nothing was changed. Retry after the Retry-After delay."
                 )
             else:
+                # One line per refused request, not a traceback: an outage is no bug.
+                logger.warning("database unavailable (%s): %s", type(cause).__name__, cause)
                 description = (
                     "The catalogue database is unavailable; retry after the Retry-After delay."
                 )

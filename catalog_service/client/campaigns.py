@@ -14,7 +14,8 @@ from catalog_service.jobs.campaign import CampaignDefinition
 
 # Big enough to amortise a request, small enough to keep each all-or-nothing write short.
 REGISTER_BATCH = 20_000
-CHANGE_BATCH = 5_000
+# The API's limit per request: one call is one all-or-nothing request in practice.
+CHANGE_BATCH = 100_000
 
 
 def tile_records(tiles: TileSet) -> Iterator[dict[str, Any]]:
@@ -111,18 +112,63 @@ class Campaigns:
         return jobs
 
     def change(
-        self, campaign_id: str, changes: Sequence[dict[str, Any]], actor: str = "python-api"
+        self,
+        campaign_id: str,
+        changes: Sequence[dict[str, Any]],
+        actor: str = "python-api",
+        *,
+        worker: str | None = None,
+        partial: bool = False,
     ) -> dict[str, Any]:
-        """Apply status changes; each request is all or nothing (409 on a broken rule)."""
-        applied: list[dict[str, Any]] = []
-        stale: list[str] = []
+        """Apply status changes; each request is all or nothing (409 on a broken rule)
+        unless ``partial``, which applies what obeys the rules and returns the rest as
+        ``conflicts``. ``worker`` names the runner worker making them."""
+        out: dict[str, list[Any]] = {"applied": [], "stale": [], "conflicts": []}
+        extra: dict[str, Any] = {"partial": partial}
+        if worker is not None:
+            extra["worker"] = worker
         for batch in _batches(changes, CHANGE_BATCH):
             result = self.http.post(
-                f"campaigns/{campaign_id}/jobs/changes", json={"actor": actor, "changes": batch}
+                f"campaigns/{campaign_id}/jobs/changes",
+                json={"actor": actor, "changes": batch, **extra},
             )
-            applied.extend(result["applied"])
-            stale.extend(result["stale"])
-        return {"applied": applied, "stale": stale}
+            for key in out:
+                out[key].extend(result.get(key, []))
+        return out
+
+    def counts(self, campaign_id: str) -> dict[str, int]:
+        """Tiles per status (the job store's counters)."""
+        result: dict[str, int] = self.http.get(f"campaigns/{campaign_id}/counts")["counts"]
+        return result
+
+    def claim(
+        self,
+        campaign_id: str,
+        worker: str,
+        statuses: Sequence[str],
+        limit: int,
+        lease_s: float,
+    ) -> list[dict[str, Any]]:
+        """Renew the worker's lease and claim its own or free tiles in ``statuses``."""
+        result: list[dict[str, Any]] = self.http.post(
+            f"campaigns/{campaign_id}/workers/{worker}/claim",
+            json={"statuses": list(statuses), "limit": limit, "lease_s": lease_s},
+        )["jobs"]
+        return result
+
+    def heartbeat(
+        self, campaign_id: str, worker: str, lease_s: float, info: dict[str, Any] | None = None
+    ) -> None:
+        self.http.put(
+            f"campaigns/{campaign_id}/workers/{worker}", json={"lease_s": lease_s, "info": info}
+        )
+
+    def leave(self, campaign_id: str, worker: str) -> None:
+        self.http.delete(f"campaigns/{campaign_id}/workers/{worker}")
+
+    def workers(self, campaign_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.http.get(f"campaigns/{campaign_id}/workers")["workers"]
+        return result
 
     def history(self, campaign_id: str, tile_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.http.get(
@@ -136,11 +182,22 @@ class Campaigns:
         statuses: Sequence[str],
         set_properties: dict[str, Any] | None = None,
         actor: str = "python-api",
+        *,
+        tiles: Sequence[str] | None = None,
+        below_attempts: int | None = None,
     ) -> int:
-        result = self.http.post(
-            f"campaigns/{campaign_id}/reset",
-            json={"statuses": list(statuses), "set": set_properties or {}, "actor": actor},
-        )
+        """Reset tiles that are over (in ``statuses``) to not_started for a retry: all,
+        the ``tiles`` named, or those with fewer than ``below_attempts`` attempts."""
+        body: dict[str, Any] = {
+            "statuses": list(statuses),
+            "set": set_properties or {},
+            "actor": actor,
+        }
+        if tiles:
+            body["tiles"] = list(tiles)
+        if below_attempts is not None:
+            body["below_attempts"] = below_attempts
+        result = self.http.post(f"campaigns/{campaign_id}/reset", json=body)
         return int(result["reset"])
 
     def summary(self, campaign_id: str) -> dict[str, Any]:

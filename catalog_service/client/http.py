@@ -4,6 +4,7 @@ error answers into exceptions that carry the service's own message."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -12,6 +13,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from catalog_service.errors import TilekeeperError
+
+logger = logging.getLogger(__name__)
+# Longest wait between two attempts of a patient session.
+MAX_BACKOFF_S = 30.0
 
 
 class ApiError(TilekeeperError):
@@ -29,7 +34,13 @@ class ServiceUnreachable(TilekeeperError):
 
 
 class HttpSession:
-    """Base URL + retries + JSON in and out."""
+    """Base URL + retries + JSON in and out.
+
+    ``patience_s`` makes the session wait out an outage of the service (no answer, or
+    503 from a database that is down) for that long, with backoff and one log line per
+    attempt, instead of raising after a few seconds: the runner's setting, for which
+    every write is safe to repeat (the job store reports a repeated change as applied).
+    """
 
     def __init__(
         self,
@@ -37,9 +48,11 @@ class HttpSession:
         auth: requests.auth.AuthBase | None = None,
         timeout_s: float = 60.0,
         retries: int = 5,
+        patience_s: float = 0.0,
     ) -> None:
         self.root_url = root_url.rstrip("/") + "/"
         self.timeout_s = timeout_s
+        self.patience_s = patience_s
         self.session = requests.Session()
         self.session.auth = auth
         retry = Retry(
@@ -63,13 +76,33 @@ class HttpSession:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         url = self.url(path)
         kwargs.setdefault("timeout", self.timeout_s)
-        try:
-            response = self.session.request(method, url, **kwargs)
-        except requests.ConnectionError as exc:
+        deadline = time.monotonic() + self.patience_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.request(method, url, **kwargs)
+                problem = f"{method} {path} -> 503" if response.status_code == 503 else None
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                response, problem = None, f"{method} {path}: {exc.__class__.__name__}"
+            if problem is None or time.monotonic() >= deadline:
+                break
+            wait = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 8))
+            logger.warning(
+                "tilekeeper API at %s unavailable (%s); retrying in %.0f s (attempt %d)",
+                self.root_url,
+                problem,
+                wait,
+                attempt,
+            )
+            time.sleep(wait)
+        if response is None:
             raise ServiceUnreachable(
-                f"Cannot reach the tilekeeper API at {self.root_url} ({exc.__class__.__name__}). "
+                f"Cannot reach the tilekeeper API at {self.root_url} ({problem}). "
                 "Is it running? Start it with `tilekeeper serve`."
-            ) from exc
+            )
+        if attempt > 1:
+            logger.warning("tilekeeper API at %s answers again", self.root_url)
         try:
             body: Any = response.json() if response.content else None
         except ValueError:
@@ -96,6 +129,9 @@ class HttpSession:
 
     def put(self, path: str, json: Any = None, **kwargs: Any) -> Any:
         return self.request("PUT", path, json=json, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
 
     def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Block until the service reports its database up."""

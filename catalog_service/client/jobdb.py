@@ -111,6 +111,8 @@ class CampaignJobDatabase(JobDatabaseInterface):
         self.campaigns = Campaigns(self.http)
         self.page_size = page_size
         self.actor = actor or _default_actor()
+        # A runner worker's id (see catalog_service.runner): None for plain use.
+        self.worker: str | None = None
         # What this database last read or wrote per tile, by order number: the base of
         # the change detection and of the compare-and-set.
         self._known: dict[int, dict[str, Any]] = {}
@@ -145,12 +147,7 @@ class CampaignJobDatabase(JobDatabaseInterface):
         return self
 
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
-        name = "status_frequency"
-        result = self.http.post(
-            f"collections/{self.collection_id}/aggregate", json={"aggregations": [name]}
-        )
-        buckets = next(a for a in result["aggregations"] if a["name"] == name).get("buckets", [])
-        counts = {b["key"]: int(b["frequency"]) for b in buckets}
+        counts = self.campaigns.counts(self.collection_id)
         wanted = set(statuses)
         return {s: n for s, n in counts.items() if not wanted or s in wanted}
 
@@ -178,10 +175,19 @@ class CampaignJobDatabase(JobDatabaseInterface):
             if change is not None:
                 changes.append(change)
                 orders.append(int(str(index)))
-        if not changes:
-            return
+        if changes:
+            self._send(changes, orders)
+
+    def _send(self, changes: list[dict[str, Any]], orders: list[int]) -> dict[str, Any]:
+        """Send changes and remember what the catalogue now holds."""
         try:
-            result = self.campaigns.change(self.collection_id, changes, actor=self.actor)
+            result = self.campaigns.change(
+                self.collection_id,
+                changes,
+                actor=self.actor,
+                worker=self.worker,
+                partial=self.worker is not None,
+            )
         except ApiError as exc:
             raise JobDatabaseError(
                 f"{len(changes)} job update(s) for campaign {self.collection_id} were refused, "
@@ -190,10 +196,11 @@ class CampaignJobDatabase(JobDatabaseInterface):
         applied = {a["tile"]: a for a in result["applied"]}
         for order, change in zip(orders, changes, strict=True):
             if change["tile"] not in applied:
-                continue  # stale news: the catalogue already knows better
+                continue  # stale news or a conflict: the catalogue already knows better
             known = self._known.setdefault(order, {})
             known.update(change["set"])
             known["status"] = applied[change["tile"]]["status"]
+        return result
 
     # -- frames -------------------------------------------------------------------
 

@@ -68,6 +68,39 @@ MIGRATIONS: tuple[str, ...] = (
         collection, ((content->'properties'->>'tilekeeper:order')::bigint)
     ) WHERE content->'properties' ? 'tilekeeper:order';
     """,
+    # Runner workers with their leases (jobs/workers.py), and tiles per status kept as
+    # counters by the job store (jobs/counts.py), filled from the tiles already stored.
+    """
+    CREATE TABLE tilekeeper.workers (
+        collection text NOT NULL,
+        worker text NOT NULL,
+        info jsonb,
+        started timestamptz NOT NULL DEFAULT clock_timestamp(),
+        seen timestamptz NOT NULL DEFAULT clock_timestamp(),
+        lease_until timestamptz NOT NULL,
+        PRIMARY KEY (collection, worker)
+    );
+    CREATE TABLE tilekeeper.status_counts (
+        collection text NOT NULL,
+        status text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (collection, status)
+    );
+    INSERT INTO tilekeeper.status_counts (collection, status, n)
+    SELECT collection, content->'properties'->>'status', count(*)
+    FROM pgstac.items WHERE content->'properties' ? 'tilekeeper:order'
+    GROUP BY 1, 2;
+    CREATE FUNCTION tilekeeper.forget_collection() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM tilekeeper.status_counts WHERE collection = OLD.id;
+        DELETE FROM tilekeeper.workers WHERE collection = OLD.id;
+        RETURN OLD;
+    END;
+    $$;
+    CREATE TRIGGER tilekeeper_forget_collection AFTER DELETE ON pgstac.collections
+    FOR EACH ROW EXECUTE FUNCTION tilekeeper.forget_collection();
+    """,
 )
 
 

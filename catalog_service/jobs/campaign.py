@@ -13,6 +13,8 @@ from catalog_service.jobs import status
 CAMPAIGN_KEY = "tilekeeper:campaign"
 ORDER_KEY = "tilekeeper:order"
 REVISION_KEY = "tilekeeper:revision"
+# The runner worker that holds the tile (see jobs/workers.py).
+WORKER_KEY = "tilekeeper:worker"
 # Properties the job store maintains; a change may not set them directly.
 MANAGED_KEYS = frozenset({"status", "datetime", "start_datetime", "end_datetime", "updated"})
 MANAGED_PREFIX = "tilekeeper:"

@@ -20,13 +20,20 @@ ERROR: Final = "error"
 CANCELED: Final = "canceled"
 # The job manager's own.
 NOT_STARTED: Final = "not_started"
+# tilekeeper's runner: the intent to create a job is recorded before the job is created
+# (as the openEO aggregator records a sub-job as `inserted`), so a crash between the two
+# leaves a tile that says where to look for its job instead of an untracked orphan.
+CREATING: Final = "creating"
 QUEUED_FOR_START: Final = "queued_for_start"
 START_FAILED: Final = "start_failed"
 QUEUED_FOR_START_FAILED: Final = "queued_for_start_failed"
 SKIPPED: Final = "skipped"
 THREAD_FAILED: Final = "threaded task failed"
 
-ACTIVE: Final = frozenset({CREATED, QUEUED_FOR_START, QUEUED, RUNNING})
+# A job that exists, or may exist, on a back-end: the runner tracks these.
+ACTIVE: Final = frozenset({CREATING, CREATED, QUEUED_FOR_START, QUEUED, RUNNING})
+# The active statuses MultiBackendJobManager itself knows (it never sees `creating`).
+TRACKED: Final = frozenset({CREATED, QUEUED_FOR_START, QUEUED, RUNNING})
 # Statuses the manager never leaves by itself; only an explicit reset (a retry) does.
 TERMINAL: Final = frozenset(
     {FINISHED, ERROR, CANCELED, START_FAILED, QUEUED_FOR_START_FAILED, SKIPPED, THREAD_FAILED}
@@ -39,8 +46,12 @@ _AFTER_START = {CREATED, QUEUED_FOR_START, QUEUED, RUNNING, FINISHED, ERROR, CAN
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     # A launch: the manager persists the job's status right after creating it.
     NOT_STARTED: frozenset(
-        {CREATED, QUEUED_FOR_START, QUEUED, RUNNING, ERROR, START_FAILED, SKIPPED, CANCELED}
+        {CREATING, CREATED, QUEUED_FOR_START, QUEUED, RUNNING, ERROR, START_FAILED, SKIPPED}
+        | {CANCELED}
     ),
+    # Back to not_started: the job never reached a back-end (the runner checked), or the
+    # back-end asked to wait (429); the attempt is given back.
+    CREATING: frozenset(_AFTER_START | {NOT_STARTED, START_FAILED}),
     CREATED: frozenset(_AFTER_START | {START_FAILED, QUEUED_FOR_START_FAILED, THREAD_FAILED}),
     QUEUED_FOR_START: frozenset(_AFTER_START | {START_FAILED, THREAD_FAILED}),
     QUEUED: frozenset({RUNNING, FINISHED, ERROR, CANCELED, THREAD_FAILED}),
@@ -55,8 +66,6 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     SKIPPED: frozenset(),
     THREAD_FAILED: frozenset(),
 }
-# Statuses a job enters when it is (re)launched: each entry from not_started is an attempt.
-STARTS: Final = frozenset({CREATED, QUEUED_FOR_START, QUEUED, RUNNING})
 
 
 class IllegalTransition(ValueError):
@@ -90,10 +99,11 @@ def check(current: str, new: str, *, reset: bool = False) -> None:
 # stale (e.g. the start thread's "queued" arriving after a poll already saw "running").
 _RANK: Final = {
     NOT_STARTED: 0,
-    CREATED: 1,
-    QUEUED_FOR_START: 1,
-    QUEUED: 2,
-    RUNNING: 3,
+    CREATING: 1,
+    CREATED: 2,
+    QUEUED_FOR_START: 2,
+    QUEUED: 3,
+    RUNNING: 4,
 }
 
 
@@ -103,4 +113,4 @@ def is_stale(current: str, new: str) -> bool:
         return False
     if current in TERMINAL:
         return True
-    return _RANK.get(new, 4) < _RANK.get(current, 4)
+    return _RANK.get(new, 5) < _RANK.get(current, 5)

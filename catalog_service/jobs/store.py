@@ -13,10 +13,11 @@ properties in place: no partition is ever touched again after registration.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import numpy as np
@@ -28,7 +29,7 @@ from psycopg.copy import QueuedLibpqWriter
 from pypgstac.hydration import dehydrate
 
 from catalog_service.bulk import paused_gc
-from catalog_service.jobs import status
+from catalog_service.jobs import counts, status, workers
 from catalog_service.jobs.campaign import (
     ATTEMPT_KEYS,
     CAMPAIGN_KEY,
@@ -37,6 +38,7 @@ from catalog_service.jobs.campaign import (
     MANAGED_PREFIX,
     ORDER_KEY,
     REVISION_KEY,
+    WORKER_KEY,
     CampaignDefinition,
     job_properties,
 )
@@ -89,6 +91,7 @@ class Change:
 
     ``set`` merges properties (None removes one); ``expect_status``/``expect_revision``
     make it a compare-and-set; ``reset`` moves a job that is over back to not_started.
+    A change repeated after it was applied (its answer lost) is reported as applied.
     """
 
     tile: str
@@ -99,6 +102,9 @@ class Change:
     reset: bool = False
     links: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] | None = None
+    # The runner worker making the change: refused on a tile another live worker holds,
+    # and recorded as the tile's holder.
+    worker: str | None = None
 
     def validate(self) -> None:
         bad = [k for k in self.set if k in MANAGED_KEYS or k.startswith(MANAGED_PREFIX)]
@@ -123,6 +129,7 @@ class Change:
 class Outcome:
     applied: list[dict[str, Any]]
     stale: list[str]
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 def _json(value: Any) -> Any:
@@ -144,7 +151,7 @@ def _next_properties(
 ) -> dict[str, Any]:
     current = props.get("status", status.NOT_STARTED)
     out = dict(props)
-    if change.reset:
+    if change.reset or (current == status.CREATING and new_status == status.NOT_STARTED):
         for key in ATTEMPT_KEYS:
             out.pop(key, None)
     for key, value in change.set.items():
@@ -153,13 +160,29 @@ def _next_properties(
         else:
             out[key] = value
     out["status"] = new_status
-    if current == status.NOT_STARTED and new_status in status.STARTS:
+    if current == status.NOT_STARTED and new_status in status.ACTIVE:
         out["attempts"] = int(out.get("attempts") or 0) + 1
+    elif current == status.CREATING and new_status == status.NOT_STARTED:
+        # The job never reached a back-end: that was no attempt.
+        out["attempts"] = max(0, int(out.get("attempts") or 0) - 1)
     if new_status in status.TERMINAL and current not in status.TERMINAL:
         out.setdefault("finish_time", when)
+    if change.worker is not None:
+        out[WORKER_KEY] = change.worker
     out[REVISION_KEY] = int(out.get(REVISION_KEY) or 0) + 1
     out["updated"] = when
     return out
+
+
+def _already_applied(change: Change, props: dict[str, Any], links: list[dict[str, Any]]) -> bool:
+    """True when the tile already is what ``change`` asks for: a change repeated after
+    its answer was lost (a timeout, an outage), which must not count as a conflict."""
+    if change.reset or change.status is None or change.status != props.get("status"):
+        return False
+    if any(props.get(key) != value for key, value in change.set.items()):
+        return False
+    present = {(link.get("rel"), link.get("href")) for link in links}
+    return all((link["rel"], link["href"]) in present for link in change.links)
 
 
 # Rows of one campaign's tiles, in the order the job database pages them.
@@ -186,12 +209,30 @@ FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
 """
 
 
+class Planned(NamedTuple):
+    tile: str
+    props: dict[str, Any]
+    links: list[dict[str, Any]] | None
+    from_status: str
+    to_status: str
+    change: Change
+
+
+@dataclass
+class Plan:
+    planned: list[Planned] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    repeated: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
 def _plan(
-    changes: Sequence[Change], rows: Mapping[str, asyncpg.Record], when: str
-) -> tuple[list[tuple[str, dict[str, Any], Any, str, str, Change]], list[str], list[Conflict]]:
-    planned = []
-    stale: list[str] = []
-    conflicts: list[Conflict] = []
+    changes: Sequence[Change],
+    rows: Mapping[str, asyncpg.Record],
+    when: str,
+    live_workers: frozenset[str] = frozenset(),
+) -> Plan:
+    plan = Plan()
     # Several changes of one tile in one request apply in order.
     state: dict[str, tuple[dict[str, Any], Any]] = {
         tile: (_json(row["props"]), _json(row["links"]) or []) for tile, row in rows.items()
@@ -200,8 +241,22 @@ def _plan(
         props, links = state[change.tile]
         current = str(props.get("status", status.NOT_STARTED))
         new = status.NOT_STARTED if change.reset else (change.status or current)
+        owner = props.get(WORKER_KEY)
+        if (
+            change.worker is not None
+            and owner not in (None, change.worker)
+            and owner in live_workers
+            and current in status.ACTIVE | {status.NOT_STARTED}
+        ):
+            plan.conflicts.append(
+                Conflict(change.tile, current, new, f"the tile is worked on by {owner}")
+            )
+            continue
         if change.expect_status is not None and change.expect_status != current:
-            conflicts.append(
+            if _already_applied(change, props, links):
+                plan.repeated[change.tile] = props
+                continue
+            plan.conflicts.append(
                 Conflict(
                     change.tile, current, new, f"expected {change.expect_status}, is {current}"
                 )
@@ -209,7 +264,7 @@ def _plan(
             continue
         revision = int(props.get(REVISION_KEY) or 0)
         if change.expect_revision is not None and change.expect_revision != revision:
-            conflicts.append(
+            plan.conflicts.append(
                 Conflict(
                     change.tile,
                     current,
@@ -221,24 +276,31 @@ def _plan(
         same_job = change.set.get("id", props.get("id")) == props.get("id")
         if not change.reset and same_job and props.get("id") and status.is_stale(current, new):
             # Older news about the job the tile already tracks: newer facts win.
-            stale.append(change.tile)
+            plan.stale.append(change.tile)
             continue
         try:
             status.check(current, new, reset=change.reset)
         except status.IllegalTransition as exc:
-            conflicts.append(Conflict(change.tile, current, new, str(exc)))
+            plan.conflicts.append(Conflict(change.tile, current, new, str(exc)))
             continue
         new_props = _next_properties(props, change, new, when)
         new_links = _merge_links(links, change.links) if change.links else None
         state[change.tile] = (new_props, new_links if new_links is not None else links)
-        planned.append((change.tile, new_props, new_links, current, new, change))
-    return planned, stale, conflicts
+        plan.planned.append(Planned(change.tile, new_props, new_links, current, new, change))
+    return plan
 
 
 async def apply_changes(
-    conn: asyncpg.Connection, campaign: str, changes: Sequence[Change], actor: str
+    conn: asyncpg.Connection,
+    campaign: str,
+    changes: Sequence[Change],
+    actor: str,
+    *,
+    partial: bool = False,
 ) -> Outcome:
-    """Apply all changes atomically, or raise and write nothing."""
+    """Apply all changes atomically, or raise and write nothing. With ``partial`` the
+    changes that break a rule are reported as conflicts and the others are applied
+    (still in one transaction): each tile of a runner's batch is news of its own."""
     for change in changes:
         change.validate()
     tiles = sorted({c.tile for c in changes})
@@ -250,15 +312,23 @@ async def apply_changes(
             if not await _campaign_exists(conn, campaign):
                 raise CampaignNotFound(f"no campaign {campaign!r}")
             raise TilesNotFound(campaign, missing)
-        planned, stale, conflicts = _plan(changes, rows, when)
-        if conflicts:
-            raise ChangesRejected(conflicts)
-        if not planned:
-            return Outcome([], stale)
+        live = frozenset()
+        if any(c.worker is not None for c in changes):
+            live = await workers.live(conn, campaign)
+        plan = _plan(changes, rows, when, live)
+        if plan.conflicts and not partial:
+            raise ChangesRejected(plan.conflicts)
+        repeated = [
+            {"tile": t, "status": p["status"], "revision": p.get(REVISION_KEY, 0)}
+            for t, p in plan.repeated.items()
+        ]
+        if not plan.planned:
+            return Outcome(repeated, plan.stale, plan.conflicts)
         # The last planned state per tile is what is written.
         final: dict[str, tuple[dict[str, Any], Any]] = {}
-        for tile, props, links, *_ in planned:
-            final[tile] = (props, links if links is not None else final.get(tile, (None, None))[1])
+        for p in plan.planned:
+            links = p.links if p.links is not None else final.get(p.tile, (None, None))[1]
+            final[p.tile] = (p.props, links)
         ids = list(final)
         await conn.execute(
             _UPDATE_TILES,
@@ -271,16 +341,17 @@ async def apply_changes(
             _HISTORY,
             campaign,
             actor,
-            [p[0] for p in planned],
-            [p[3] for p in planned],
-            [p[4] for p in planned],
-            [json.dumps(_history_details(p[5])) for p in planned],
+            [p.tile for p in plan.planned],
+            [p.from_status for p in plan.planned],
+            [p.to_status for p in plan.planned],
+            [json.dumps(_history_details(p.change)) for p in plan.planned],
         )
+        await counts.apply(conn, campaign, [(p.from_status, p.to_status) for p in plan.planned])
     applied = [
         {"tile": t, "status": final[t][0]["status"], "revision": final[t][0][REVISION_KEY]}
         for t in ids
     ]
-    return Outcome(applied, stale)
+    return Outcome(applied + repeated, plan.stale, plan.conflicts)
 
 
 def _history_details(change: Change) -> dict[str, Any]:
@@ -437,22 +508,58 @@ async def reset_tiles(
     statuses: Sequence[str],
     actor: str,
     set_properties: dict[str, Any] | None = None,
-    limit: int | None = None,
+    *,
+    tiles: Sequence[str] | None = None,
+    below_attempts: int | None = None,
 ) -> int:
-    """Reset every tile in ``statuses`` to not_started (a retry), in one transaction."""
+    """Reset tiles in ``statuses`` to not_started (a retry), in one transaction: all of
+    them, or only the ``tiles`` named, or only those with fewer than ``below_attempts``
+    attempts (the campaign's retry policy)."""
     bad = [s for s in statuses if s in status.ACTIVE or s not in status.ALL]
     if bad:
         raise InvalidChange(
             f"cannot reset tiles in {', '.join(bad)}: only statuses a job is over in can be "
             "retried (cancel active jobs first)"
         )
-    rows = await jobs_by_status(conn, campaign, statuses, limit or 10**9)
+    if tiles:
+        rows = await jobs_by_id(conn, campaign, tiles)
+        missing = sorted(set(tiles) - {r["tile"] for r in rows})
+        if missing:
+            await get_definition(conn, campaign)
+            raise TilesNotFound(campaign, missing)
+    else:
+        rows = await jobs_by_status(conn, campaign, statuses, 10**9)
+    wanted = set(statuses)
+    rows = [
+        r
+        for r in rows
+        if r["properties"].get("status") in wanted
+        and (below_attempts is None or int(r["properties"].get("attempts") or 0) < below_attempts)
+    ]
     if not rows:
         await get_definition(conn, campaign)  # 404 for an unknown campaign
         return 0
-    changes = [Change(tile=r["tile"], reset=True, set=dict(set_properties or {})) for r in rows]
+    changes = [
+        Change(
+            tile=r["tile"],
+            reset=True,
+            expect_status=r["properties"]["status"],
+            set={"last_error": None, **(set_properties or {})},
+            details={"previous_error": r["properties"].get("last_error")}
+            if r["properties"].get("last_error")
+            else None,
+        )
+        for r in rows
+    ]
     outcome = await apply_changes(conn, campaign, changes, actor)
     return len(outcome.applied)
+
+
+async def status_counts(conn: asyncpg.Connection, campaign: str) -> dict[str, int]:
+    found = await counts.read(conn, campaign)
+    if not found:
+        await get_definition(conn, campaign)  # 404 for an unknown campaign
+    return found
 
 
 _LAST_ORDER = f"""
@@ -532,6 +639,14 @@ class TileRegistrar:
                     chunk = new_tiles[at : at + _COPY_CHUNK]
                     copy.write(_copy_rows(definition, base_item, chunk, first_order + at))
             new = len(new_tiles)
+            registered = Counter(
+                (t.get("properties") or {}).get("status") or status.NOT_STARTED for t in new_tiles
+            )
+            if registered:
+                cur.execute(
+                    counts.REGISTER_SQL,
+                    [definition.id, list(registered), list(registered.values())],
+                )
             conn.commit()
             # As the Loader does: refresh the partition's observed extents (not in the
             # transaction above, so readers are not blocked meanwhile).
