@@ -58,6 +58,20 @@ def _no_external_database() -> Iterator[None]:
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _openeo_config_home() -> Iterator[Path]:
+    # The openEO client's auth config and refresh tokens of the tests, not the user's.
+    home = Path(tempfile.mkdtemp(prefix="tilekeeper-openeo-config-"))
+    saved = os.environ.get("OPENEO_CONFIG_HOME")
+    os.environ["OPENEO_CONFIG_HOME"] = str(home)
+    yield home
+    if saved is None:
+        os.environ.pop("OPENEO_CONFIG_HOME", None)
+    else:
+        os.environ["OPENEO_CONFIG_HOME"] = saved
+    shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def database() -> Iterator[Database]:
     db = make_database("tilekeeper-test-")

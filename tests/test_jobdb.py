@@ -23,7 +23,7 @@ from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.client.jobdb import JobDatabaseError, PlaceholderFootprint
 from catalog_service.grids import load_aoi, tiles_for
-from catalog_service.runner import cancel_campaign, run_campaign
+from catalog_service.runner import cancel_tiles, run_campaign
 
 UDP_URL = "https://udp.test/ndvi_tile.json"
 UDP = {
@@ -173,10 +173,11 @@ def test_runner_uses_the_campaign_process_and_resumes(api: str) -> None:
                 "parameters": {"bands": ["B04", "B08"]},
             },
             "backends": [
-                {"name": "alpha", "url": "https://alpha.test/", "parallel_jobs": 5},
-                {"name": "beta", "url": "https://beta.test/", "parallel_jobs": 5},
+                {"name": "alpha", "url": "https://alpha.test/", "parallel_jobs": 5, "auth": "none"},
+                {"name": "beta", "url": "https://beta.test/", "parallel_jobs": 5, "auth": "none"},
             ],
             "job_options": {"driver-memory": "2g"},
+            "retry": {"max_attempts": 1},
         }
     )
     tiles = tiles_for("utm-20km", load_aoi("3.8,50.4,5.2,51.1"))
@@ -224,7 +225,10 @@ def test_cancel_stops_active_jobs_and_waiting_tiles(api: str) -> None:
     campaign = f"cancel-{uuid.uuid4().hex[:8]}"
     campaigns = Campaigns(HttpSession(api))
     campaigns.create(
-        {"id": campaign, "backends": [{"name": "alpha", "url": "https://alpha.test/"}]}
+        {
+            "id": campaign,
+            "backends": [{"name": "alpha", "url": "https://alpha.test/", "auth": "none"}],
+        }
     )
     campaigns.register(campaign, tile_records(tiles_for("utm-20km", load_aoi("4.0,50.5,4.3,50.7"))))
     tiles = [j["tile"] for j in campaigns.iter_jobs(campaign, ["not_started"])]
@@ -243,9 +247,10 @@ def test_cancel_stops_active_jobs_and_waiting_tiles(api: str) -> None:
                 }
             ],
         )
-        result = cancel_campaign(campaigns, campaign)
+        report = cancel_tiles(campaigns, campaign)
         assert dummy.batch_jobs[job.job_id]["status"] == "canceled"
-    assert result == {"canceled": len(tiles), "stopped": 1, "stop_failed": 0}
+    assert sorted(report.canceled) == sorted(tiles)
+    assert report.stopped == [job.job_id] and report.not_canceled == {}
     assert Campaigns(HttpSession(api)).summary(campaign)["by_status"] == {"canceled": len(tiles)}
 
 

@@ -15,7 +15,9 @@ from rich.table import Table
 from catalog_service.cli.errors import friendly_errors
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
+from catalog_service.errors import TilekeeperError
 from catalog_service.grids import TileSet
+from catalog_service.jobs import status as job_status
 from catalog_service.settings import ClientSettings
 
 console = Console()
@@ -42,7 +44,7 @@ def _pairs(values: list[str], what: str) -> dict[str, Any]:
     return out
 
 
-def _backends(values: list[str]) -> list[dict[str, Any]]:
+def _backends(values: list[str], auth: dict[str, Any]) -> list[dict[str, Any]]:
     backends = []
     for value in values:
         name, sep, rest = value.partition("=")
@@ -52,7 +54,12 @@ def _backends(values: list[str]) -> list[dict[str, Any]]:
         backend: dict[str, Any] = {"name": name, "url": url}
         if parallel:
             backend["parallel_jobs"] = int(parallel)
+        if name in auth:
+            backend["auth"] = auth[name]
         backends.append(backend)
+    unknown = set(auth) - {b["name"] for b in backends}
+    if unknown:
+        raise typer.BadParameter(f"--backend-auth names unknown back-end(s): {sorted(unknown)}")
     return backends
 
 
@@ -90,6 +97,11 @@ def create(
     namespace: str | None = typer.Option(None, help="UDP namespace or URL of its definition."),
     param: list[str] = typer.Option([], help="Constant process parameter key=value (repeatable)."),
     backend: list[str] = typer.Option([], help="Back-end name=URL[@parallel_jobs] (repeatable)."),
+    backend_auth: list[str] = typer.Option(
+        [],
+        help="How the runner logs in to a back-end: name=oidc|basic|none (default oidc; "
+        "credentials come from the openEO client's config, never from the catalogue).",
+    ),
     job_option: list[str] = typer.Option([], help="Job option key=value (repeatable)."),
     attributes: Path | None = typer.Option(None, help="CSV/Parquet table of per-tile attributes."),
     attributes_key: str = typer.Option("tile_id", help="Column of the table holding tile ids."),
@@ -119,7 +131,7 @@ def create(
             date.fromisoformat(start).isoformat(),
             date.fromisoformat(end).isoformat(),
         ],
-        "backends": _backends(backend),
+        "backends": _backends(backend, _pairs(backend_auth, "--backend-auth")),
         "job_options": _pairs(job_option, "--job-option"),
         "retry": {"max_attempts": max_attempts},
         "order_by": order_by,
@@ -215,34 +227,69 @@ def status(
         f" | ETA {_duration(summary['eta_s'])} (by parallelism {_duration(summary['eta_by_parallelism_s'])})"
         f" | projected cost {_money(summary['projected_costs'])}"
     )
+    workers = summary.get("workers") or []
+    if workers:
+        table = Table("worker", "host", "pid", "since", "last seen", title="live runner workers")
+        for w in workers:
+            info = w.get("info") or {}
+            table.add_row(
+                w["worker"],
+                str(info.get("host", "")),
+                str(info.get("pid", "")),
+                w["started"],
+                w["seen"],
+            )
+        console.print(table)
+    else:
+        console.print("no runner worker is live")
 
 
 @app.command("run")
 @friendly_errors
 def run(
     campaign_id: str,
-    poll_sleep: int = typer.Option(60, help="Seconds between polls of the back-ends."),
+    poll_sleep: float = typer.Option(60, help="Seconds between rounds of polling the back-ends."),
+    worker: str | None = typer.Option(
+        None,
+        help="This worker's id, unique among the campaign's workers (default host-pid). "
+        "Reusing a dead worker's id takes its tiles over at once.",
+    ),
+    lease: float | None = typer.Option(
+        None, help="Seconds a dead worker's tiles stay held (default max(60, 4 x poll-sleep))."
+    ),
+    log_file: Path | None = typer.Option(None, help="Also write the log to this file."),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR."),
     api: str | None = ApiOption,
 ) -> None:
-    """Run the campaign with MultiBackendJobManager until no tile waits or runs.
-
-    Re-running resumes where it stopped."""
+    """Run the campaign until no tile waits or runs: one worker; start more (here or on
+    other machines) to share the campaign. Logs in to each back-end as the campaign says
+    (openEO client auth config / refresh tokens / OPENEO_AUTH_* variables). Kill it at any
+    moment and run it again: it resumes without creating a job twice."""
+    from catalog_service.logs import configure_logging
     from catalog_service.runner import run_campaign
 
+    configure_logging(log_level, log_file)
     url = api or ClientSettings().api_url
     console.print(
         f"Running {campaign_id}; follow it with `tilekeeper campaign status {campaign_id}`."
     )
-    stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep)
+    stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep, worker=worker, lease_s=lease)
     console.print(f"Done: {dict(stats)}")
     status(campaign_id, as_json=False, api=url)
+
+
+def _tiles(value: str | None) -> list[str] | None:
+    return [t for t in value.split(",") if t] if value else None
 
 
 @app.command("retry")
 @friendly_errors
 def retry(
     campaign_id: str,
-    status_: str = typer.Option("error,start_failed", "--status", help="Statuses to retry."),
+    status_: str = typer.Option(
+        ",".join(sorted(job_status.FAILED)), "--status", help="Statuses to retry."
+    ),
+    tiles: str | None = typer.Option(None, help="Only these tiles (comma-separated)."),
     escalate: list[str] = typer.Option(
         [], help="Job option key=value for the retries (repeatable)."
     ),
@@ -255,7 +302,11 @@ def retry(
         options = campaigns.definition(campaign_id).retry.escalation
     props = {"job_options": options} if options else {}
     count = campaigns.reset(
-        campaign_id, [s for s in status_.split(",") if s], props, actor="tilekeeper-cli"
+        campaign_id,
+        [s for s in status_.split(",") if s],
+        props,
+        actor="tilekeeper-cli",
+        tiles=_tiles(tiles),
     )
     console.print(
         f"{count} tiles reset to not_started"
@@ -266,19 +317,61 @@ def retry(
 
 @app.command("cancel")
 @friendly_errors
-def cancel(campaign_id: str, api: str | None = ApiOption) -> None:
-    """Stop the campaign's active jobs on their back-ends and cancel waiting tiles."""
-    from catalog_service.runner import cancel_campaign
+def cancel(
+    campaign_id: str,
+    tiles: str | None = typer.Option(None, help="Only these tiles (comma-separated)."),
+    api: str | None = ApiOption,
+) -> None:
+    """Stop active jobs on their back-ends and cancel waiting tiles. A tile is marked
+    canceled only when its job stopped (or never reached a back-end); the others are
+    listed and the command exits 1."""
+    from catalog_service.runner import cancel_tiles
 
-    result = cancel_campaign(_campaigns(api), campaign_id)
+    report = cancel_tiles(_campaigns(api), campaign_id, _tiles(tiles))
     console.print(
-        f"{result['canceled']} tiles canceled; {result['stopped']} jobs stopped"
-        + (
-            f", {result['stop_failed']} could not be stopped (see the log)"
-            if result["stop_failed"]
-            else ""
-        )
+        f"{len(report.canceled)} tiles canceled; {len(report.stopped)} jobs stopped on their back-ends."
     )
+    if report.not_canceled:
+        table = Table("tile", "not canceled because", title="not canceled")
+        for tile, reason in sorted(report.not_canceled.items()):
+            table.add_row(tile, reason)
+        console.print(table)
+        raise typer.Exit(1)
+
+
+@app.command("logs")
+@friendly_errors
+def logs(
+    campaign_id: str,
+    tile_id: str,
+    level: str = typer.Option("info", help="Lowest log level: debug, info, warning, error."),
+    api: str | None = ApiOption,
+) -> None:
+    """The back-end's logs of a tile's current job."""
+    from catalog_service.runner.logins import login
+
+    campaigns = _campaigns(api)
+    definition = campaigns.definition(campaign_id)
+    jobs = campaigns.jobs_by_tile(campaign_id, [tile_id])
+    if not jobs:
+        raise TilekeeperError(f"campaign {campaign_id} has no tile {tile_id}")
+    props = jobs[0]["properties"]
+    backends = {b.name: b for b in definition.backends}
+    if not props.get("id") or props.get("backend_name") not in backends:
+        raise TilekeeperError(
+            f"tile {tile_id} has no job on a back-end (it is {props.get('status')}); "
+            f"see `tilekeeper campaign history {campaign_id} {tile_id}`"
+        )
+    connection = login(backends[props["backend_name"]])
+    entries = connection.job(props["id"]).logs(level=level)
+    table = Table(
+        "time", "level", "message", title=f"{tile_id}: job {props['id']} on {props['backend_name']}"
+    )
+    for entry in entries:
+        table.add_row(
+            str(entry.get("time", "")), str(entry.get("level", "")), str(entry.get("message", ""))
+        )
+    console.print(table)
 
 
 @app.command("history")

@@ -49,8 +49,8 @@ def demo(
         campaign_definition,
         ensure_campaign,
         install_udp,
-        retry_failed,
         run_with_progress,
+        store_login,
     )
     from catalog_service.demo.services import DemoServices
 
@@ -87,9 +87,11 @@ def demo(
     console.print(f"Sample: {items} scenes in {collection}")
     with console.status("Local openEO back-ends..."):
         backends = services.up_backends(f"{url}/", [failing], min_runtime)
+        auth_config = store_login(list(backends.values()))
         install_udp(list(backends.values()))
     for name, backend_url in backends.items():
         console.print(f"Back-end {name}: {backend_url}")
+    console.print(f"Their login is in the openEO client's auth config: {auth_config}")
 
     campaigns = Campaigns(catalog.http)
     definition = campaign_definition(campaign_id, area, list(backends.items()))
@@ -117,11 +119,7 @@ def demo(
             run_with_progress(url, campaigns, campaign_id, show, root_dir=services.dir / "runs")
 
     try:
-        run("Running")
-        retried = retry_failed(campaigns, campaign_id)
-        if retried:
-            console.print(f"Retrying {retried} failed tile(s)")
-            run("Retrying")
+        run("Running")  # the failed tile is retried by the runner (max_attempts 3)
     except KeyboardInterrupt:
         console.print(
             "[yellow]Interrupted.[/] The campaign is resumable: run `tilekeeper demo` again "

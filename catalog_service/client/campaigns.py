@@ -101,6 +101,17 @@ class Campaigns:
                 return
             after = int(page[-1]["properties"]["tilekeeper:order"])
 
+    def jobs_by_tile(self, campaign_id: str, tiles: Iterable[str]) -> list[dict[str, Any]]:
+        """The named tiles' jobs; 404 (ApiError) when the campaign does not exist."""
+        jobs: list[dict[str, Any]] = []
+        for batch in _batches(tiles, 200):
+            jobs.extend(
+                self.http.get(f"campaigns/{campaign_id}/jobs", params={"tile": ",".join(batch)})[
+                    "jobs"
+                ]
+            )
+        return jobs
+
     def jobs_by_order(self, campaign_id: str, orders: Iterable[int]) -> list[dict[str, Any]]:
         jobs: list[dict[str, Any]] = []
         for batch in _batches(orders, 500):

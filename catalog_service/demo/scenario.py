@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openeo.rest.auth.config import AuthConfig
 from openeo.rest.connection import Connection
-from openeo.rest.connection import connect as openeo_connect
 from pyproj import Transformer
 from shapely.geometry import shape
 
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.demo.backends import DEMO_PASSWORD, DEMO_USER, SampleSpec, demo_udp
 from catalog_service.grids import TileSet, tiles_for
+from catalog_service.jobs.campaign import Backend
+from catalog_service.runner.logins import login
 
 GRID = "utm-10km"
 EPSG = 32631
@@ -68,11 +70,19 @@ DEMO_AREA = DemoArea(600_000, 5_640_000, 640_000, 5_680_000)
 TEST_AREA = DemoArea(600_000, 5_640_000, 620_000, 5_660_000)
 
 
+def store_login(urls: Sequence[str]) -> Path:
+    """Keep the demo login where openEO users keep theirs, the openEO client's auth
+    config (what `openeo-auth add-basic URL` does), so that `tilekeeper campaign run`
+    logs in to the local back-ends like to any other. Returns the config file."""
+    config = AuthConfig()
+    for url in urls:
+        config.set_basic_auth(url, DEMO_USER, DEMO_PASSWORD)
+    return Path(config.path)
+
+
 def connect(url: str) -> Connection:
-    """A connection to a local back-end with the demo login. No preflight validation:
-    it would double every job creation's requests for a structural check."""
-    connection = openeo_connect(url, auto_validate=False)
-    return connection.authenticate_basic(DEMO_USER, DEMO_PASSWORD)
+    """A connection to a local back-end, logged in from the openEO auth config."""
+    return login(Backend(name="local", url=url, auth="basic"))
 
 
 def install_udp(urls: Sequence[str]) -> None:
@@ -103,7 +113,8 @@ def campaign_definition(
         "temporal_extent": list(PERIOD),
         "process": {"process_id": PROCESS_ID},
         "backends": [
-            {"name": name, "url": url, "parallel_jobs": parallel_jobs} for name, url in backends
+            {"name": name, "url": url, "parallel_jobs": parallel_jobs, "auth": "basic"}
+            for name, url in backends
         ],
         "retry": {"max_attempts": 3},
     }
@@ -153,7 +164,7 @@ def run_with_progress(
     def work() -> None:
         try:
             outcome["stats"] = run_campaign(
-                api_url, campaign_id, poll_sleep=poll_sleep, root_dir=root_dir, connect=connect
+                api_url, campaign_id, poll_sleep=poll_sleep, root_dir=root_dir
             )
         except BaseException as exc:  # reported in the caller's thread
             outcome["error"] = exc
@@ -169,7 +180,3 @@ def run_with_progress(
         raise outcome["error"]
     stats: dict[str, int] = outcome.get("stats", {})
     return stats
-
-
-def retry_failed(campaigns: Campaigns, campaign_id: str) -> int:
-    return campaigns.reset(campaign_id, ["error", "start_failed"], actor="tilekeeper-demo")

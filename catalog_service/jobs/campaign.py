@@ -4,7 +4,7 @@ and the rules that turn tiles into job items."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,11 +24,16 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 class Backend(BaseModel):
+    """An openEO back-end of a campaign. ``auth`` says how the runner logs in; the
+    credentials themselves stay where openEO users keep them (the openEO client's
+    refresh-token store and auth config, or OPENEO_AUTH_* variables), never here."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     url: str
     parallel_jobs: int = Field(default=2, ge=1, le=1000)
+    auth: Literal["oidc", "basic", "none"] = "oidc"
 
 
 class ProcessSpec(BaseModel):

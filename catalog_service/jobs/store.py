@@ -312,7 +312,7 @@ async def apply_changes(
             if not await _campaign_exists(conn, campaign):
                 raise CampaignNotFound(f"no campaign {campaign!r}")
             raise TilesNotFound(campaign, missing)
-        live = frozenset()
+        live: frozenset[str] = frozenset()
         if any(c.worker is not None for c in changes):
             live = await workers.live(conn, campaign)
         plan = _plan(changes, rows, when, live)

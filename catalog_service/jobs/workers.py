@@ -19,7 +19,7 @@ from catalog_service.jobs.campaign import ORDER_KEY, WORKER_KEY
 
 _HEARTBEAT = """
 INSERT INTO tilekeeper.workers AS w (collection, worker, info, lease_until)
-VALUES ($1, $2, $3::jsonb, clock_timestamp() + make_interval(secs => $4))
+VALUES ($1, $2, $3::text::jsonb, clock_timestamp() + make_interval(secs => $4))
 ON CONFLICT (collection, worker) DO UPDATE
 SET lease_until = excluded.lease_until, seen = clock_timestamp(),
     info = coalesce(excluded.info, w.info)

@@ -1,0 +1,28 @@
+"""Logging of long-running commands: console by default (rich), optionally a file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rich.logging import RichHandler
+
+# Chatty libraries: one line per HTTP request is noise in a weeks-long run.
+_QUIET = ("urllib3", "openeo.rest.connection", "openeo.extra.job_management")
+
+
+def configure_logging(level: str = "INFO", log_file: Path | None = None) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    handlers: list[logging.Handler] = [RichHandler(show_path=False, rich_tracebacks=False)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        handlers.append(file_handler)
+    logging.basicConfig(level=numeric, handlers=handlers, force=True)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,178 @@
+"""Logging in to openEO back-ends the way openEO users already do.
+
+No secret is stored in the catalogue: ``basic`` reads the openEO client's auth config
+(``openeo-auth add-basic URL``), ``oidc`` uses client credentials from the
+``OPENEO_AUTH_*`` variables or the client's refresh-token store (filled by one
+interactive ``authenticate_oidc()``), and falls back to the device flow only on a
+terminal. A back-end that offers no OIDC provider but has basic credentials in the auth
+config is logged in with those (the local back-ends of the demo)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+from openeo.rest import OpenEoApiError, OpenEoClientException
+from openeo.rest.auth.config import AuthConfig
+from openeo.rest.connection import Connection
+from openeo.rest.connection import connect as openeo_connect
+
+from catalog_service.errors import TilekeeperError
+from catalog_service.jobs.campaign import Backend
+
+logger = logging.getLogger(__name__)
+# Network trouble: the back-end is down, not the login wrong.
+UNREACHABLE = (requests.ConnectionError, requests.Timeout)
+
+
+class LoginFailed(TilekeeperError):
+    """No usable credentials for a back-end; the message says what to do."""
+
+
+class BackendDown(TilekeeperError):
+    """The back-end does not answer; it gets no work until it does."""
+
+
+def _basic_hint(backend: Backend) -> str:
+    return (
+        f"store them once with `openeo-auth add-basic {backend.url}` "
+        "(the openEO client's auth config)"
+    )
+
+
+def _oidc_hint(backend: Backend) -> str:
+    return (
+        "log in once interactively so the openEO client stores a refresh token: "
+        f"`python -c \"import openeo; openeo.connect('{backend.url}').authenticate_oidc()\"`, "
+        "or set OPENEO_AUTH_METHOD=client_credentials with OPENEO_AUTH_CLIENT_ID and "
+        "OPENEO_AUTH_CLIENT_SECRET"
+    )
+
+
+def has_basic_credentials(url: str) -> bool:
+    username, _ = AuthConfig().get_basic_auth(backend=url)
+    return username is not None
+
+
+def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
+    """A connection to ``backend`` logged in as its ``auth`` says. Raises LoginFailed
+    (credentials) or BackendDown (network)."""
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    try:
+        connection = openeo_connect(backend.url, auto_validate=False)
+        if backend.auth == "none":
+            return connection
+        if backend.auth == "basic":
+            return _basic(connection, backend)
+        return _oidc(connection, backend, interactive)
+    except UNREACHABLE as exc:
+        raise BackendDown(
+            f"back-end {backend.name} ({backend.url}) does not answer: {exc}"
+        ) from exc
+    except OpenEoApiError as exc:
+        if exc.http_status_code in (401, 403):
+            raise LoginFailed(
+                f"back-end {backend.name} ({backend.url}) refused the login: {exc.message}"
+            ) from exc
+        if exc.http_status_code and exc.http_status_code >= 500:
+            raise BackendDown(f"back-end {backend.name} ({backend.url}): {exc}") from exc
+        raise LoginFailed(f"back-end {backend.name} ({backend.url}): {exc}") from exc
+
+
+def _basic(connection: Connection, backend: Backend) -> Connection:
+    if not has_basic_credentials(backend.url):
+        raise LoginFailed(
+            f"back-end {backend.name} ({backend.url}) logs in with basic auth but the "
+            f"openEO auth config has no credentials for it: {_basic_hint(backend)}"
+        )
+    return connection.authenticate_basic()
+
+
+def _oidc(connection: Connection, backend: Backend, interactive: bool) -> Connection:
+    if os.environ.get("OPENEO_AUTH_METHOD"):
+        return connection.authenticate_oidc()  # client credentials from the environment
+    providers = [p for p in connection.list_auth_providers() if p.get("type") == "oidc"]
+    if not providers:
+        if has_basic_credentials(backend.url):
+            logger.info(
+                "back-end %s offers no OIDC provider; using the basic credentials of the "
+                "openEO auth config",
+                backend.name,
+            )
+            return connection.authenticate_basic()
+        raise LoginFailed(
+            f"back-end {backend.name} ({backend.url}) offers no OIDC login and the openEO "
+            f"auth config has no basic credentials for it: {_basic_hint(backend)}"
+        )
+    try:
+        return connection.authenticate_oidc_refresh_token()
+    except OpenEoClientException as exc:
+        if interactive:
+            return connection.authenticate_oidc()  # device flow, stores a refresh token
+        raise LoginFailed(
+            f"back-end {backend.name} ({backend.url}): no usable OIDC refresh token ({exc}); "
+            + _oidc_hint(backend)
+        ) from exc
+
+
+@dataclass
+class BackendLink:
+    """One back-end as the runner sees it: a logged-in connection made on first use,
+    and whether it is down (then it gets no work until ``retry_s`` passed and it
+    answers again)."""
+
+    backend: Backend
+    connect: Callable[[Backend], Connection]
+    retry_s: float = 30.0
+    connection: Connection | None = None
+    down_until: float = 0.0
+    reason: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def usable(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    def get(self) -> Connection:
+        with self.lock:
+            if not self.usable():
+                raise BackendDown(f"back-end {self.name} is down ({self.reason})")
+            if self.connection is None:
+                try:
+                    self.connection = self.connect(self.backend)
+                except BackendDown as exc:
+                    self.mark_down(str(exc))
+                    raise
+                if self.reason:
+                    logger.warning("back-end %s answers again", self.name)
+                    self.reason = ""
+            return self.connection
+
+    def pause(self, reason: str, wait_s: float) -> None:
+        """The back-end asked to wait (429, concurrency limit): no new jobs meanwhile."""
+        logger.warning(
+            "back-end %s asks to wait (%s): no new jobs for %.0f s", self.name, reason, wait_s
+        )
+        self.down_until = max(self.down_until, time.monotonic() + wait_s)
+        self.reason = reason
+
+    def mark_down(self, reason: str, wait_s: float | None = None) -> None:
+        if self.usable():
+            logger.warning(
+                "back-end %s unavailable (%s): no new jobs there, retrying in %.0f s",
+                self.name,
+                reason,
+                wait_s or self.retry_s,
+            )
+        self.down_until = time.monotonic() + (wait_s or self.retry_s)
+        self.reason = reason
+        self.connection = None  # log in again when it is back

@@ -1,0 +1,437 @@
+"""The campaign runner: MultiBackendJobManager with crash-safe launches, isolated
+failures, outage tolerance and several workers.
+
+What it adds to the manager's loop (see ``../shared/research/openeo-jobmanager.md``):
+- a launch records the intent (``creating``, the back-end and the job title) before it
+  creates the job, then starts it at once; a crash anywhere leaves a tile that says
+  where to look, and ``reconcile`` adopts, starts or re-creates it;
+- a launch or tracking failure stays on its tile (``start_failed`` with the message, or
+  a back-end paused after 429 or marked down after a connection error), and the other
+  back-ends go on;
+- ``finished`` is written together with the results link, ``error`` with the message;
+- failed tiles are retried up to the campaign's ``max_attempts`` with its escalation;
+- tiles are claimed through the job store (``WorkerJobDatabase``), a heartbeat keeps
+  the worker's lease.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import requests
+from openeo.extra.job_management import MultiBackendJobManager
+from openeo.rest import OpenEoApiError
+from openeo.rest.connection import Connection
+from openeo.rest.job import BatchJob
+
+from catalog_service.client.campaigns import Campaigns
+from catalog_service.client.http import HttpSession
+from catalog_service.errors import TilekeeperError
+from catalog_service.jobs import status
+from catalog_service.jobs.campaign import Backend, CampaignDefinition
+from catalog_service.runner.creator import CampaignJobCreator, job_title
+from catalog_service.runner.jobdb import WorkerJobDatabase
+from catalog_service.runner.logins import UNREACHABLE, BackendDown, BackendLink, login
+from catalog_service.runner.reconcile import reconcile_creating
+
+logger = logging.getLogger(__name__)
+# openEO error codes that mean "not now" rather than "never" (openeo-python-client#838).
+BUSY_CODES = frozenset({"TooManyRequests", "ConcurrentJobLimit", "JobLimitExceeded"})
+MAX_MESSAGE = 2000
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def is_busy(exc: OpenEoApiError) -> bool:
+    return exc.http_status_code == 429 or exc.code in BUSY_CODES
+
+
+def results_link(connection: Connection, job_id: str) -> dict[str, Any]:
+    return {
+        "rel": "results",
+        "href": f"{connection.root_url.rstrip('/')}/jobs/{job_id}/results",
+        "type": "application/json",
+        "title": "openEO job results",
+    }
+
+
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE]
+
+
+class CampaignJobManager(MultiBackendJobManager):
+    """MultiBackendJobManager for one worker of a campaign."""
+
+    def __init__(
+        self,
+        definition: CampaignDefinition,
+        job_db: WorkerJobDatabase,
+        links: dict[str, BackendLink],
+        *,
+        poll_sleep: float = 60,
+        root_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(poll_sleep=int(poll_sleep), root_dir=root_dir, download_results=False)
+        self.poll_sleep = poll_sleep  # type: ignore[assignment]
+        self.definition = definition
+        self.job_db = job_db
+        self.links = links
+        self.campaigns = job_db.campaigns
+        self._stop = threading.Event()
+        for backend in definition.backends:
+            self.add_backend(
+                backend.name,
+                connection=links[backend.name].get,
+                parallel_jobs=backend.parallel_jobs,
+            )
+        job_db.launch_capacity = sum(b.parallel_jobs for b in definition.backends)
+
+    # -- connections ----------------------------------------------------------------
+
+    def _get_connection(self, backend_name: str, resilient: bool = True) -> Connection:
+        # Our own logged-in connection: MBJM's "resilient" one retries POSTs on 5xx,
+        # which can create a job twice.
+        return self.links[backend_name].get()
+
+    # -- launching ------------------------------------------------------------------
+
+    def _launch_job(
+        self,
+        start_job: Callable[..., BatchJob],
+        df: pd.DataFrame,
+        i: Any,
+        backend_name: str,
+        stats: dict[str, int] | None = None,
+    ) -> None:
+        stats = stats if stats is not None else collections.defaultdict(int)
+        link = self.links[backend_name]
+        order = int(i)
+        tile = self.job_db.tile_of(order)
+        if not link.usable():
+            stats["launch deferred (back-end unavailable)"] += 1
+            return
+        title = job_title(self.definition.id, tile)
+        if not self.job_db.record_intent(order, backend_name, title, now()):
+            stats["launch skipped (tile taken)"] += 1
+            self._sync_row(df, i)
+            return
+        self._sync_row(df, i)
+        try:
+            connection = link.get()
+            job = start_job(
+                row=df.loc[i],
+                connection_provider=self._get_connection,
+                connection=connection,
+                provider=backend_name,
+            )
+        except (BackendDown, *UNREACHABLE) as exc:
+            # The job may or may not exist: the tile stays `creating` and is reconciled
+            # when the back-end answers again.
+            link.mark_down(_message(exc))
+            stats["launch interrupted (back-end unreachable)"] += 1
+            return
+        except OpenEoApiError as exc:
+            if is_busy(exc):
+                link.pause(f"{exc.http_status_code} {exc.code}", _retry_after(exc))
+                self.job_db.update(order, status.NOT_STARTED, {})
+                self._sync_row(df, i)
+                stats["launch deferred (back-end busy)"] += 1
+                return
+            self._start_failed(df, i, order, tile, exc, stats)
+            return
+        except Exception as exc:  # a bad tile (missing parameter, ...) stays on its tile
+            self._start_failed(df, i, order, tile, exc, stats)
+            return
+        if job is None:
+            self.job_db.update(order, status.SKIPPED, {})
+            self._sync_row(df, i)
+            return
+        logger.info("tile %s: job %s created on %s", tile, job.job_id, backend_name)
+        self.job_db.update(order, status.CREATED, {"id": job.job_id})
+        new_status = self._start(job, tile, stats)
+        if new_status != status.CREATED:
+            self.job_db.update(order, new_status, {})
+        self._sync_row(df, i)
+        stats["job launched"] += 1
+
+    def _start(self, job: BatchJob, tile: str, stats: dict[str, int]) -> str:
+        """Start a created job; returns the tile's new status (``created`` when the
+        start has to wait: it is tried again on the next round)."""
+        try:
+            job.start()
+        except UNREACHABLE as exc:
+            logger.warning(
+                "tile %s: starting job %s failed (%s); retried later", tile, job.job_id, exc
+            )
+            return status.CREATED
+        except OpenEoApiError as exc:
+            if is_busy(exc):
+                logger.info("tile %s: back-end busy, job %s starts later", tile, job.job_id)
+                return status.CREATED
+            logger.warning("tile %s: start of job %s refused: %s", tile, job.job_id, exc)
+            return status.START_FAILED
+        stats["job started"] += 1
+        return status.QUEUED
+
+    def _start_failed(
+        self,
+        df: pd.DataFrame,
+        i: Any,
+        order: int,
+        tile: str,
+        exc: BaseException,
+        stats: dict[str, int],
+    ) -> None:
+        message = _message(exc)
+        logger.warning("tile %s: job creation failed: %s", tile, message)
+        errors = self._errors_with(df.loc[i], message)
+        self.job_db.update(order, status.START_FAILED, {"last_error": message, "errors": errors})
+        self._sync_row(df, i)
+        stats["start_job error"] += 1
+
+    def _errors_with(self, row: pd.Series, message: str) -> list[dict[str, Any]]:
+        previous = row.get("errors")
+        errors = list(previous) if isinstance(previous, list) else []
+        errors.append(
+            {
+                "attempt": int(row.get("attempts") or 0) or None,
+                "at": now(),
+                "backend": row.get("backend_name"),
+                "job": row.get("id"),
+                "message": message,
+            }
+        )
+        return errors[-20:]
+
+    def _sync_row(self, df: pd.DataFrame, i: Any) -> None:
+        """Make the manager's row what the catalogue now holds, so its persist sends
+        nothing twice."""
+        for key, value in self.job_db.known(int(i)).items():
+            if not isinstance(value, list | dict):  # those do not fit a cell
+                df.loc[i, key] = value
+
+    # -- tracking -------------------------------------------------------------------
+
+    def _track_statuses(
+        self, job_db: Any, stats: dict[str, int] | None = None
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        stats = stats if stats is not None else collections.defaultdict(int)
+        active = self.job_db.claim_active().copy()
+        for column in ("running_start_time", "last_error", "errors", "costs"):
+            if column not in active.columns:
+                active[column] = pd.Series([None] * len(active), index=active.index, dtype=object)
+        done: list[Any] = []
+        failed: list[Any] = []
+        canceled: list[Any] = []
+        for i in active.index:
+            row = active.loc[i]
+            backend, job_id, previous = row.get("backend_name"), row.get("id"), row.get("status")
+            link = self.links.get(str(backend))
+            if link is None or not job_id:
+                continue
+            if not link.usable():
+                stats["tracking deferred (back-end unavailable)"] += 1
+                continue
+            try:
+                job = link.get().job(str(job_id))
+                metadata = job.describe()
+            except (BackendDown, *UNREACHABLE) as exc:
+                link.mark_down(_message(exc))
+                continue
+            except OpenEoApiError as exc:
+                if exc.http_status_code == 404:
+                    message = f"job {job_id} no longer exists on back-end {backend}"
+                    active.loc[i, "status"] = status.ERROR
+                    active.loc[i, "last_error"] = message
+                    active.at[i, "errors"] = self._errors_with(row, message)
+                    continue
+                logger.warning("tile %s: tracking job %s failed: %s", row["item_id"], job_id, exc)
+                continue
+            new = str(metadata.get("status"))
+            if new == status.CREATED:
+                # Created but not started: the start was lost (a crash) or deferred (429).
+                new = self._start(job, str(row["item_id"]), stats)
+            if new == status.RUNNING and previous != status.RUNNING:
+                active.loc[i, "running_start_time"] = now()
+            if new == status.FINISHED and previous != status.FINISHED:
+                self.job_db.attach_links(int(i), [results_link(job.connection, str(job_id))])
+                done.append((job, row))
+            if new == status.ERROR and previous != status.ERROR:
+                message = self._error_message(job)
+                active.loc[i, "last_error"] = message
+                active.at[i, "errors"] = self._errors_with(row, message)
+                failed.append((job, row))
+            if new == status.CANCELED and previous != status.CANCELED:
+                canceled.append((job, row))
+            if new != previous:
+                logger.info(
+                    "tile %s: %s -> %s (job %s on %s)",
+                    row["item_id"],
+                    previous,
+                    new,
+                    job_id,
+                    backend,
+                )
+            active.loc[i, "status"] = new
+            usage = metadata.get("usage") or {}
+            for key, value in usage.items():
+                if key not in active.columns:
+                    active[key] = pd.Series([None] * len(active), index=active.index, dtype=object)
+                if isinstance(value, dict):
+                    active.loc[i, key] = f"{value.get('value', '')} {value.get('unit', '')}".strip()
+            if metadata.get("costs") is not None:
+                active.loc[i, "costs"] = metadata["costs"]
+            stats["job describe"] += 1
+        self.job_db.persist(active)
+        return done, failed, canceled
+
+    def _error_message(self, job: BatchJob) -> str:
+        try:
+            logs = job.logs(level="error")
+            if logs:
+                return str(logs[-1].get("message"))[:MAX_MESSAGE]
+        except Exception as exc:  # the back-end may not serve logs
+            logger.info("no error logs for job %s: %s", job.job_id, exc)
+        return "job ended in error (no log message)"
+
+    def on_job_error(self, job: BatchJob, row: pd.Series) -> None:
+        pass  # the message is written with the status (see _track_statuses)
+
+    # -- the loop -------------------------------------------------------------------
+
+    def retry_failed(self) -> int:
+        """Reset failed tiles that have attempts left, with the escalated options."""
+        policy = self.definition.retry
+        if policy.max_attempts <= 1:
+            return 0
+        props = {"job_options": policy.escalation} if policy.escalation else {}
+        count = self.campaigns.reset(
+            self.definition.id,
+            sorted(status.FAILED),
+            props,
+            actor=self.job_db.actor,
+            below_attempts=policy.max_attempts,
+        )
+        if count:
+            logger.info("%d failed tile(s) reset for another attempt", count)
+        return count
+
+    def run(self) -> dict[str, int]:
+        """Run (or resume) until no tile waits or is active; returns the run's stats."""
+        creator = CampaignJobCreator(self.definition)
+        stats: dict[str, int] = collections.defaultdict(int)
+        self._worker_pool = None
+        heartbeat = Heartbeat(self.job_db, self._stop)
+        heartbeat.start()
+        try:
+            while not self._stop.is_set():
+                reconcile_creating(self, stats)
+                self.retry_failed()
+                self._job_update_loop(job_db=self.job_db, start_job=creator, stats=stats)
+                stats["run_jobs loop"] += 1
+                counts = self.job_db.count_by_status()
+                logger.info("tiles: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+                pending = sum(counts.get(s, 0) for s in status.ACTIVE | {status.NOT_STARTED})
+                if pending == 0:
+                    break
+                self._stop.wait(self.poll_sleep)
+        finally:
+            self._stop.set()
+            heartbeat.join(5)
+            try:
+                self.campaigns.leave(self.definition.id, self.job_db.worker_id)
+            except TilekeeperError as exc:
+                logger.warning("could not end the worker's lease: %s", exc)
+        return dict(stats)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Heartbeat(threading.Thread):
+    """Renews the worker's lease while the loop sleeps or waits on a back-end."""
+
+    def __init__(self, job_db: WorkerJobDatabase, stop: threading.Event) -> None:
+        super().__init__(name="tilekeeper-heartbeat", daemon=True)
+        self.http = HttpSession(job_db.http.root_url, auth=job_db.auth)
+        self.campaigns = Campaigns(self.http)
+        self.job_db = job_db
+        self.stop = stop
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started": now()}
+
+    def run(self) -> None:
+        interval = max(1.0, self.job_db.lease_s / 4)
+        while not self.stop.is_set():
+            try:
+                self.campaigns.heartbeat(
+                    self.job_db.collection_id, self.job_db.worker_id, self.job_db.lease_s, self.info
+                )
+            except TilekeeperError as exc:
+                logger.warning("heartbeat failed: %s", exc)
+            self.stop.wait(interval)
+
+
+def _retry_after(exc: OpenEoApiError, default: float = 60.0) -> float:
+    response = getattr(exc, "response", None)
+    raw = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return max(1.0, float(raw)) if raw else default
+    except ValueError:
+        return default
+
+
+def build_manager(
+    root_url: str,
+    campaign_id: str,
+    *,
+    worker: str | None = None,
+    poll_sleep: float = 60,
+    lease_s: float | None = None,
+    root_dir: str | Path | None = None,
+    connect: Callable[[Backend], Connection] = login,
+    auth: requests.auth.AuthBase | None = None,
+) -> CampaignJobManager:
+    lease = lease_s or max(60.0, 4 * poll_sleep)
+    job_db = WorkerJobDatabase(
+        campaign_id, root_url, worker=worker or default_worker_id(), lease_s=lease, auth=auth
+    )
+    definition = job_db.campaigns.definition(campaign_id)
+    if not definition.backends:
+        raise TilekeeperError(
+            f"campaign {definition.id} has no back-ends: give them at creation "
+            "(`--backend name=URL[@parallel_jobs]`)"
+        )
+    CampaignJobCreator(definition)  # fails early when the campaign has no process
+    links = {b.name: BackendLink(b, connect) for b in definition.backends}
+    for link in links.values():
+        with contextlib.suppress(BackendDown):
+            link.get()  # a missing login fails now, with what to do; a down back-end waits
+    return CampaignJobManager(definition, job_db, links, poll_sleep=poll_sleep, root_dir=root_dir)
+
+
+def run_campaign(root_url: str, campaign_id: str, **kwargs: Any) -> dict[str, int]:
+    """Run (or resume) a campaign until no tile waits or is active."""
+    manager = build_manager(root_url, campaign_id, **kwargs)
+    logger.info(
+        "worker %s runs campaign %s on %s",
+        manager.job_db.worker_id,
+        campaign_id,
+        ", ".join(manager.links),
+    )
+    return manager.run()

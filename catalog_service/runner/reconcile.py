@@ -1,0 +1,132 @@
+"""Reconciling tiles whose launch was interrupted with what the back-ends hold.
+
+A tile in ``creating`` names its back-end and its job's title (``{campaign} {tile}``).
+Whatever stopped the launch (kill -9, a lost answer, a back-end gone down), the
+back-end's job list tells what happened: a job with that title is adopted (and started
+if it never was), extra copies are deleted, and a tile whose job never reached the
+back-end goes back to not_started, so it is created once more and only once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from openeo.rest import OpenEoApiError
+
+from catalog_service.jobs import status
+from catalog_service.runner.creator import job_title
+from catalog_service.runner.logins import UNREACHABLE, BackendDown
+
+if TYPE_CHECKING:
+    from catalog_service.runner.manager import CampaignJobManager
+
+logger = logging.getLogger(__name__)
+# How far the back-end's clock may be behind ours when matching a job to an intent.
+CLOCK_SKEW = timedelta(minutes=10)
+# Most advanced first: the copy to keep.
+_PREFERENCE = {
+    status.FINISHED: 0,
+    status.RUNNING: 1,
+    status.QUEUED: 2,
+    status.CREATED: 3,
+    status.ERROR: 4,
+    status.CANCELED: 5,
+}
+
+
+def _when(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def candidates(
+    listing: list[dict[str, Any]], title: str, since: Any, earlier_jobs: set[str]
+) -> list[dict[str, Any]]:
+    """Jobs of ``listing`` made for the launch that started at ``since``."""
+    start = _when(since)
+    found = []
+    for job in listing:
+        if job.get("title") != title or job.get("id") in earlier_jobs:
+            continue
+        created = _when(job.get("created"))
+        if start is not None and created is not None and created < start - CLOCK_SKEW:
+            continue  # an earlier attempt's job
+        found.append(job)
+    return sorted(found, key=lambda j: (_PREFERENCE.get(str(j.get("status")), 9), j.get("id")))
+
+
+def reconcile_creating(manager: CampaignJobManager, stats: dict[str, int]) -> None:
+    job_db = manager.job_db
+    frame = job_db.claim_active(frozenset({status.CREATING}))
+    if frame.empty:
+        return
+    listings: dict[str, list[dict[str, Any]] | None] = {}
+    for i in frame.index:
+        row = frame.loc[i]
+        order, tile, backend = int(i), str(row["item_id"]), str(row.get("backend_name"))
+        link = manager.links.get(backend)
+        if link is None:
+            job_db.update(order, status.NOT_STARTED, {})
+            continue
+        if backend not in listings:
+            listings[backend] = _listing(manager, backend)
+        listing = listings[backend]
+        if listing is None:
+            continue  # the back-end is down: the tile waits, still `creating`
+        earlier = {str(e.get("job")) for e in row.get("errors") or [] if isinstance(e, dict)}
+        found = candidates(
+            listing, job_title(manager.definition.id, tile), row.get("start_time"), earlier
+        )
+        if not found:
+            logger.info(
+                "tile %s: its job never reached %s; it will be created again", tile, backend
+            )
+            job_db.update(order, status.NOT_STARTED, {})
+            stats["reconcile: re-create"] += 1
+            continue
+        keep, extra = found[0], found[1:]
+        connection = link.get()
+        for job in extra:
+            _discard(connection, job, tile)
+            stats["reconcile: duplicate removed"] += 1
+        job_id = str(keep["id"])
+        logger.info(
+            "tile %s: adopting job %s on %s (%s)", tile, job_id, backend, keep.get("status")
+        )
+        job_db.update(order, status.CREATED, {"id": job_id})
+        stats["reconcile: adopted"] += 1
+        if keep.get("status") == status.CREATED:
+            new = manager._start(connection.job(job_id), tile, stats)
+            if new != status.CREATED:
+                job_db.update(order, new, {})
+        # Later statuses (queued, running, finished, error) come with the next round of
+        # tracking, with their side effects (results link, error message).
+
+
+def _listing(manager: CampaignJobManager, backend: str) -> list[dict[str, Any]] | None:
+    link = manager.links[backend]
+    if not link.usable():
+        return None
+    try:
+        return list(link.get().list_jobs(limit=None))
+    except (BackendDown, *UNREACHABLE) as exc:
+        link.mark_down(str(exc))
+        return None
+    except OpenEoApiError as exc:
+        logger.warning("could not list the jobs on %s: %s", backend, exc)
+        return None
+
+
+def _discard(connection: Any, job: dict[str, Any], tile: str) -> None:
+    """Remove a second job of one tile: stop it if it runs, then delete it."""
+    handle = connection.job(str(job["id"]))
+    try:
+        if job.get("status") in (status.QUEUED, status.RUNNING):
+            handle.stop()
+        handle.delete()
+        logger.warning("tile %s: deleted duplicate job %s", tile, job["id"])
+    except (OpenEoApiError, *UNREACHABLE) as exc:
+        logger.warning("tile %s: could not delete duplicate job %s: %s", tile, job["id"], exc)
