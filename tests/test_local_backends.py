@@ -5,12 +5,17 @@ what the back-ends report, and every result is a valid COG on its tile's exact g
 
 from __future__ import annotations
 
+import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
@@ -154,3 +159,98 @@ def test_jobs_queue_cancel_and_survive_a_restart(
     assert {first.job_id, second.job_id} <= listed
     assets = again.job(first.job_id).get_results().get_metadata()["assets"]
     assert "openEO.tif" in assets and "expires=" in assets["openEO.tif"]["href"]  # signed
+
+
+def _jobs_by_title(urls: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, url in urls.items():
+        for job in connect(url).list_jobs(limit=None):
+            found.setdefault(str(job.get("title")), []).append({**job, "backend": name})
+    return found
+
+
+def _new_campaign(api: str, backends: dict[str, Any]) -> tuple[Campaigns, str, dict[str, str]]:
+    campaigns = Campaigns(HttpSession(api))
+    urls = {b.name: b.url for b in backends["backends"]}
+    store_login(list(urls.values()))
+    install_udp(list(urls.values()))
+    campaign = f"crash-{uuid.uuid4().hex[:6]}"
+    definition = campaign_definition(campaign, TEST_AREA, list(urls.items()), parallel_jobs=1)
+    # As a user would after the demo: no auth given (oidc by default), so the login
+    # falls back to the basic credentials in the openEO auth config.
+    for backend in definition["backends"]:
+        backend.pop("auth")
+    ensure_campaign(campaigns, definition, backends["tiles"])
+    return campaigns, campaign, urls
+
+
+def test_a_launch_cut_between_creation_and_record_is_adopted(
+    api: str, backends: dict[str, Any], tmp_path: Path
+) -> None:
+    """Tile A's job was created on alpha but the runner died before recording it; tile
+    B's intent was recorded but its job never reached beta. The next run adopts A's job
+    (and starts it) and creates B's once."""
+    from catalog_service.runner.creator import CampaignJobCreator
+
+    campaigns, campaign, urls = _new_campaign(api, backends)
+    a, b = (j for j in campaigns.jobs_by_status(campaign, ["not_started"])[:2])
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for job, backend in ((a, "alpha"), (b, "beta")):
+        intent = {"backend_name": backend, "title": f"{campaign} {job['tile']}", "start_time": now}
+        campaigns.change(
+            campaign,
+            [
+                {
+                    "tile": job["tile"],
+                    "status": "creating",
+                    "expect_status": "not_started",
+                    "set": intent,
+                }
+            ],
+        )
+    creator = CampaignJobCreator(campaigns.definition(campaign))
+    orphan = creator.start_job(
+        pd.Series({**a["properties"], "item_id": a["tile"]}), connection=connect(urls["alpha"])
+    )
+    assert orphan.status() == "created"
+
+    run_with_progress(api, campaigns, campaign, lambda _: None, root_dir=tmp_path, poll_sleep=1)
+
+    jobs = {j["tile"]: j["properties"] for j in campaigns.jobs_by_status(campaign, ["finished"])}
+    assert len(jobs) == 4
+    assert jobs[a["tile"]]["id"] == orphan.job_id and jobs[a["tile"]]["attempts"] == 1
+    titles = _jobs_by_title(urls)
+    for tile in jobs:
+        assert len(titles[f"{campaign} {tile}"]) == 1, titles[f"{campaign} {tile}"]
+    history = [h["to"] for h in campaigns.history(campaign, b["tile"])]
+    assert history[:2] == ["creating", "not_started"] and history[-1] == "finished"
+
+
+def test_runner_killed_again_and_again_ends_with_one_job_per_tile(
+    api: str, backends: dict[str, Any], tmp_path: Path
+) -> None:
+    """`tilekeeper campaign run` killed -9 at random moments, then run to the end: every
+    tile finished, no tile with two back-end jobs that did not fail, none stuck."""
+    campaigns, campaign, urls = _new_campaign(api, backends)
+    command = [
+        str(Path(sys.executable).parent / "tilekeeper"), "campaign", "run", campaign,
+        "--api", api, "--poll-sleep", "0.5", "--worker", "crash-test", "--lease", "30",
+        "--log-file", str(tmp_path / "runner.log"),
+    ]  # fmt: skip
+    rng = random.Random(7)
+    for _ in range(6):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 5.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    jobs = {j["tile"]: j["properties"] for j in campaigns.jobs_by_status(campaign, ["finished"])}
+    assert len(jobs) == 4, campaigns.summary(campaign)["by_status"]
+    titles = _jobs_by_title(urls)
+    for tile, props in jobs.items():
+        mine = titles[f"{campaign} {tile}"]
+        alive = [j for j in mine if j.get("status") != "error"]
+        assert [j["id"] for j in alive] == [props["id"]], mine
+        item = HttpSession(api).get(f"collections/{campaign}/items/{tile}")
+        assert any(link["rel"] == "results" for link in item["links"])

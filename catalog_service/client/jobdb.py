@@ -200,6 +200,8 @@ class CampaignJobDatabase(JobDatabaseInterface):
             known = self._known.setdefault(order, {})
             known.update(change["set"])
             known["status"] = applied[change["tile"]]["status"]
+            if "attempts" in applied[change["tile"]]:
+                known["attempts"] = applied[change["tile"]]["attempts"]
         return result
 
     # -- frames -------------------------------------------------------------------

@@ -348,7 +348,12 @@ async def apply_changes(
         )
         await counts.apply(conn, campaign, [(p.from_status, p.to_status) for p in plan.planned])
     applied = [
-        {"tile": t, "status": final[t][0]["status"], "revision": final[t][0][REVISION_KEY]}
+        {
+            "tile": t,
+            "status": final[t][0]["status"],
+            "revision": final[t][0][REVISION_KEY],
+            "attempts": final[t][0].get("attempts", 0),
+        }
         for t in ids
     ]
     return Outcome(applied + repeated, plan.stale, plan.conflicts)

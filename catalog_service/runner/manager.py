@@ -223,8 +223,11 @@ class CampaignJobManager(MultiBackendJobManager):
         """Make the manager's row what the catalogue now holds, so its persist sends
         nothing twice."""
         for key, value in self.job_db.known(int(i)).items():
-            if not isinstance(value, list | dict):  # those do not fit a cell
-                df.loc[i, key] = value
+            if key not in df.columns:
+                df[key] = pd.Series([None] * len(df), index=df.index, dtype=object)
+            elif df[key].dtype != object:
+                df[key] = df[key].astype(object)
+            df.at[i, key] = value
 
     # -- tracking -------------------------------------------------------------------
 
