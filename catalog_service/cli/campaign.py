@@ -106,7 +106,12 @@ def create(
     attributes: Path | None = typer.Option(None, help="CSV/Parquet table of per-tile attributes."),
     attributes_key: str = typer.Option("tile_id", help="Column of the table holding tile ids."),
     order_by: str | None = typer.Option(None, help="Attribute to process by (-name: descending)."),
-    max_attempts: int = typer.Option(3, help="Attempts per tile before giving up."),
+    max_attempts: int = typer.Option(
+        3, help="Attempts per tile before giving up; the runner retries failed tiles itself."
+    ),
+    escalate: list[str] = typer.Option(
+        [], help="Job option key=value for retries, e.g. executor-memory=8g (repeatable)."
+    ),
     title: str | None = typer.Option(None, help="Human title."),
     api: str | None = ApiOption,
 ) -> None:
@@ -133,7 +138,7 @@ def create(
         ],
         "backends": _backends(backend, _pairs(backend_auth, "--backend-auth")),
         "job_options": _pairs(job_option, "--job-option"),
-        "retry": {"max_attempts": max_attempts},
+        "retry": {"max_attempts": max_attempts, "escalation": _pairs(escalate, "--escalate")},
         "order_by": order_by,
     }
     if process_id:
