@@ -127,6 +127,8 @@ def test_campaign_commands_mirror_the_python_api(
             "2024-06-30",
             "--backend",
             "a=https://a.test@4",
+            "--backend-auth",
+            "a=basic",
             "--process-id",
             "ndvi",
             "--param",
@@ -138,7 +140,9 @@ def test_campaign_commands_mirror_the_python_api(
     assert created.exit_code == 0, created.output
     assert "tiles registered" in created.output
     shown = json.loads(runner.invoke(app, ["campaign", "show", campaign, "--api", api]).output)
-    assert shown["backends"] == [{"name": "a", "url": "https://a.test", "parallel_jobs": 4}]
+    assert shown["backends"] == [
+        {"name": "a", "url": "https://a.test", "parallel_jobs": 4, "auth": "basic"}
+    ]
     assert shown["process"]["parameters"] == {"bands": ["B04"]}
     summary = json.loads(
         runner.invoke(app, ["campaign", "status", campaign, "--json", "--api", api]).output
