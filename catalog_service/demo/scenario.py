@@ -7,7 +7,6 @@ tiles are, the campaign definition, installing the UDP on the back-ends, and run
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,17 +131,6 @@ def ensure_campaign(
         campaigns.create(definition)
     new = campaigns.register(definition["id"], tile_records(tiles))
     return created, new
-
-
-class _NoBasicAuthRefreshWarnings(logging.Filter):
-    """MBJM tries an OIDC token refresh before each start; with basic auth (the local
-    back-ends) that can only fail, and it says so once per job."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to proactively refresh bearer token")
-
-
-logging.getLogger("openeo.extra.job_management._manager").addFilter(_NoBasicAuthRefreshWarnings())
 
 
 def run_with_progress(

@@ -53,6 +53,11 @@ RETURNING i.id, i.content->'properties' AS props
 """
 
 
+def _decoded(value: Any) -> Any:
+    """jsonb as Python: the API's pools decode it already, a plain connection does not."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 async def heartbeat(
     conn: asyncpg.Connection,
     campaign: str,
@@ -74,7 +79,7 @@ async def listing(conn: asyncpg.Connection, campaign: str) -> list[dict[str, Any
     return [
         {
             "worker": r["worker"],
-            "info": json.loads(r["info"]) if isinstance(r["info"], str) else r["info"] or {},
+            "info": _decoded(r["info"]) or {},
             "started": r["started"].isoformat(),
             "seen": r["seen"].isoformat(),
             "lease_until": r["lease_until"].isoformat(),
@@ -107,11 +112,6 @@ async def claim(
         others = sorted((await live(conn, campaign)) - {worker})
         for st in sorted(set(statuses)):
             rows = await conn.fetch(_CLAIM, campaign, st, worker, limit, others)
-            jobs.extend(
-                {"tile": r["id"], "properties": json.loads(r["props"])}
-                if isinstance(r["props"], str)
-                else {"tile": r["id"], "properties": r["props"]}
-                for r in rows
-            )
+            jobs.extend({"tile": r["id"], "properties": _decoded(r["props"])} for r in rows)
     jobs.sort(key=lambda j: (int(j["properties"].get(ORDER_KEY, 0)), j["tile"]))
     return jobs
