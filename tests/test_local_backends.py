@@ -254,3 +254,59 @@ def test_runner_killed_again_and_again_ends_with_one_job_per_tile(
         assert [j["id"] for j in alive] == [props["id"]], mine
         item = HttpSession(api).get(f"collections/{campaign}/items/{tile}")
         assert any(link["rel"] == "results" for link in item["links"])
+
+
+def test_a_backend_killed_mid_run_is_waited_for_and_its_logs_are_shown(
+    api: str, backends: dict[str, Any], tmp_path: Path
+) -> None:
+    """beta is killed -9 while it runs a tile's job and comes back 20 s later: the
+    runner keeps alpha's tiles going, resumes beta's, and ends with every tile finished
+    on one job; `tilekeeper campaign logs` then shows a tile's job log."""
+    campaigns, campaign, urls = _new_campaign(api, backends)
+    beta = backends["backends"][1]
+    tilekeeper = str(Path(sys.executable).parent / "tilekeeper")
+    runner = subprocess.Popen(
+        [tilekeeper, "campaign", "run", campaign, "--api", api, "--poll-sleep", "0.5",
+         "--log-file", str(tmp_path / "runner.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            active = campaigns.jobs_by_status(campaign, ["queued", "running"])
+            if any(j["properties"].get("backend_name") == "beta" for j in active):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("no job reached beta")
+        beta.process.send_signal(signal.SIGKILL)
+        beta.process.wait()
+        time.sleep(20)
+        assert runner.poll() is None  # still running, waiting for beta
+        beta.start(log_path=backends["base"] / "beta-after-kill.log")
+        assert runner.wait(timeout=300) == 0
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    jobs = {j["tile"]: j["properties"] for j in campaigns.jobs_by_status(campaign, ["finished"])}
+    assert len(jobs) == 4, campaigns.summary(campaign)["by_status"]
+    titles = _jobs_by_title(urls)
+    for tile, props in jobs.items():
+        alive = [j for j in titles[f"{campaign} {tile}"] if j.get("status") != "error"]
+        assert [j["id"] for j in alive] == [props["id"]]
+    log = (tmp_path / "runner.log").read_text()
+    assert "back-end beta unavailable" in log and "back-end beta answers again" in log
+
+    tile, props = next(iter(jobs.items()))
+    shown = subprocess.run(
+        [tilekeeper, "campaign", "logs", campaign, tile, "--api", api, "--level", "debug"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert f"job {props['id']} on {props['backend_name']}" in shown.stdout
+    assert "INFO" in shown.stdout or "info" in shown.stdout  # the job's own log lines
+    missing = subprocess.run(
+        [tilekeeper, "campaign", "logs", campaign, "no-such-tile", "--api", api],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "has no tile no-such-tile" in missing.stdout + missing.stderr

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -109,6 +110,42 @@ def test_a_tile_that_cannot_be_created_fails_alone_and_is_retried(api: str) -> N
         assert posted["job_options"] == {"executor-memory": "4g"}
 
 
+def test_a_busy_backend_is_waited_for_not_failed(
+    api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """429 on job creation pauses that back-end for its Retry-After and gives the
+    attempt back: no tile fails or loses an attempt for it."""
+    campaign, tiles = make_campaign(api, "4.0,50.5,4.6,50.9", parallel=1)
+    refusals = Counter[str]()
+
+    def busy(request: Any) -> bool:
+        if refusals["alpha"] >= 3:
+            return False
+        refusals["alpha"] += 1
+        return True
+
+    with requests_mock.Mocker(real_http=True) as mocker:
+        backends = dummy_backends(mocker, errors=0)
+        mocker.get(UDP_URL, json=YEAR_UDP)
+        mocker.post(
+            "https://alpha.test/jobs",
+            additional_matcher=busy,
+            status_code=429,
+            headers={"Retry-After": "1"},
+            json={"code": "TooManyRequests", "message": "slow down"},
+        )
+        with caplog.at_level("INFO", logger="catalog_service.runner"):
+            run_campaign(api, campaign, poll_sleep=0.2)
+    assert refusals["alpha"] == 3
+    assert caplog.text.count("alpha asks to wait (429 TooManyRequests): no new jobs for 1 s") == 3
+    jobs = catalogue_jobs(api, campaign)
+    assert not any("slow down" in str(p.get("errors")) for p in jobs.values())
+    # Every tile ran once, except the dummy's job-002 whose start it refuses (retried).
+    assert Counter(p["attempts"] for p in jobs.values())[1] >= len(tiles) - 2
+    assert set(backend_titles(backends).values()) == {1}
+    assert {p["backend_name"] for p in jobs.values()} == {"alpha", "beta"}
+
+
 def test_three_workers_start_every_tile_exactly_once(api: str) -> None:
     campaign, tiles = make_campaign(api, "2.0,49.0,6.0,51.0", parallel=15)
     assert len(tiles) >= 150
@@ -160,6 +197,24 @@ def test_a_dead_workers_tiles_are_taken_over_after_its_lease(api: str) -> None:
     taken = campaigns.claim(campaign, "w1", ["not_started"], 100, lease_s=30)
     assert {j["tile"] for j in held} <= {j["tile"] for j in taken}
     assert [w["worker"] for w in campaigns.workers(campaign)] == ["w1"]
+
+
+def test_claims_made_at_the_same_moment_never_share_a_tile(api: str) -> None:
+    campaign, tiles = make_campaign(api, "0.0,48.0,8.0,52.0")
+    campaigns = Campaigns(HttpSession(api))
+    barrier = threading.Barrier(4)
+
+    def claim(worker: str) -> list[str]:
+        barrier.wait()
+        return [j["tile"] for j in campaigns.claim(campaign, worker, ["not_started"], 30, 60)]
+
+    taken: list[str] = []
+    for round_ in range(3):  # new workers each round: the first claim also registers one
+        with ThreadPoolExecutor(4) as pool:
+            batches = list(pool.map(claim, [f"r{round_}-w{n}" for n in range(4)]))
+        assert all(len(batch) == 30 for batch in batches)
+        taken += [tile for batch in batches for tile in batch]
+    assert len(taken) == len(set(taken)) == 360 <= len(tiles)
 
 
 def test_a_repeated_change_is_applied_once(api: str) -> None:

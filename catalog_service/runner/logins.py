@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from openeo.rest import OpenEoApiError, OpenEoClientException
 from openeo.rest.auth.config import AuthConfig
 from openeo.rest.connection import Connection
 from openeo.rest.connection import connect as openeo_connect
+from openeo.utils.http import retry_configuration
 
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs.campaign import Backend
@@ -29,6 +31,10 @@ from catalog_service.jobs.campaign import Backend
 logger = logging.getLogger(__name__)
 # Network trouble: the back-end is down, not the login wrong.
 UNREACHABLE = (requests.ConnectionError, requests.Timeout)
+# The openEO client's retries, without retrying a refused connection: its default waits
+# ~15 s per request to a back-end that is down, holding up the other back-ends' round;
+# the runner instead marks it down and tries again later.
+RUNNER_RETRY = retry_configuration(connect=0)
 
 
 class LoginFailed(TilekeeperError):
@@ -65,7 +71,7 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
     (credentials) or BackendDown (network)."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     try:
-        connection = openeo_connect(backend.url, auto_validate=False)
+        connection = openeo_connect(backend.url, auto_validate=False, retry=RUNNER_RETRY)
         if backend.auth == "none":
             return connection
         if backend.auth == "basic":
@@ -133,6 +139,8 @@ class BackendLink:
     connection: Connection | None = None
     down_until: float = 0.0
     reason: str = ""
+    # Seconds from the back-end's last Retry-After header (openEO errors do not keep it).
+    retry_after: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -152,10 +160,18 @@ class BackendLink:
                 except BackendDown as exc:
                     self.mark_down(str(exc))
                     raise
+                self.connection.session.hooks["response"].append(self._note_retry_after)
                 if self.reason:
                     logger.warning("back-end %s answers again", self.name)
                     self.reason = ""
             return self.connection
+
+    def _note_retry_after(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        raw = response.headers.get("Retry-After", "") if response.status_code in (429, 503) else ""
+        try:
+            self.retry_after = max(1.0, float(raw))
+        except ValueError:
+            self.retry_after = None  # none, or an HTTP date: the caller's default applies
 
     def pause(self, reason: str, wait_s: float) -> None:
         """The back-end asked to wait (429, concurrency limit): no new jobs meanwhile."""

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # openEO error codes that mean "not now" rather than "never" (openeo-python-client#838).
 BUSY_CODES = frozenset({"TooManyRequests", "ConcurrentJobLimit", "JobLimitExceeded"})
 MAX_MESSAGE = 2000
+BUSY_WAIT_S = 60.0  # how long a back-end that said 429 without Retry-After gets no new jobs
 
 
 def now() -> str:
@@ -148,7 +149,7 @@ class CampaignJobManager(MultiBackendJobManager):
             return
         except OpenEoApiError as exc:
             if is_busy(exc):
-                link.pause(f"{exc.http_status_code} {exc.code}", _retry_after(exc))
+                link.pause(f"{exc.http_status_code} {exc.code}", link.retry_after or BUSY_WAIT_S)
                 self.job_db.update(order, status.NOT_STARTED, {})
                 self._sync_row(df, i)
                 stats["launch deferred (back-end busy)"] += 1
@@ -318,6 +319,16 @@ class CampaignJobManager(MultiBackendJobManager):
 
     # -- the loop -------------------------------------------------------------------
 
+    def _offer_capacity(self) -> None:
+        """No capacity on a paused or down back-end: MBJM hands tiles to back-ends in
+        order, and tiles dealt to one that cannot take them would wait for it while
+        the others idle."""
+        for backend in self.definition.backends:
+            capacity = backend.parallel_jobs if self.links[backend.name].usable() else 0
+            self.backends[backend.name] = self.backends[backend.name]._replace(
+                parallel_jobs=capacity
+            )
+
     def retry_failed(self) -> int:
         """Reset failed tiles that have attempts left, with the escalated options."""
         policy = self.definition.retry
@@ -346,12 +357,15 @@ class CampaignJobManager(MultiBackendJobManager):
             while not self._stop.is_set():
                 reconcile_creating(self, stats)
                 self.retry_failed()
+                self._offer_capacity()
                 self._job_update_loop(job_db=self.job_db, start_job=creator, stats=stats)
                 stats["run_jobs loop"] += 1
                 counts = self.job_db.count_by_status()
                 logger.info("tiles: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
                 pending = sum(counts.get(s, 0) for s in status.ACTIVE | {status.NOT_STARTED})
-                if pending == 0:
+                # The last active tile may have failed in this very round: retry it
+                # before calling the campaign done.
+                if pending == 0 and not self.retry_failed():
                     break
                 self._stop.wait(self.poll_sleep)
         finally:
@@ -388,15 +402,6 @@ class Heartbeat(threading.Thread):
             except TilekeeperError as exc:
                 logger.warning("heartbeat failed: %s", exc)
             self.stop.wait(interval)
-
-
-def _retry_after(exc: OpenEoApiError, default: float = 60.0) -> float:
-    response = getattr(exc, "response", None)
-    raw = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return max(1.0, float(raw)) if raw else default
-    except ValueError:
-        return default
 
 
 def build_manager(
