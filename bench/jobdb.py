@@ -71,6 +71,10 @@ def frame(n: int) -> gpd.GeoDataFrame:
     )
 
 
+def ratio(x: float) -> str:
+    return f"{x:,.0f}x" if x >= 10 else f"{x:.2g}x"
+
+
 def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
@@ -213,7 +217,7 @@ def run(url: str, writer_dsn: str, sizes: list[int], stock: bool, work: Path) ->
                 else "failed"
                 if figures[op] != figures[op]
                 else f"{figures[op]:.3f}"
-                + ("" if name == "CampaignJobDatabase" else f" ({figures[op] / ours[op]:,.2g}x)")
+                + ("" if name == "CampaignJobDatabase" else f" ({ratio(figures[op] / ours[op])})")
                 for op in ours
             ]
             table.add_row(name, *cells)

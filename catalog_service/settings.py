@@ -120,3 +120,31 @@ class ClientSettings(BaseSettings):
     api_url: str = Field(
         default="http://127.0.0.1:8080/", description="The tilekeeper API the CLI talks to."
     )
+
+
+class ProductSettings(BaseSettings):
+    """Where products (COGs and previews) are stored, for the ingest engine that writes
+    them and the API that serves the local store."""
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_PRODUCTS_", extra="ignore")
+
+    store: str | None = Field(
+        default=None,
+        description="A local directory, or s3://bucket/prefix for S3-compatible object "
+        "storage (credentials from the AWS_* variables). Default: <database data_dir>/products.",
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible server (MinIO, Ceph, ...)."
+    )
+    s3_region: str = Field(default="us-east-1", description="Region of the bucket.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL under which the object store's products are readable; "
+        "default: the endpoint's path-style URL of the bucket.",
+    )
+
+    def local_dir(self) -> Path | None:
+        """The local store's directory, or None for object storage."""
+        if self.store and "://" in self.store:
+            return None
+        return Path(self.store) if self.store else DatabaseSettings().data_dir / "products"

@@ -18,7 +18,7 @@ import pytest
 
 from catalog_service.api.server import ServerThread, free_port
 from catalog_service.database import EmbeddedCluster, UpReport, bring_up
-from catalog_service.settings import ApiSettings, DatabaseSettings
+from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
 
 
 @dataclass
@@ -79,10 +79,15 @@ def database() -> Iterator[Database]:
     db.destroy()
 
 
+def products_settings(db: Database) -> ProductSettings:
+    """The test database's local product store (beside its cluster)."""
+    return ProductSettings(store=str(db.settings.data_dir.parent / "products"))
+
+
 def start_api(db: Database, **overrides: Any) -> ServerThread:
     settings = ApiSettings(port=free_port(), **overrides)
-    server = ServerThread(settings, logins=db.report.logins).start()
-    return server
+    server = ServerThread(settings, logins=db.report.logins, products=products_settings(db))
+    return server.start()
 
 
 def wait_ready(url: str, timeout_s: float = 30.0) -> None:

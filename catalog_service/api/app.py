@@ -29,9 +29,10 @@ from catalog_service.api.clients import (
 )
 from catalog_service.api.db import database_lifespan
 from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
+from catalog_service.api.products import add_product_routes
 from catalog_service.database import DatabaseLogins, resolve_logins
 from catalog_service.jobs.store import TileRegistrar
-from catalog_service.settings import ApiSettings, DatabaseSettings
+from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
 
 # stac-fastapi logs every handled 4xx at ERROR with a traceback; those are the client's
 # mistakes and already answered with a message, so only real failures are logged.
@@ -73,6 +74,7 @@ def create_app(
     settings: ApiSettings | None = None,
     db_settings: DatabaseSettings | None = None,
     logins: DatabaseLogins | None = None,
+    products: ProductSettings | None = None,
 ) -> FastAPI:
     """Build the ASGI app. Nothing connects until start-up; the pools then come up in
     the background, so the app starts even while the database does not answer yet."""
@@ -92,6 +94,7 @@ def create_app(
     app.state.tile_registrar = TileRegistrar(logins.writer.dsn)
     add_exception_handlers(app)
     add_campaign_routes(app)
+    add_product_routes(app, products or ProductSettings())
 
     async def managed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"code": "ConflictError", "description": str(exc)}, status_code=409)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from catalog_service import children
 from catalog_service.api.app import create_app
 from catalog_service.database import DatabaseLogins
-from catalog_service.settings import ApiSettings, DatabaseSettings
+from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,9 +45,14 @@ def uvicorn_config(
 class ServerThread:
     """A uvicorn server on a background thread; ``url`` once started."""
 
-    def __init__(self, settings: ApiSettings, logins: DatabaseLogins | None = None) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        logins: DatabaseLogins | None = None,
+        products: ProductSettings | None = None,
+    ) -> None:
         self.settings = settings
-        self.app = create_app(settings, logins=logins)
+        self.app = create_app(settings, logins=logins, products=products)
         self.server = uvicorn.Server(uvicorn_config(self.app, settings))
         self.thread = threading.Thread(target=self.server.run, name="tilekeeper-api", daemon=True)
 

@@ -21,6 +21,7 @@ from catalog_service.database import (
     resolve_logins,
 )
 from catalog_service.settings import ApiSettings, DatabaseSettings
+from ingest import cli as ingest_cli
 
 console = Console()
 
@@ -34,6 +35,8 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
+app.command("ingest")(ingest_cli.ingest)
+app.command("export")(ingest_cli.export)
 
 
 @db_app.command("up")

@@ -1,0 +1,141 @@
+"""Product routes: product versions written with their collection and job item in one
+transaction, the harvest state of campaign tiles, and the local product store's files
+served with Range requests (GDAL, QGIS and STAC Browser read COGs by ranges)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import FileResponse, JSONResponse
+
+from catalog_service import products
+from catalog_service.jobs.campaign import ID_PATTERN
+from catalog_service.settings import ProductSettings
+
+MAX_PRODUCTS_PER_REQUEST = 1000
+
+
+class JobRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    campaign: str = Field(pattern=ID_PATTERN)
+    tile: str = Field(min_length=1, max_length=200)
+
+
+class ProductsIn(BaseModel):
+    """Product items (one per product) and, for a campaign tile, its job."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PRODUCTS_PER_REQUEST)
+    job: JobRef | None = None
+
+
+class Written(BaseModel):
+    id: str
+    version: int
+    result: Literal["created", "updated", "unchanged"]
+
+
+class ProductsOut(BaseModel):
+    items: list[Written]
+
+
+class HarvestStateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["pending", "failed"]
+    error: str | None = Field(default=None, max_length=products.MAX_ERROR)
+
+
+class HarvestTile(BaseModel):
+    tile: str
+    properties: dict[str, Any]
+
+
+class HarvestOut(BaseModel):
+    tiles: list[HarvestTile]
+
+
+def _check_items(items: list[dict[str, Any]]) -> None:
+    for item in items:
+        if item.get("type") != "Feature" or not isinstance(item.get("id"), str):
+            raise HTTPException(400, "each product must be a STAC item with a string id")
+        if not isinstance(item.get("bbox"), list) or not isinstance(item.get("properties"), dict):
+            raise HTTPException(400, f"product {item['id']}: bbox and properties are required")
+
+
+def create_router(products_dir: Path | None) -> APIRouter:
+    router = APIRouter(tags=["Products"])
+
+    @router.post(
+        "/collections/{collection_id}/products",
+        summary="Write product items: new versions, extent and job back-links together",
+        response_model=ProductsOut,
+    )
+    async def write_products(
+        request: Request, collection_id: str, body: ProductsIn
+    ) -> dict[str, Any]:
+        _check_items(body.items)
+        job = (body.job.campaign, body.job.tile) if body.job else None
+        base = str(request.base_url).rstrip("/")
+        async with request.app.state.get_connection(request, "w") as conn:
+            written = await products.write_products(conn, collection_id, body.items, base, job)
+        return {"items": [w.as_dict() for w in written]}
+
+    @router.put(
+        "/campaigns/{campaign_id}/jobs/{tile_id}/product",
+        summary="Record a tile's harvest as pending or failed",
+    )
+    async def harvest_state(
+        request: Request, campaign_id: str, tile_id: str, body: HarvestStateIn
+    ) -> dict[str, Any]:
+        async with request.app.state.get_connection(request, "w") as conn:
+            await products.set_harvest_state(conn, campaign_id, tile_id, body.state, body.error)
+        return {"tile": tile_id, "state": body.state}
+
+    @router.get(
+        "/campaigns/{campaign_id}/harvest",
+        summary="Finished tiles by harvest state (missing: never harvested)",
+        response_model=HarvestOut,
+    )
+    async def to_harvest(
+        request: Request,
+        campaign_id: str,
+        state: list[Literal["missing", "pending", "failed", "ingested"]] = Query(
+            default=["missing", "pending", "failed"]
+        ),
+        limit: int = Query(default=1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        async with request.app.state.get_connection(request, "r") as conn:
+            tiles = await products.tiles_to_harvest(conn, campaign_id, list(state), limit)
+        return {"tiles": tiles}
+
+    if products_dir is not None:
+        root = products_dir.resolve()
+
+        @router.api_route(
+            "/products/files/{key:path}",
+            methods=["GET", "HEAD"],
+            summary="A product file of the local store (Range requests answered with 206)",
+            response_class=FileResponse,
+        )
+        async def product_file(key: str) -> FileResponse:
+            path = (root / key).resolve()
+            if not path.is_relative_to(root) or not path.is_file() or ".staging" in path.parts:
+                raise HTTPException(404, f"no product file {key}")
+            media = "image/tiff; application=geotiff; profile=cloud-optimized"
+            return FileResponse(path, media_type=media if path.suffix == ".tif" else None)
+
+    return router
+
+
+def add_product_routes(app: FastAPI, settings: ProductSettings) -> None:
+    app.include_router(create_router(settings.local_dir()))
+
+    async def product_error(request: Request, exc: Exception) -> JSONResponse:
+        code = 404 if isinstance(exc, products.CollectionNotFound | products.JobNotFound) else 400
+        name = "NotFoundError" if code == 404 else "BadRequest"
+        return JSONResponse({"code": name, "description": str(exc)}, status_code=code)
+
+    app.add_exception_handler(products.ProductError, product_error)

@@ -1,0 +1,251 @@
+"""Products in the catalogue: versions of product items written with their collection's
+extent and their job item's back-link in one transaction, and the harvest state each
+finished tile carries (``tilekeeper:product``).
+
+Versions (the STAC version extension): the latest version of a product keeps its id; a
+reprocessed product moves the previous content to ``{id}_v{n}`` (``deprecated``, with
+``latest-version`` and ``successor-version`` links) and the new one gets version n+1
+with a ``predecessor-version`` link. The same source bytes again change nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from catalog_service.jobs import status
+
+PRODUCT_KEY = "tilekeeper:product"
+SOURCE_KEY = "tilekeeper:source_checksums"
+STATES = ("pending", "ingested", "failed")
+MAX_ERROR = 2000
+
+
+class ProductError(Exception):
+    """A product write refused; nothing was written."""
+
+
+class CollectionNotFound(ProductError):
+    pass
+
+
+class JobNotFound(ProductError):
+    pass
+
+
+@dataclass(frozen=True)
+class Written:
+    id: str
+    version: int
+    result: str  # created | updated | unchanged
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "result": self.result}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _decoded(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _item_href(base: str, collection: str, item: str) -> str:
+    return f"{base}/collections/{collection}/items/{item}"
+
+
+def _link(rel: str, href: str, title: str | None = None) -> dict[str, Any]:
+    link = {"rel": rel, "href": href, "type": "application/geo+json"}
+    return link | ({"title": title} if title else {})
+
+
+async def _item(conn: asyncpg.Connection, collection: str, item_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchval("SELECT pgstac.get_item($1, $2)", item_id, collection)
+    return _decoded(row) if row is not None else None
+
+
+async def _upsert(conn: asyncpg.Connection, item: dict[str, Any]) -> None:
+    await conn.execute("SELECT pgstac.upsert_item($1::text::jsonb)", json.dumps(item))
+
+
+def _grow_extent(collection: dict[str, Any], items: list[dict[str, Any]], fresh: bool) -> None:
+    """The collection's extent and summaries, grown to cover the new items (replaced
+    when these are its first products: a new collection's extent is a placeholder)."""
+    extent = collection.setdefault("extent", {})
+    boxes = [i["bbox"] for i in items]
+    dates = [i["properties"]["datetime"] for i in items if i["properties"].get("datetime")]
+    if not fresh:
+        boxes += (extent.get("spatial") or {}).get("bbox", [])[:1]
+        dates += [d for d in ((extent.get("temporal") or {}).get("interval") or [[]])[0] if d]
+    extent["spatial"] = {
+        "bbox": [
+            [min(b[0] for b in boxes), min(b[1] for b in boxes),
+             max(b[2] for b in boxes), max(b[3] for b in boxes)]
+        ]
+    }  # fmt: skip
+    if dates:
+        extent["temporal"] = {"interval": [[min(dates), max(dates)]]}
+    summaries = collection.setdefault("summaries", {})
+    codes = set() if fresh else set(summaries.get("proj:code") or [])
+    codes |= {i["properties"]["proj:code"] for i in items if i["properties"].get("proj:code")}
+    if codes:
+        summaries["proj:code"] = sorted(codes)
+
+
+_HAS_OTHERS = """
+SELECT EXISTS (SELECT 1 FROM pgstac.items WHERE collection = $1 AND NOT id = ANY($2::text[]))
+"""
+
+
+async def write_products(
+    conn: asyncpg.Connection,
+    collection_id: str,
+    items: list[dict[str, Any]],
+    base_url: str,
+    job: tuple[str, str] | None = None,
+) -> list[Written]:
+    """Write product items (new versions where their source changed), grow the
+    collection's extent and, for a campaign tile, mark its job item ingested with
+    links to its products; all in one transaction."""
+    written: list[Written] = []
+    async with conn.transaction():
+        raw = await conn.fetchval(
+            "SELECT content FROM pgstac.collections WHERE id = $1 FOR UPDATE", collection_id
+        )
+        if raw is None:
+            raise CollectionNotFound(f"collection {collection_id} does not exist")
+        collection = _decoded(raw)
+        changed = []
+        for item in items:
+            item = {**item, "collection": collection_id}
+            existing = await _item(conn, collection_id, item["id"])
+            if existing is not None and existing["properties"].get(SOURCE_KEY) == item[
+                "properties"
+            ].get(SOURCE_KEY):
+                version = int(existing["properties"].get("version") or 1)
+                written.append(Written(item["id"], version, "unchanged"))
+                continue
+            version = 1
+            links = [link for link in item.get("links", []) if "version" not in link["rel"]]
+            if existing is not None:
+                previous = int(existing["properties"].get("version") or 1)
+                version = previous + 1
+                old_id = f"{item['id']}_v{previous}"
+                latest = _item_href(base_url, collection_id, item["id"])
+                old = {
+                    **existing,
+                    "id": old_id,
+                    "properties": {**existing["properties"], "deprecated": True},
+                    "links": [
+                        link
+                        for link in existing.get("links", [])
+                        if link["rel"] in ("derived_from", "via", "predecessor-version")
+                    ]
+                    + [_link("latest-version", latest), _link("successor-version", latest)],
+                }
+                await _upsert(conn, old)
+                links.append(
+                    _link("predecessor-version", _item_href(base_url, collection_id, old_id))
+                )
+                item["properties"] = {
+                    **item["properties"],
+                    "created": existing["properties"].get(
+                        "created", item["properties"].get("created")
+                    ),
+                }
+            item["properties"] = {**item["properties"], "version": str(version)}
+            item["links"] = links
+            await _upsert(conn, item)
+            changed.append(item)
+            written.append(Written(item["id"], version, "updated" if version > 1 else "created"))
+        if changed:
+            ids = [i["id"] for i in changed]
+            others = await conn.fetchval(_HAS_OTHERS, collection_id, ids)
+            _grow_extent(collection, changed, fresh=not others)
+            await conn.execute(
+                "SELECT pgstac.update_collection($1::text::jsonb)", json.dumps(collection)
+            )
+        if job is not None:
+            await _mark_job(conn, job, collection_id, [w.id for w in written], base_url)
+    return written
+
+
+_JOB_PROPS = """
+SELECT content->'properties' AS props, content->'links' AS links FROM pgstac.items
+WHERE collection = $1 AND id = $2 FOR UPDATE
+"""
+_SET_JOB = """
+UPDATE pgstac.items SET content = jsonb_set(jsonb_set(content,
+    '{properties,tilekeeper:product}', $3::text::jsonb), '{links}', $4::text::jsonb)
+WHERE collection = $1 AND id = $2
+"""
+
+
+async def _mark_job(
+    conn: asyncpg.Connection,
+    job: tuple[str, str],
+    collection_id: str,
+    product_ids: list[str],
+    base_url: str,
+) -> None:
+    campaign, tile = job
+    row = await conn.fetchrow(_JOB_PROPS, campaign, tile)
+    if row is None:
+        raise JobNotFound(f"campaign {campaign} has no tile {tile}")
+    previous = (_decoded(row["props"]) or {}).get(PRODUCT_KEY) or {}
+    known = previous.get("items", []) if previous.get("collection") == collection_id else []
+    ids = sorted(set(known) | set(product_ids))
+    state = {"state": "ingested", "collection": collection_id, "items": ids, "updated": _now()}
+    links = _decoded(row["links"]) or []
+    present = {link.get("href") for link in links}
+    links += [
+        _link("related", href, f"product {pid}")
+        for pid in product_ids
+        if (href := _item_href(base_url, collection_id, pid)) not in present
+    ]
+    await conn.execute(_SET_JOB, campaign, tile, json.dumps(state), json.dumps(links))
+
+
+async def set_harvest_state(
+    conn: asyncpg.Connection, campaign: str, tile: str, state: str, error: str | None
+) -> None:
+    """Record a tile's harvest as pending or failed (``ingested`` is written with the
+    products themselves)."""
+    if state not in ("pending", "failed"):
+        raise ProductError(f"state must be pending or failed, not {state!r}")
+    async with conn.transaction():
+        row = await conn.fetchrow(_JOB_PROPS, campaign, tile)
+        if row is None:
+            raise JobNotFound(f"campaign {campaign} has no tile {tile}")
+        current = (_decoded(row["props"]) or {}).get(PRODUCT_KEY) or {}
+        value = {**current, "state": state, "updated": _now()}
+        value.pop("error", None)
+        if error:
+            value["error"] = error[:MAX_ERROR]
+        await conn.execute(
+            "UPDATE pgstac.items SET content = jsonb_set(content, '{properties,tilekeeper:product}',"
+            " $3::text::jsonb) WHERE collection = $1 AND id = $2",
+            campaign,
+            tile,
+            json.dumps(value),
+        )
+
+
+_TO_HARVEST = f"""
+SELECT id, content->'properties' AS props FROM pgstac.items
+WHERE collection = $1 AND content->'properties'->>'status' = '{status.FINISHED}'
+  AND coalesce(content->'properties'->'{PRODUCT_KEY}'->>'state', 'missing') = ANY($2::text[])
+ORDER BY id LIMIT $3
+"""
+
+
+async def tiles_to_harvest(
+    conn: asyncpg.Connection, campaign: str, states: list[str], limit: int
+) -> list[dict[str, Any]]:
+    """Finished tiles whose harvest is in one of ``states`` (``missing``: never tried)."""
+    rows = await conn.fetch(_TO_HARVEST, campaign, states, limit)
+    return [{"tile": r["id"], "properties": _decoded(r["props"])} for r in rows]

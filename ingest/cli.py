@@ -1,0 +1,164 @@
+"""`tilekeeper ingest` and `tilekeeper export`: argument parsing, progress and output;
+the work is done by ``ingest.engine``, ``ingest.harvest`` and ``ingest.export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from catalog_service.cli.errors import friendly_errors
+from catalog_service.client.http import HttpSession
+from catalog_service.errors import TilekeeperError
+from catalog_service.settings import ClientSettings, ProductSettings
+from ingest.engine import Ingester, Outcome, campaign_products_id
+from ingest.errors import IngestError
+from ingest.sources import Product, from_path
+from ingest.store import open_store
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+def _report(outcomes: list[Outcome], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps([o.as_dict() for o in outcomes]))
+    else:
+        table = Table("source", "product", "result", "version")
+        for o in outcomes:
+            colour = "red" if o.failed else "green"
+            table.add_row(
+                o.source, o.product or "-", f"[{colour}]{o.result}[/]", str(o.version or "")
+            )
+        console.print(table)
+    failed = [o for o in outcomes if o.failed]
+    for o in failed:
+        err_console.print(f"[bold red]failed:[/] {o.source}: {o.error}")
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.result] = counts.get(o.result, 0) + 1
+    err_console.print(
+        ", ".join(f"{n} {result}" for result, n in sorted(counts.items())) or "nothing to do"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@friendly_errors
+def ingest(
+    sources: list[str] = typer.Argument(
+        None,
+        help="GeoTIFF/COG files or folders, STAC item/collection JSON files, MBJM job folders.",
+    ),
+    collection: str | None = typer.Option(
+        None, "--collection", help="Product collection (created when missing)."
+    ),
+    campaign: str | None = typer.Option(
+        None,
+        "--campaign",
+        help="The campaign the products belong to; without SOURCES, harvest every finished "
+        "tile of it not yet ingested.",
+    ),
+    tile: str | None = typer.Option(
+        None, "--tile", help="The campaign tile the sources belong to."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and describe; write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcomes as JSON."),
+    api: str | None = typer.Option(None, "--api", help="tilekeeper API URL [TILEKEEPER_API_URL]."),
+) -> None:
+    """Ingest results as COG products with provenance: files into the product store
+    [TILEKEEPER_PRODUCTS_STORE], items into the catalogue. The same input twice changes
+    nothing; a changed one becomes a new version. Exits 1 when any input failed."""
+    http = HttpSession(api or ClientSettings().api_url)
+    store = open_store(ProductSettings(), http.root_url)
+    if not sources:
+        if not campaign:
+            raise TilekeeperError("give SOURCES to ingest, or --campaign to harvest a campaign")
+        _harvest(http, campaign, store, as_json, dry_run)
+        return
+    target = collection or (campaign_products_id(campaign) if campaign else None)
+    if not target:
+        raise TilekeeperError("say where the products go: --collection C (or --campaign X)")
+    ingester = Ingester(http, store, target, campaign=campaign, dry_run=dry_run)
+    products: list[Product] = []
+    outcomes: list[Outcome] = []
+    for source in sources:
+        try:
+            found = list(from_path(Path(source), tile=tile))
+        except IngestError as exc:
+            outcomes.append(Outcome(source, None, "failed", error=str(exc)))
+            continue
+        for product in found:
+            if campaign and product.tile:
+                product.job_item = http.url(f"collections/{campaign}/items/{product.tile}")
+        products += found
+    with _progress() as progress:
+        task = progress.add_task("ingesting", total=len(products))
+        for product in products:
+            job = (campaign, product.tile) if campaign and product.tile else None
+            outcomes.append(ingester.ingest(product, job=job))
+            progress.advance(task)
+    _report(outcomes, as_json)
+
+
+def _harvest(http: HttpSession, campaign: str, store: object, as_json: bool, dry_run: bool) -> None:
+    from catalog_service.client.campaigns import Campaigns
+    from catalog_service.runner.logins import login
+    from ingest.harvest import Harvester
+
+    definition = Campaigns(http).definition(campaign)
+    backends = {b.name: b for b in definition.backends}
+    harvester = Harvester(http, campaign, store, lambda name: login(backends[name]))  # type: ignore[arg-type]
+    tiles = harvester.tiles(["missing", "pending", "failed"])
+    if dry_run:
+        console.print(f"{len(tiles)} finished tile(s) of {campaign} to harvest")
+        return
+    outcomes: list[Outcome] = []
+    with _progress() as progress:
+        task = progress.add_task(f"harvesting {campaign}", total=len(tiles))
+        for tile in tiles:
+            harvester.submit(tile["tile"], tile["properties"])
+        while harvester.futures:
+            with harvester.lock:
+                pending, harvester.futures = harvester.futures, []
+            for future in pending:
+                outcomes.extend(future.result())
+                progress.advance(task)
+    harvester.close()
+    _report(outcomes, as_json)
+
+
+@friendly_errors
+def export(
+    collection: str = typer.Argument(..., help="The collection to export."),
+    dest: Path = typer.Argument(..., help="Folder (static) or file (geoparquet, ndjson)."),
+    format: Literal["static", "geoparquet", "ndjson"] = typer.Option(
+        "static", "--format", help="static catalog, stac-geoparquet, or newline-delimited items."
+    ),
+    with_assets: bool = typer.Option(
+        False, "--with-assets", help="static: copy the asset files in (relative hrefs)."
+    ),
+    api: str | None = typer.Option(None, "--api", help="tilekeeper API URL [TILEKEEPER_API_URL]."),
+) -> None:
+    """Export a collection for dissemination: a self-contained static catalog, a
+    stac-geoparquet file or an ndjson item collection."""
+    from ingest.export import export_collection
+
+    http = HttpSession(api or ClientSettings().api_url)
+    count = export_collection(http, collection, dest, format, with_assets=with_assets)
+    err_console.print(f"exported {count} item(s) of {collection} to {dest} ({format})")

@@ -1,0 +1,188 @@
+"""STAC for products: one item per product (its COGs and a thumbnail, with projection,
+raster, file, processing, grid and version fields) and the product collection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import openeo
+import rasterio
+import rio_cogeo
+
+from catalog_service import __version__
+from ingest.rasters import COG_TYPE, FileDigest, RasterInfo
+from ingest.sources import Product
+
+STAC_VERSION = "1.1.0"
+EXT = "https://stac-extensions.github.io"
+EXTENSIONS = [
+    f"{EXT}/projection/v2.0.0/schema.json",
+    f"{EXT}/raster/v1.1.0/schema.json",
+    f"{EXT}/file/v2.1.0/schema.json",
+    f"{EXT}/processing/v1.2.0/schema.json",
+    f"{EXT}/grid/v1.1.0/schema.json",
+    f"{EXT}/version/v1.2.0/schema.json",
+]
+# Where the tile's job item says which product versions it has (tilekeeper-managed).
+SOURCE_KEY = "tilekeeper:source_checksums"
+DEFAULT_LICENSE = "other"
+
+
+@dataclass(frozen=True)
+class StoredRaster:
+    key: str  # asset key
+    href: str
+    info: RasterInfo
+    digest: FileDigest
+    title: str | None
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def software() -> dict[str, str]:
+    return {
+        "tilekeeper": __version__,
+        "openeo-python-client": openeo.client_version(),
+        "rio-cogeo": rio_cogeo.__version__,
+        "GDAL": rasterio.__gdal_version__,
+    }
+
+
+def product_item(
+    product: Product,
+    collection: str,
+    rasters: list[StoredRaster],
+    thumbnail_href: str | None,
+    source_checksums: list[str],
+    grid_code: str | None,
+    fallback_datetime: str | None,
+) -> dict[str, Any]:
+    first = rasters[0].info
+    stamp = now()
+    properties: dict[str, Any] = {
+        "datetime": product.datetime or fallback_datetime or stamp,
+        "created": stamp,
+        "updated": stamp,
+        "proj:code": first.proj_code,
+        "proj:shape": first.shape,
+        "proj:transform": first.transform,
+        "proj:bbox": first.proj_bbox,
+        "processing:datetime": stamp,
+        "processing:lineage": _lineage(product),
+        "version": "1",
+        SOURCE_KEY: source_checksums,
+    }
+    if first.proj_code is None and first.proj_wkt2:
+        properties["proj:wkt2"] = first.proj_wkt2
+    provenance = dict(product.provenance)
+    backend_software = provenance.pop("processing:software", None)
+    properties["processing:software"] = {
+        **(backend_software if isinstance(backend_software, dict) else {}),
+        **software(),
+    }
+    properties.update(provenance)
+    properties.setdefault("processing:facility", "tilekeeper ingest")
+    if grid_code:
+        properties["grid:code"] = grid_code
+    if product.tile:
+        properties["tilekeeper:tile"] = product.tile
+    assets: dict[str, Any] = {}
+    for raster in rasters:
+        assets[raster.key] = {
+            "href": raster.href,
+            "type": COG_TYPE,
+            "roles": ["data"],
+            "title": raster.title or raster.key,
+            "file:size": raster.digest.size,
+            "file:checksum": raster.digest.checksum,
+            "raster:bands": [band.as_raster_band() for band in raster.info.bands],
+        }
+    if thumbnail_href:
+        assets["thumbnail"] = {
+            "href": thumbnail_href,
+            "type": "image/png",
+            "roles": ["thumbnail"],
+            "title": "Preview",
+        }
+    links = []
+    if product.job_item:
+        links.append(
+            {"rel": "derived_from", "href": product.job_item, "type": "application/geo+json",
+             "title": "the tile's openEO job (a tilekeeper job item)"}
+        )  # fmt: skip
+    if product.via:
+        links.append(
+            {"rel": "via", "href": product.via, "type": "application/json",
+             "title": "the openEO batch job on its back-end"}
+        )  # fmt: skip
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": EXTENSIONS
+        if grid_code
+        else [e for e in EXTENSIONS if "/grid/" not in e],
+        "id": product.id,
+        "collection": collection,
+        "geometry": first.geometry,
+        "bbox": first.bbox,
+        "properties": properties,
+        "links": links,
+        "assets": assets,
+    }
+
+
+def _lineage(product: Product) -> str:
+    if product.via:
+        return f"Result of openEO batch job {product.via}, converted to COG and catalogued by tilekeeper."
+    return f"Ingested by tilekeeper from {product.source}."
+
+
+def product_collection(
+    collection_id: str,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    license: str = DEFAULT_LICENSE,
+    campaign: str | None = None,
+    asset_keys: list[str] | None = None,
+) -> dict[str, Any]:
+    """A new product collection; its extent and summaries are kept true by the API as
+    products arrive."""
+    item_assets: dict[str, Any] = {
+        key: {"type": COG_TYPE, "roles": ["data"], "title": key} for key in (asset_keys or ["data"])
+    }
+    item_assets["thumbnail"] = {"type": "image/png", "roles": ["thumbnail"], "title": "Preview"}
+    return {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [],
+        "id": collection_id,
+        "title": title or (f"Products of campaign {campaign}" if campaign else collection_id),
+        "description": description
+        or (
+            f"Cloud-optimized GeoTIFF products of the tilekeeper campaign {campaign}, one item "
+            "per tile (and date), with their provenance."
+            if campaign
+            else "Cloud-optimized GeoTIFF products catalogued by tilekeeper."
+        ),
+        "license": license,
+        "providers": [
+            {
+                "name": "tilekeeper",
+                "roles": ["processor", "host"],
+                "description": "COG conversion, cataloguing and dissemination",
+            }
+        ],
+        "extent": {
+            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [[None, None]]},
+        },
+        "item_assets": item_assets,
+        "summaries": {},
+        "links": [],
+        **({"tilekeeper:campaign": campaign} if campaign else {}),
+    }

@@ -1,0 +1,258 @@
+"""One raster file: checked, made a COG when it is not one, described for its STAC item
+(projection, per-band type, nodata and statistics) and previewed as a small PNG."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.warp import transform_geom
+from rio_cogeo.cogeo import cog_translate, cog_validate
+from rio_cogeo.profiles import cog_profiles
+
+from ingest.errors import IngestError
+
+logger = logging.getLogger(__name__)
+COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+CHUNK = 4 << 20
+# Statistics and previews are read from an overview at most this wide, as rio-stac does:
+# exact enough for a catalogue, and cheap for large rasters.
+STATS_MAX_SIZE = 1024
+THUMBNAIL_SIZE = 256
+EDGE_POINTS = 21  # per footprint edge, so a reprojected footprint follows the curvature
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    size: int
+    checksum: str  # multihash: 0x12 (sha2-256), 0x20 (32 bytes), digest
+
+    @classmethod
+    def of(cls, path: Path) -> FileDigest:
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return cls(size, "1220" + digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class Band:
+    data_type: str
+    nodata: float | None
+    statistics: dict[str, float]
+    description: str | None
+
+    def as_raster_band(self) -> dict[str, Any]:
+        band: dict[str, Any] = {"data_type": self.data_type, "statistics": self.statistics}
+        if self.nodata is not None:
+            band["nodata"] = _json_number(self.nodata)
+        if self.description:
+            band["name"] = self.description
+        return band
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    proj_code: str | None
+    proj_wkt2: str | None
+    shape: list[int]
+    transform: list[float]
+    proj_bbox: list[float]
+    geometry: dict[str, Any]
+    bbox: list[float]
+    bands: list[Band]
+    categorical: bool
+
+
+def _json_number(value: float) -> float | str:
+    if np.isnan(value):
+        return "nan"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _open(path: Path) -> Any:
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise IngestError(f"{path.name}: not a readable raster ({exc})") from exc
+
+
+def is_categorical(src: Any) -> bool:
+    """A class map: integer bands with a colour table (how openEO and GDAL mark them)."""
+    if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+        return False
+    try:
+        return bool(src.colormap(1))
+    except ValueError:  # no colour table
+        return False
+
+
+def check(path: Path) -> None:
+    """Refuse what cannot become a product: unreadable, no CRS, truncated blocks."""
+    with _open(path) as src:
+        if src.crs is None:
+            raise IngestError(f"{path.name}: the raster has no CRS (georeference it first)")
+        if src.driver != "GTiff":
+            return  # converted by cog_translate, which reads every pixel
+        size = path.stat().st_size
+        rows, cols = src.block_shapes[0]
+        for band in range(1, src.count + 1):
+            for r in range(0, (src.height + rows - 1) // rows):
+                for c in range(0, (src.width + cols - 1) // cols):
+                    offset = src.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=band)
+                    length = src.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=band)
+                    if offset and length and int(offset) + int(length) > size:
+                        raise IngestError(
+                            f"{path.name}: truncated or corrupt (block {c},{r} of band "
+                            f"{band} ends past the file's {size} bytes)"
+                        )
+
+
+def is_cog(path: Path) -> bool:
+    valid, _errors, _warnings = cog_validate(str(path), quiet=True)
+    return bool(valid)
+
+
+def make_cog(src_path: Path, dst_path: Path) -> None:
+    """Write ``src_path`` as a deflate COG with internal overviews: ``mode`` resampling
+    for class maps (no invented classes), ``average`` for continuous values."""
+    with _open(src_path) as src:
+        resampling: Literal["mode", "average"] = "mode" if is_categorical(src) else "average"
+        nodata = src.nodata
+    try:
+        cog_translate(
+            str(src_path),
+            str(dst_path),
+            cog_profiles.get("deflate"),  # type: ignore[no-untyped-call]
+            overview_resampling=resampling,
+            nodata=nodata,
+            forward_band_tags=True,
+            quiet=True,
+        )
+    except (RasterioError, OSError, ValueError) as exc:
+        raise IngestError(f"{src_path.name}: conversion to COG failed ({exc})") from exc
+
+
+def _footprint(src: Any) -> dict[str, Any]:
+    w, s, e, n = src.bounds
+    ts = np.linspace(0.0, 1.0, EDGE_POINTS)
+    ring = (
+        [(w + (e - w) * t, s) for t in ts]
+        + [(e, s + (n - s) * t) for t in ts[1:]]
+        + [(e - (e - w) * t, n) for t in ts[1:]]
+        + [(w, n - (n - s) * t) for t in ts[1:]]
+    )
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    geometry: dict[str, Any] = transform_geom(src.crs, "EPSG:4326", polygon, precision=7)
+    return {"type": geometry["type"], "coordinates": geometry["coordinates"]}
+
+
+def _bbox(geometry: dict[str, Any]) -> list[float]:
+    xs = [p[0] for p in geometry["coordinates"][0]]
+    ys = [p[1] for p in geometry["coordinates"][0]]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _overview_shape(src: Any, max_size: int) -> tuple[int, int]:
+    scale = max(src.width, src.height) / max_size
+    if scale <= 1:
+        return src.height, src.width
+    return max(1, round(src.height / scale)), max(1, round(src.width / scale))
+
+
+def describe(path: Path) -> RasterInfo:
+    with _open(path) as src:
+        try:
+            data = src.read(
+                out_shape=(src.count, *_overview_shape(src, STATS_MAX_SIZE)),
+                masked=True,
+                resampling=Resampling.nearest,
+            )
+        except RasterioError as exc:
+            raise IngestError(f"{path.name}: unreadable pixels ({exc})") from exc
+        bands = []
+        for n in range(src.count):
+            values = data[n].compressed()
+            stats: dict[str, float] = {
+                "valid_percent": round(100.0 * values.size / data[n].size, 3)
+            }
+            if values.size:
+                stats |= {
+                    "minimum": float(values.min()),
+                    "maximum": float(values.max()),
+                    "mean": float(values.mean()),
+                    "stddev": float(values.std()),
+                }
+            bands.append(
+                Band(
+                    data_type=src.dtypes[n],
+                    nodata=src.nodatavals[n],
+                    statistics=stats,
+                    description=src.descriptions[n],
+                )
+            )
+        epsg = src.crs.to_epsg()
+        geometry = _footprint(src)
+        return RasterInfo(
+            proj_code=f"EPSG:{epsg}" if epsg else None,
+            proj_wkt2=None if epsg else src.crs.to_wkt(),
+            shape=[src.height, src.width],
+            transform=list(src.transform)[:6],
+            proj_bbox=list(src.bounds),
+            geometry=geometry,
+            bbox=_bbox(geometry),
+            bands=bands,
+            categorical=is_categorical(src),
+        )
+
+
+def thumbnail(path: Path, dst: Path) -> None:
+    """A PNG preview at most 256 px wide: a class map in its own colours, one band in grey
+    (2-98 % stretch), three or more as RGB from the first three."""
+    with _open(path) as src:
+        shape = _overview_shape(src, THUMBNAIL_SIZE)
+        count = 3 if src.count >= 3 else 1
+        data = src.read(list(range(1, count + 1)), out_shape=(count, *shape), masked=True).astype(
+            "float64"
+        )
+        colormap = None
+        if is_categorical(src):
+            colormap = src.colormap(1)
+    out = np.zeros((4 if colormap is None else 1, *shape), dtype="uint8")
+    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    if colormap is not None:
+        out[0] = np.clip(data[0].filled(0), 0, 255).astype("uint8")
+    else:
+        for n in range(count):
+            values = data[n].compressed()
+            low, high = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
+            scaled = (data[n].filled(low) - low) / ((high - low) or 1.0) * 255
+            out[n] = np.clip(scaled, 0, 255).astype("uint8")
+        if count == 1:
+            out[1] = out[2] = out[0]
+        out[3] = np.where(valid, 255, 0)
+    profile = {"driver": "PNG", "width": shape[1], "height": shape[0], "count": len(out)}
+    with warnings.catch_warnings():  # a preview has no georeference, on purpose
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        png = rasterio.open(dst, "w", dtype="uint8", **profile)
+    with png:
+        png.write(out)
+        if colormap is not None:
+            png.write_colormap(1, colormap)
+    aux = Path(f"{dst}.aux.xml")  # GDAL's side file for the PNG: not part of the product
+    if aux.exists():
+        os.unlink(aux)

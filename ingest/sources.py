@@ -1,0 +1,193 @@
+"""Inputs to the ingest engine, each turned into products (the rasters of one item):
+
+- plain GeoTIFF/COG files, and folders of them (one product per file);
+- a STAC item or collection JSON file whose assets are local files (an openEO results
+  document saved next to its files, as ``job-results.json``);
+- a folder MultiBackendJobManager downloaded (``job_{id}/``: the files, the results
+  document and ``job_{id}.json`` with the job's metadata);
+- a finished openEO job, read with the back-end's login (see ``ingest.harvest``).
+
+Results with several dates give one product per date."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import IngestError
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
+
+
+@dataclass
+class Raster:
+    path: Path
+    key: str  # the asset key in the product item
+    title: str | None = None
+    expected: dict[str, Any] = field(default_factory=dict)  # file:size / file:checksum
+
+
+@dataclass
+class Product:
+    """What becomes one product item."""
+
+    id: str
+    rasters: list[Raster]
+    source: str  # where it came from, for messages
+    datetime: str | None = None
+    tile: str | None = None
+    grid_code: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # processing:* fields
+    via: str | None = None  # the back-end job (or other authoritative record)
+    job_item: str | None = None  # href of the tile's job item (derived_from)
+
+
+def _date_of(asset: dict[str, Any], name: str) -> str | None:
+    for key in ("datetime", "start_datetime"):
+        if asset.get(key):
+            return str(asset[key])
+    match = DATE.search(name)
+    return f"{match[1]}-{match[2]}-{match[3]}T00:00:00Z" if match else None
+
+
+def _is_raster(name: str, asset: dict[str, Any]) -> bool:
+    kind = str(asset.get("type", ""))
+    return "tiff" in kind or name.lower().endswith(RASTER_SUFFIXES)
+
+
+def provenance_of(doc: dict[str, Any], job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """processing:* fields from an openEO results document's producer (its ``providers``)
+    and, where the document lacks it, the process graph from the job's metadata."""
+    fields: dict[str, Any] = {}
+    for provider in doc.get("providers") or []:
+        for key, value in provider.items():
+            if key.startswith("processing:"):
+                fields.setdefault(key, value)
+    for key, value in (doc.get("properties") or {}).items():
+        if key.startswith("processing:"):
+            fields.setdefault(key, value)
+    graph = (job or {}).get("process", {}).get("process_graph")
+    if "processing:expression" not in fields and graph:
+        fields["processing:expression"] = {"format": "openeo", "expression": graph}
+    return fields
+
+
+def group_by_date(
+    product_id: str, rasters: Iterable[tuple[Raster, str | None]], source: str, **common: Any
+) -> list[Product]:
+    """One product per date; ids gain ``_YYYYMMDD`` only when there are several."""
+    by_date: dict[str | None, list[Raster]] = {}
+    for raster, date in rasters:
+        by_date.setdefault(date, []).append(raster)
+    if not by_date:
+        raise IngestError(f"{source}: no raster assets")
+    several = len(by_date) > 1
+    products = []
+    for date, members in sorted(by_date.items(), key=lambda kv: kv[0] or ""):
+        suffix = f"_{date[:10].replace('-', '')}" if several and date else ""
+        products.append(Product(f"{product_id}{suffix}", members, source, date, **common))
+    return products
+
+
+def _local_asset(folder: Path, name: str, asset: dict[str, Any]) -> Path:
+    """The file an asset names, which must stay inside the document's folder. Absolute
+    URLs (a back-end's signed links) are matched by file name, as MBJM saves them."""
+    href = str(asset.get("href", ""))
+    if "://" in href:
+        candidate = folder / Path(href.split("?")[0]).name
+        if not candidate.exists():
+            candidate = folder / name
+    else:
+        candidate = folder / href.removeprefix("file://")
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise IngestError(f"asset {name}: href {href!r} leaves the folder {folder}")
+    if not resolved.is_file():
+        raise IngestError(f"asset {name}: file {href!r} not found in {folder}")
+    return resolved
+
+
+def _expected(asset: dict[str, Any]) -> dict[str, Any]:
+    return {k: asset[k] for k in ("file:size", "file:checksum") if k in asset}
+
+
+def from_stac_file(path: Path, job: dict[str, Any] | None = None, **common: Any) -> list[Product]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IngestError(f"{path}: not a readable JSON document ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("type") not in ("Feature", "Collection"):
+        raise IngestError(f"{path}: not a STAC item or collection")
+    folder = path.parent
+    docs = [doc]
+    for link in doc.get("links", []):  # a collection's items saved beside it
+        if link.get("rel") == "item" and "://" not in str(link.get("href", "")):
+            item_path = (folder / link["href"]).resolve()
+            if not item_path.is_relative_to(folder.resolve()):
+                raise IngestError(f"{path}: item link {link['href']!r} leaves the folder")
+            docs.append(json.loads(item_path.read_text()))
+    rasters = []
+    for d in docs:
+        for name, asset in (d.get("assets") or {}).items():
+            if _is_raster(name, asset):
+                date = _date_of(asset, name) or _date_of(d.get("properties") or {}, "")
+                raster = Raster(
+                    _local_asset(folder, name, asset),
+                    Path(name).stem,
+                    asset.get("title"),
+                    _expected(asset),
+                )
+                rasters.append((raster, date))
+    product_id = str(common.pop("product_id", None) or doc.get("id") or path.stem)
+    common.setdefault("provenance", provenance_of(doc, job))
+    return group_by_date(product_id, rasters, str(path), **common)
+
+
+def from_job_folder(folder: Path, **common: Any) -> list[Product]:
+    """A folder MultiBackendJobManager downloaded: ``job_{id}.json`` and the results."""
+    meta_files = sorted(folder.glob("job_*.json"))
+    job = json.loads(meta_files[0].read_text()) if meta_files else {}
+    title = str(job.get("title") or "")
+    common.setdefault("tile", title.split(" ")[-1] if title else None)
+    common.setdefault("product_id", common.get("tile") or folder.name)
+    results = folder / "job-results.json"
+    if results.exists():
+        return from_stac_file(results, job=job, **common)
+    rasters = [(Raster(p, p.stem), _date_of({}, p.name)) for p in _raster_files(folder)]
+    product_id = str(common.pop("product_id"))
+    common.setdefault("provenance", provenance_of({}, job))
+    return group_by_date(product_id, rasters, str(folder), **common)
+
+
+def _raster_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
+    )
+
+
+def from_path(path: Path, **common: Any) -> Iterator[Product]:
+    """Products of a local path (file, STAC JSON, MBJM job folder or folder of rasters)."""
+    if not path.exists():
+        raise IngestError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if any(path.glob("job_*.json")) or (path / "job-results.json").exists():
+            yield from from_job_folder(path, **common)
+            return
+        files = _raster_files(path)
+        if not files:
+            raise IngestError(f"{path}: no GeoTIFF files in this folder")
+        for file in files:
+            yield Product(
+                file.stem, [Raster(file, "data")], str(file), _date_of({}, file.name), **common
+            )
+        return
+    if path.suffix.lower() == ".json":
+        yield from from_stac_file(path, **common)
+        return
+    product_id = str(common.pop("product_id", None) or path.stem)
+    yield Product(product_id, [Raster(path, "data")], str(path), _date_of({}, path.name), **common)

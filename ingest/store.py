@@ -1,0 +1,120 @@
+"""The product store: where product files live. A local directory (served by the API
+with Range requests) or S3-compatible object storage (obstore).
+
+Keys hold the content's digest (``{collection}/{item}/{digest}/{file}``), so a new
+version never overwrites the files an older one points to, and a file is written once
+under its final key: the local store copies into ``.staging/`` and renames (atomic on
+one file system); an object store's PUT is atomic by itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
+
+import obstore
+from obstore.exceptions import BaseError as ObjectStoreError
+from obstore.store import from_url
+
+from catalog_service.settings import ProductSettings
+from ingest.errors import IngestError
+
+
+class ProductStore(Protocol):
+    """Put, remove and locate product files by key."""
+
+    def put(self, key: str, src: Path, content_type: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def href(self, key: str) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+class LocalStore:
+    def __init__(self, root: Path, base_url: str) -> None:
+        self.root = root
+        self.base_url = base_url.rstrip("/")
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise IngestError(f"product key {key!r} leaves the store")
+        return path
+
+    def put(self, key: str, src: Path, content_type: str) -> None:
+        final = self._path(key)
+        staging = self.root / ".staging" / f"{uuid.uuid4().hex}-{final.name}"
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, staging)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                staging.unlink(missing_ok=True)
+            raise IngestError(f"product store {self.root}: cannot write {key} ({exc})") from exc
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # leave no empty folders behind
+            if parent == self.root.resolve() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+    def href(self, key: str) -> str:
+        return f"{self.base_url}/{quote(key)}"
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class ObjectStore:
+    def __init__(self, url: str, public_url: str, endpoint: str | None, region: str) -> None:
+        options = {"allow_http": True} if endpoint and endpoint.startswith("http://") else {}
+        config: dict[str, str] = {"region": region}
+        if endpoint:
+            config["endpoint"] = endpoint
+        self.url = url.rstrip("/")
+        self.store = from_url(self.url, config=config, client_options=options)  # type: ignore[call-overload]
+        self.public_url = public_url.rstrip("/")
+
+    def put(self, key: str, src: Path, content_type: str) -> None:
+        try:
+            with src.open("rb") as f:
+                obstore.put(self.store, key, f, attributes={"Content-Type": content_type})
+        except (ObjectStoreError, OSError) as exc:
+            raise IngestError(f"product store {self.url}: cannot write {key} ({exc})") from exc
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            obstore.delete(self.store, key)
+
+    def href(self, key: str) -> str:
+        return f"{self.public_url}/{quote(key)}"
+
+    def describe(self) -> str:
+        return self.url
+
+
+def open_store(settings: ProductSettings, api_url: str) -> ProductStore:
+    """The store the settings name; local products are served by the API at
+    ``{api}/products/files/``."""
+    local = settings.local_dir()
+    if local is not None:
+        return LocalStore(local, f"{api_url.rstrip('/')}/products/files")
+    assert settings.store is not None
+    bucket_path = settings.store.split("://", 1)[1]
+    public = settings.public_url or (
+        f"{settings.s3_endpoint.rstrip('/')}/{bucket_path}" if settings.s3_endpoint else ""
+    )
+    if not public:
+        bucket, _, prefix = bucket_path.partition("/")
+        public = f"https://{bucket}.s3.{settings.s3_region}.amazonaws.com/{prefix}".rstrip("/")
+    return ObjectStore(settings.store, public, settings.s3_endpoint, settings.s3_region)

@@ -1,0 +1,81 @@
+"""Offline STAC validation: the core schema and every declared extension, resolved from
+the schemas shipped in ``ingest/schemas`` (a URL-mirroring layout), never the network."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource
+
+from catalog_service.errors import TilekeeperError
+
+SCHEMAS = Path(__file__).parent / "schemas"
+CORE = {
+    "Feature": "https://schemas.stacspec.org/v{version}/item-spec/json-schema/item.json",
+    "Collection": "https://schemas.stacspec.org/v{version}/collection-spec/json-schema/collection.json",
+}
+
+
+class InvalidStac(TilekeeperError):
+    """A STAC object its own schemas refuse."""
+
+
+def _path(url: str) -> Path:
+    for prefix in ("https://", "http://"):
+        if url.startswith(prefix):
+            return SCHEMAS / url.removeprefix(prefix).split("#")[0]
+    raise NoSuchResource(url)
+
+
+def _retrieve(url: str) -> Resource[Any]:
+    path = _path(url)
+    if not path.is_file():
+        raise NoSuchResource(url)
+    return Resource.from_contents(json.loads(path.read_text()))
+
+
+@cache
+def _registry() -> Registry[Any]:
+    return Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+
+
+@cache
+def _validator(url: str) -> Draft7Validator:
+    path = _path(url)
+    if not path.is_file():
+        raise InvalidStac(f"schema {url} is not available offline (not in {SCHEMAS})")
+    return Draft7Validator(json.loads(path.read_text()), registry=_registry())
+
+
+def schema_urls(obj: dict[str, Any]) -> list[str]:
+    kind = obj.get("type")
+    if kind not in CORE:
+        raise InvalidStac(f"not a STAC item or collection (type {kind!r})")
+    return [CORE[kind].format(version=obj.get("stac_version", "")), *obj.get("stac_extensions", [])]
+
+
+def _name(url: str) -> str:
+    host, *parts = url.removeprefix("https://").split("/")
+    return "core" if host == "schemas.stacspec.org" else f"{parts[0]} {parts[1]}"
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Raise InvalidStac naming the first problem per schema; return when all pass."""
+    problems = []
+    for url in schema_urls(obj):
+        error = best_match(_validator(url).iter_errors(obj))
+        while error is not None and error.context:  # into oneOf/anyOf: the deepest cause
+            error = max(error.context, key=lambda e: len(e.absolute_path))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            problems.append(f"{_name(url)}: {where}: {error.message[:300]}")
+    if problems:
+        raise InvalidStac(
+            f"{obj.get('type')} {obj.get('id')!r} is not valid STAC: " + "; ".join(problems)
+        )

@@ -1,0 +1,363 @@
+"""`tilekeeper ingest` and `export` on small real rasters made here: COG, plain GeoTIFF,
+multi-band, class map, and bad inputs (no CRS, corrupt, truncated, not a raster, wrong
+checksum, href leaving its folder, unwritable store), against the real API and product
+store; the object store against a local S3-compatible server (moto)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import requests
+from conftest import Database, products_settings
+from rasterio.transform import from_origin
+from rio_cogeo.cogeo import cog_validate
+from typer.testing import CliRunner
+
+from catalog_service.api.server import free_port
+from catalog_service.cli.main import app
+from catalog_service.client.http import HttpSession
+from ingest.validate import validate
+
+runner = CliRunner()
+
+
+def write_raster(
+    path: Path,
+    *,
+    count: int = 4,
+    dtype: str = "float32",
+    size: int = 600,
+    crs: str | None = "EPSG:32631",
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    seed: int = 1,
+) -> Path:
+    rng = np.random.default_rng(seed)
+    if colormap:
+        data = rng.integers(1, len(colormap), (count, size, size)).astype(dtype)
+    else:
+        data = (rng.random((count, size, size)) * 100).astype(dtype)
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": size, "height": size, "count": count, "dtype": dtype,
+        "transform": from_origin(600_000, 5_660_000, 10, 10), "nodata": 0,
+    }  # fmt: skip
+    if crs:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if colormap:
+            dst.write_colormap(1, colormap)
+    return path
+
+
+@pytest.fixture()
+def rasters(tmp_path: Path) -> dict[str, Path]:
+    from ingest.rasters import make_cog
+
+    plain = write_raster(tmp_path / "plain.tif")  # striped: not a COG at 600 px
+    cog = tmp_path / "cog.tif"
+    make_cog(write_raster(tmp_path / "src.tif", seed=2), cog)
+    (tmp_path / "src.tif").unlink()
+    classes = write_raster(
+        tmp_path / "classes.tif",
+        count=1,
+        dtype="uint8",
+        colormap={i: (40 * i % 256, 120, 200 - 20 * i, 255) for i in range(8)},
+    )
+    return {"plain": plain, "cog": cog, "classes": classes}
+
+
+@pytest.fixture()
+def env(api: str, database: Database, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    store = products_settings(database).store
+    assert store
+    monkeypatch.setenv("TILEKEEPER_API_URL", api)
+    monkeypatch.setenv("TILEKEEPER_PRODUCTS_STORE", store)
+    return {"api": api, "store": store}
+
+
+def ingest(*args: str) -> Any:
+    return runner.invoke(app, ["ingest", *args], env={"COLUMNS": "1000"})
+
+
+def files_in(store: str) -> set[Path]:
+    root = Path(store)
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def items_of(api: str, collection: str) -> list[dict[str, Any]]:
+    http = HttpSession(api)
+    if not http.exists(f"collections/{collection}"):
+        return []
+    features: list[dict[str, Any]] = http.get(
+        f"collections/{collection}/items", params={"limit": 1000}
+    )["features"]
+    return features
+
+
+def test_ingest_makes_valid_cogs_with_provenance_served_with_ranges(
+    env: dict[str, str], rasters: dict[str, Path]
+) -> None:
+    result = ingest(*(str(p) for p in rasters.values()), "--collection", "products-a", "--json")
+    assert result.exit_code == 0, result.output
+    items = {i["id"]: i for i in items_of(env["api"], "products-a")}
+    assert set(items) == {"plain", "cog", "classes"}
+    for item in items.values():
+        validate(item)
+        asset = item["assets"]["data"]
+        assert asset["type"] == "image/tiff; application=geotiff; profile=cloud-optimized"
+        assert item["properties"]["proj:code"] == "EPSG:32631"
+        assert item["properties"]["proj:shape"] == [600, 600]
+        assert item["properties"]["processing:software"]["tilekeeper"]
+        body = requests.get(asset["href"], timeout=30)
+        assert body.status_code == 200
+        digest = "1220" + hashlib.sha256(body.content).hexdigest()
+        assert asset["file:checksum"] == digest and asset["file:size"] == len(body.content)
+        ranged = requests.get(asset["href"], headers={"Range": "bytes=0-99"}, timeout=30)
+        assert ranged.status_code == 206 and len(ranged.content) == 100
+        thumb = requests.get(item["assets"]["thumbnail"]["href"], timeout=30)
+        assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
+    # The COG came through byte for byte; the plain GeoTIFF was converted.
+    assert items["cog"]["assets"]["data"]["file:size"] == rasters["cog"].stat().st_size
+    local = Path(env["store"]) / "products-a" / "plain"
+    converted = next(local.rglob("data.tif"))
+    assert cog_validate(str(converted))[0]
+    bands = items["plain"]["assets"]["data"]["raster:bands"]
+    assert len(bands) == 4 and bands[0]["data_type"] == "float32" and bands[0]["nodata"] == 0
+    assert 0 < bands[0]["statistics"]["mean"] < 100
+    # A class map keeps its classes in the overviews (mode resampling).
+    with rasterio.open(
+        next((Path(env["store"]) / "products-a" / "classes").rglob("data.tif"))
+    ) as src:
+        overview = src.read(1, out_shape=(1, 75, 75))
+        assert set(np.unique(overview)) <= set(range(8))
+        assert src.colormap(1)[3][:3] == (120, 120, 140)
+    collection = HttpSession(env["api"]).get("collections/products-a")
+    west, south, east, north = collection["extent"]["spatial"]["bbox"][0]
+    assert 4.4 < west < east < 4.6 and 50.9 < south < north < 51.2
+    assert collection["summaries"]["proj:code"] == ["EPSG:32631"]
+
+
+def test_the_same_input_twice_changes_nothing_and_a_change_is_a_new_version(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    tile = write_raster(tmp_path / "T1.tif", size=300)
+    assert ingest(str(tile), "--collection", "products-v").exit_code == 0
+    before = files_in(env["store"])
+    again = ingest(str(tile), "--collection", "products-v", "--json")
+    assert again.exit_code == 0 and '"result": "unchanged"' in again.output
+    assert files_in(env["store"]) == before
+    write_raster(tile, size=300, seed=9)  # reprocessed
+    third = ingest(str(tile), "--collection", "products-v", "--json")
+    assert third.exit_code == 0 and '"result": "updated"' in third.output
+    items = {i["id"]: i for i in items_of(env["api"], "products-v")}
+    assert set(items) == {"T1", "T1_v1"}
+    latest, old = items["T1"], items["T1_v1"]
+    assert latest["properties"]["version"] == "2" and old["properties"]["deprecated"] is True
+    rels = {link["rel"]: link["href"] for link in latest["links"]}
+    assert rels["predecessor-version"].endswith("/items/T1_v1")
+    old_rels = {link["rel"]: link["href"] for link in old["links"]}
+    assert old_rels["latest-version"].endswith("/items/T1")
+    # Both versions' files stay readable.
+    for item in (latest, old):
+        assert requests.get(item["assets"]["data"]["href"], timeout=30).status_code == 200
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    no_crs = write_raster(bad / "no_crs.tif", crs=None, size=100)
+    corrupt = bad / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + os.urandom(5000))
+    text = bad / "notes.tif"
+    text.write_text("not a raster at all\n")
+    from ingest.rasters import make_cog
+
+    make_cog(write_raster(bad / "big.tif", size=1200), bad / "full.tif")
+    truncated = bad / "truncated.tif"
+    truncated.write_bytes((bad / "full.tif").read_bytes()[:-200_000])
+    (bad / "big.tif").unlink()
+    (bad / "full.tif").unlink()
+    folder = tmp_path / "stac"
+    folder.mkdir()
+    write_raster(folder / "r.tif", size=100)
+    mismatch = folder / "item-checksum.json"
+    escape = folder / "item-escape.json"
+    base = {
+        "type": "Feature", "stac_version": "1.1.0", "id": "x", "bbox": [0, 0, 1, 1],
+        "geometry": {"type": "Point", "coordinates": [0, 0]},
+        "properties": {"datetime": "2024-06-01T00:00:00Z"}, "links": [],
+    }  # fmt: skip
+    mismatch.write_text(json.dumps({**base, "id": "m", "assets": {"r": {
+        "href": "r.tif", "type": "image/tiff", "file:checksum": "1220" + "0" * 64}}}))  # fmt: skip
+    escape.write_text(json.dumps({**base, "id": "e", "assets": {"r": {
+        "href": "../bad/no_crs.tif", "type": "image/tiff"}}}))  # fmt: skip
+    return {
+        "no CRS": no_crs,
+        "corrupt": corrupt,
+        "not a raster": text,
+        "truncated": truncated,
+        "checksum": mismatch,
+        "escape": escape,
+        "missing": tmp_path / "nowhere.tif",
+    }
+
+
+EXPECTED = {
+    "no CRS": "has no CRS",
+    "corrupt": "not a readable raster",
+    "not a raster": "not a readable raster",
+    "truncated": "truncated",
+    "checksum": "does not match",
+    "escape": "leaves the folder",
+    "missing": "no such file",
+}
+
+
+def test_bad_inputs_fail_one_by_one_and_change_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    bad = _bad_inputs(tmp_path)
+    good = write_raster(tmp_path / "good.tif", size=120)
+    before = files_in(env["store"])
+    for name, path in bad.items():
+        result = ingest(str(path), "--collection", "products-bad")
+        assert result.exit_code == 1, (name, result.output)
+        assert EXPECTED[name] in result.output, (name, result.output)
+        assert files_in(env["store"]) == before, name
+        assert items_of(env["api"], "products-bad") == [], name
+    # All at once with a good one: the good one lands, every bad one is named.
+    result = ingest(str(good), *(str(p) for p in bad.values()), "--collection", "products-bad")
+    assert result.exit_code == 1
+    assert result.output.count("failed:") == len(bad)
+    assert [i["id"] for i in items_of(env["api"], "products-bad")] == ["good"]
+
+
+def test_an_unwritable_store_leaves_the_catalogue_unchanged(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        # root ignores permissions: a store path under a regular file cannot be created.
+        blocker = tmp_path / "blocker"
+        blocker.write_text("")
+        monkeypatch.setenv("TILEKEEPER_PRODUCTS_STORE", str(blocker / "store"))
+    else:
+        store = tmp_path / "readonly"
+        store.mkdir(mode=0o500)
+        monkeypatch.setenv("TILEKEEPER_PRODUCTS_STORE", str(store))
+    result = ingest(str(write_raster(tmp_path / "t.tif", size=100)), "--collection", "products-ro")
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert items_of(env["api"], "products-ro") == []
+
+
+def test_a_failed_catalogue_write_removes_the_files(env: dict[str, str], tmp_path: Path) -> None:
+    """The files are written, then the item: an item the API refuses (here: its job
+    tile does not exist) leaves no file behind."""
+    from catalog_service.client.campaigns import Campaigns
+
+    Campaigns(HttpSession(env["api"])).create(
+        {"id": "ingest-c", "grid": "utm-20km", "temporal_extent": ["2024-03-01", "2024-09-30"]}
+    )
+    before = files_in(env["store"])
+    result = ingest(
+        str(write_raster(tmp_path / "x.tif", size=100)),
+        "--collection", "products-j", "--campaign", "ingest-c", "--tile", "T9",
+    )  # fmt: skip
+    assert result.exit_code == 1 and "has no tile T9" in result.output
+    assert files_in(env["store"]) == before
+    assert items_of(env["api"], "products-j") == []
+
+
+def test_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    result = ingest(str(write_raster(tmp_path / "d.tif", size=100)), "--collection", "products-d", "--dry-run", "--json")  # fmt: skip
+    assert result.exit_code == 0 and "would create" in result.output
+    assert not HttpSession(env["api"]).exists("collections/products-d")
+
+
+def test_export_round_trips(env: dict[str, str], tmp_path: Path) -> None:
+    for n in range(3):
+        assert ingest(str(write_raster(tmp_path / f"E{n}.tif", size=100, seed=n)), "--collection", "products-e").exit_code == 0  # fmt: skip
+    static = tmp_path / "static"
+    assert runner.invoke(app, ["export", "products-e", str(static), "--with-assets"]).exit_code == 0
+    catalog = pystac.Catalog.from_file(str(static / "catalog.json"))
+    items = list(catalog.get_items(recursive=True))
+    assert sorted(i.id for i in items) == ["E0", "E1", "E2"]
+    for item in items:
+        validate(item.to_dict(include_self_link=False, transform_hrefs=False))
+        href = item.assets["data"].get_absolute_href()
+        assert href and Path(href).is_file() and cog_validate(href)[0]
+    assert "http" not in (static / "catalog.json").read_text()
+    parquet = tmp_path / "items.parquet"
+    assert runner.invoke(app, ["export", "products-e", str(parquet), "--format", "geoparquet"]).exit_code == 0  # fmt: skip
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet)
+    assert table.num_rows == 3 and "proj:code" in table.column_names
+    ndjson = tmp_path / "items.ndjson"
+    assert runner.invoke(app, ["export", "products-e", str(ndjson), "--format", "ndjson"]).exit_code == 0  # fmt: skip
+    assert len(ndjson.read_text().splitlines()) == 3
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    port = free_port()
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    assert moto, "moto[server] is a dev dependency"
+    process = subprocess.Popen(
+        [moto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_products_on_an_s3_compatible_store(
+    env: dict[str, str], s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    import boto3
+
+    # A dissemination bucket: public read.
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(
+        Bucket="products", ACL="public-read"
+    )
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+              "Action": "s3:GetObject", "Resource": "arn:aws:s3:::products/*"}]}  # fmt: skip
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").put_bucket_policy(
+        Bucket="products", Policy=json.dumps(policy)
+    )
+    monkeypatch.setenv("TILEKEEPER_PRODUCTS_STORE", "s3://products/eu27")
+    monkeypatch.setenv("TILEKEEPER_PRODUCTS_S3_ENDPOINT", s3_server)
+    result = ingest(str(write_raster(tmp_path / "S1.tif", size=200)), "--collection", "products-s3")
+    assert result.exit_code == 0, result.output
+    (item,) = items_of(env["api"], "products-s3")
+    href = item["assets"]["data"]["href"]
+    assert href.startswith(f"{s3_server}/products/eu27/products-s3/S1/")
+    body = requests.get(href, timeout=30)
+    assert body.status_code == 200
+    assert (
+        "1220" + hashlib.sha256(body.content).hexdigest() == item["assets"]["data"]["file:checksum"]
+    )
+    with rasterio.open(href) as src:  # GDAL reads it by ranges over HTTP
+        assert src.crs.to_epsg() == 32631 and src.overviews(1) is not None
