@@ -75,7 +75,11 @@ def _openeo_config_home() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def database() -> Iterator[Database]:
     db = make_database("tilekeeper-test-")
+    # Runners (in-process and `tilekeeper campaign run` children) harvest into the store
+    # the test API serves.
+    os.environ["TILEKEEPER_PRODUCTS_STORE"] = str(products_settings(db).store)
     yield db
+    os.environ.pop("TILEKEEPER_PRODUCTS_STORE", None)
     db.destroy()
 
 

@@ -5,6 +5,7 @@ what the back-ends report, and every result is a valid COG on its tile's exact g
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import rasterio
+import requests
 from rio_cogeo.cogeo import cog_validate
 
 from catalog_service.api.server import free_port
@@ -34,6 +36,7 @@ from catalog_service.demo.scenario import (
     run_with_progress,
     store_login,
 )
+from ingest.validate import validate
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +122,34 @@ def test_campaign_over_two_local_backends(
         finite = ndvi[ndvi == ndvi]
         assert finite.size > 0.95 * ndvi.size  # cloudy on every date: no value
         assert finite.min() >= -1 and finite.max() <= 1 and finite.mean() > 0.2
+        _assert_harvested(http, campaign, job["tile"], props, tifs[0])
+
+
+def _assert_harvested(
+    http: HttpSession, campaign: str, tile: str, props: dict[str, Any], result: Path
+) -> None:
+    """The tile's product: a valid COG whose checksum matches the bytes the API serves
+    (by ranges too), with provenance and links to its job, and the job links back."""
+    job_item = http.get(f"collections/{campaign}/items/{tile}")
+    state = job_item["properties"]["tilekeeper:product"]
+    assert state["state"] == "ingested" and state["items"] == [tile]
+    product = http.get(f"collections/{campaign}-products/items/{tile}")
+    validate(product)
+    asset = product["assets"]["openEO"]
+    served = requests.get(asset["href"], timeout=30).content
+    assert "1220" + hashlib.sha256(served).hexdigest() == asset["file:checksum"]
+    assert served == result.read_bytes()  # already a COG: harvested byte for byte
+    ranged = requests.get(asset["href"], headers={"Range": "bytes=100-199"}, timeout=30)
+    assert ranged.status_code == 206 and ranged.content == served[100:200]
+    properties = product["properties"]
+    assert properties["grid:code"] == props["grid:code"]
+    assert properties["processing:expression"]["format"] == "openeo"
+    assert properties["processing:facility"] and properties["processing:software"]
+    assert properties["proj:code"] == "EPSG:32631" and properties["proj:bbox"] == props["proj:bbox"]
+    links = {link["rel"]: link["href"] for link in product["links"]}
+    assert requests.get(links["derived_from"], timeout=30).json()["id"] == tile
+    assert links["via"].endswith(f"/jobs/{props['id']}")
+    assert any(link["href"].endswith(f"-products/items/{tile}") for link in job_item["links"])
 
 
 def test_jobs_queue_cancel_and_survive_a_restart(
@@ -310,3 +341,36 @@ def test_a_backend_killed_mid_run_is_waited_for_and_its_logs_are_shown(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert missing.returncode != 0 and "has no tile no-such-tile" in missing.stdout + missing.stderr
+
+
+def test_an_interrupted_harvest_is_completed_by_ingest_campaign(
+    api: str, backends: dict[str, Any], tmp_path: Path
+) -> None:
+    """Tiles finished without their products (a runner stopped before harvesting, one
+    harvest cut halfway): `campaign status` lists them and `tilekeeper ingest --campaign`
+    harvests them; a second run changes nothing."""
+    from typer.testing import CliRunner
+
+    from catalog_service.cli.main import app
+    from catalog_service.runner.manager import build_manager
+
+    campaigns, campaign, _urls = _new_campaign(api, backends)
+    build_manager(api, campaign, poll_sleep=0.5, harvest=False).run()
+    tiles = [j["tile"] for j in campaigns.jobs_by_status(campaign, ["finished"])]
+    assert len(tiles) == 4
+    http = HttpSession(api)
+    http.put(f"campaigns/{campaign}/jobs/{tiles[0]}/product", json={"state": "pending"})
+    runner = CliRunner()
+    env = {"COLUMNS": "1000"}
+    shown = runner.invoke(app, ["campaign", "status", campaign, "--api", api], env=env)
+    assert "4 finished tile(s) not harvested yet" in shown.output, shown.output
+    first = runner.invoke(app, ["ingest", "--campaign", campaign, "--api", api, "--json"], env=env)
+    assert first.exit_code == 0, first.output
+    assert first.output.count('"result": "created"') == 4
+    for tile in tiles:
+        state = http.get(f"collections/{campaign}/items/{tile}")["properties"]["tilekeeper:product"]
+        assert state["state"] == "ingested"
+    again = runner.invoke(app, ["ingest", "--campaign", campaign, "--api", api], env=env)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    shown = runner.invoke(app, ["campaign", "status", campaign, "--api", api], env=env)
+    assert "every finished tile is harvested" in shown.output

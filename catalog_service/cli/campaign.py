@@ -247,9 +247,31 @@ def status(
         console.print(table)
     else:
         console.print("no runner worker is live")
+    _harvest_status(_campaigns(api).http, campaign_id)
 
 
-@app.command("run")
+def _harvest_status(http: HttpSession, campaign_id: str) -> None:
+    """Finished tiles whose product is not in the catalogue yet, and why."""
+    waiting = http.get(
+        f"campaigns/{campaign_id}/harvest",
+        params={"state": ["missing", "pending", "failed"], "limit": 10_000},
+    )["tiles"]
+    failed = [
+        t
+        for t in waiting
+        if (t["properties"].get("tilekeeper:product") or {}).get("state") == "failed"
+    ]
+    if not waiting:
+        console.print("products: every finished tile is harvested")
+        return
+    console.print(
+        f"products: {len(waiting)} finished tile(s) not harvested yet, {len(failed)} failed "
+        f"(retried by the next run, or `tilekeeper ingest --campaign {campaign_id}`)"
+    )
+    for tile in failed[:20]:
+        console.print(f"  {tile['tile']}: {tile['properties']['tilekeeper:product'].get('error')}")
+
+
 @friendly_errors
 def run(
     campaign_id: str,

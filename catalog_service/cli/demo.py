@@ -53,6 +53,7 @@ def demo(
         store_login,
     )
     from catalog_service.demo.services import DemoServices
+    from ingest.engine import campaign_products_id
 
     database = DatabaseSettings()
     api = ApiSettings()
@@ -135,6 +136,12 @@ def demo(
     console.print(
         f"Counts:          {url}/collections/{campaign_id}/aggregate"
         "?aggregations=status_frequency,backend_name_frequency"
+    )
+    products = campaign_products_id(campaign_id)
+    harvested = catalog.http.get(f"collections/{products}/items", params={"limit": 1})
+    console.print(
+        f"Products:        {url}/collections/{products}/items  "
+        f"({harvested.get('numberMatched', '?')} COG products)"
     )
     console.print(f"Input sample:    {url}/collections/{collection}/items")
     for name, backend_url in backends.items():

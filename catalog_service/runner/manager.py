@@ -43,6 +43,9 @@ from catalog_service.runner.creator import CampaignJobCreator, job_title
 from catalog_service.runner.jobdb import WorkerJobDatabase
 from catalog_service.runner.logins import UNREACHABLE, BackendDown, BackendLink, login
 from catalog_service.runner.reconcile import reconcile_creating
+from catalog_service.settings import ProductSettings
+from ingest.harvest import Harvester
+from ingest.store import open_store
 
 logger = logging.getLogger(__name__)
 # openEO error codes that mean "not now" rather than "never" (openeo-python-client#838).
@@ -72,6 +75,11 @@ def results_link(connection: Connection, job_id: str) -> dict[str, Any]:
     }
 
 
+def _plain(row: pd.Series) -> dict[str, Any]:
+    """A manager row as JSON-able properties (pandas' NaN for missing values dropped)."""
+    return {k: v for k, v in row.items() if isinstance(v, str | int | float) and v == v}
+
+
 def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE]
 
@@ -95,6 +103,8 @@ class CampaignJobManager(MultiBackendJobManager):
         self.links = links
         self.campaigns = job_db.campaigns
         self._stop = threading.Event()
+        # Finished tiles become products on the harvester's own threads (see ingest/).
+        self.harvester: Harvester | None = None
         for backend in definition.backends:
             self.add_backend(
                 backend.name,
@@ -303,6 +313,9 @@ class CampaignJobManager(MultiBackendJobManager):
                 active.loc[i, "costs"] = metadata["costs"]
             stats["job describe"] += 1
         self.job_db.persist(active)
+        if self.harvester is not None:
+            for _job, row in done:
+                self.harvester.submit(str(row["item_id"]), _plain(row))
         return done, failed, canceled
 
     def _error_message(self, job: BatchJob) -> str:
@@ -353,6 +366,10 @@ class CampaignJobManager(MultiBackendJobManager):
         self._worker_pool = None
         heartbeat = Heartbeat(self.job_db, self._stop)
         heartbeat.start()
+        if self.harvester is not None:
+            caught = self.harvester.catch_up()
+            if caught:
+                logger.info("%d finished tile(s) to harvest from earlier runs", caught)
         try:
             while not self._stop.is_set():
                 reconcile_creating(self, stats)
@@ -366,6 +383,7 @@ class CampaignJobManager(MultiBackendJobManager):
                 # The last active tile may have failed in this very round: retry it
                 # before calling the campaign done.
                 if pending == 0 and not self.retry_failed():
+                    self._finish_harvest(stats)
                     break
                 self._stop.wait(self.poll_sleep)
         finally:
@@ -376,6 +394,14 @@ class CampaignJobManager(MultiBackendJobManager):
             except TilekeeperError as exc:
                 logger.warning("could not end the worker's lease: %s", exc)
         return dict(stats)
+
+    def _finish_harvest(self, stats: dict[str, int]) -> None:
+        if self.harvester is None:
+            return
+        logger.info("waiting for the last harvests")
+        for outcome in self.harvester.wait():
+            stats[f"product {outcome.result}"] += 1
+        self.harvester.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -414,6 +440,7 @@ def build_manager(
     root_dir: str | Path | None = None,
     connect: Callable[[Backend], Connection] = login,
     auth: requests.auth.AuthBase | None = None,
+    harvest: bool = True,
 ) -> CampaignJobManager:
     lease = lease_s or max(60.0, 4 * poll_sleep)
     job_db = WorkerJobDatabase(
@@ -430,7 +457,15 @@ def build_manager(
     for link in links.values():
         with contextlib.suppress(BackendDown):
             link.get()  # a missing login fails now, with what to do; a down back-end waits
-    return CampaignJobManager(definition, job_db, links, poll_sleep=poll_sleep, root_dir=root_dir)
+    manager = CampaignJobManager(
+        definition, job_db, links, poll_sleep=poll_sleep, root_dir=root_dir
+    )
+    if harvest:
+        store = open_store(ProductSettings(), root_url)
+        manager.harvester = Harvester(
+            HttpSession(root_url, auth=auth), campaign_id, store, lambda name: links[name].get()
+        )
+    return manager
 
 
 def run_campaign(root_url: str, campaign_id: str, **kwargs: Any) -> dict[str, int]:
