@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform_geom
 from rio_cogeo.cogeo import cog_translate, cog_validate
@@ -24,9 +23,9 @@ from ingest.errors import IngestError
 logger = logging.getLogger(__name__)
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 CHUNK = 4 << 20
-# Statistics and previews are read from an overview at most this wide, as rio-stac does:
-# exact enough for a catalogue, and cheap for large rasters.
-STATS_MAX_SIZE = 1024
+# Statistics are computed on an overview at most this wide (rio-stac does the same at
+# 1024): close enough for a catalogue, and cheap for large rasters.
+STATS_MAX_SIZE = 512
 THUMBNAIL_SIZE = 256
 EDGE_POINTS = 21  # per footprint edge, so a reprojected footprint follows the curvature
 
@@ -177,20 +176,19 @@ def _overview_shape(src: Any, max_size: int) -> tuple[int, int]:
 def describe(path: Path) -> RasterInfo:
     with _open(path) as src:
         try:
-            data = src.read(
-                out_shape=(src.count, *_overview_shape(src, STATS_MAX_SIZE)),
-                masked=True,
-                resampling=Resampling.nearest,
-            )
+            data = src.read(out_shape=(src.count, *_overview_shape(src, STATS_MAX_SIZE)))
         except RasterioError as exc:
             raise IngestError(f"{path.name}: unreadable pixels ({exc})") from exc
         bands = []
         for n in range(src.count):
-            values = data[n].compressed()
-            stats: dict[str, float] = {
-                "valid_percent": round(100.0 * values.size / data[n].size, 3)
-            }
+            band, nodata = data[n], src.nodatavals[n]
+            valid = ~np.isnan(band) if band.dtype.kind == "f" else np.ones(band.shape, bool)
+            if nodata is not None and not np.isnan(nodata):
+                valid &= band != nodata
+            values = band[valid]
+            stats: dict[str, float] = {"valid_percent": round(100.0 * values.size / band.size, 3)}
             if values.size:
+                values = values.astype("float64")
                 stats |= {
                     "minimum": float(values.min()),
                     "maximum": float(values.max()),
@@ -200,7 +198,7 @@ def describe(path: Path) -> RasterInfo:
             bands.append(
                 Band(
                     data_type=src.dtypes[n],
-                    nodata=src.nodatavals[n],
+                    nodata=nodata,
                     statistics=stats,
                     description=src.descriptions[n],
                 )
@@ -226,22 +224,24 @@ def thumbnail(path: Path, dst: Path) -> None:
     with _open(path) as src:
         shape = _overview_shape(src, THUMBNAIL_SIZE)
         count = 3 if src.count >= 3 else 1
-        data = src.read(list(range(1, count + 1)), out_shape=(count, *shape), masked=True).astype(
-            "float64"
-        )
-        colormap = None
-        if is_categorical(src):
-            colormap = src.colormap(1)
+        data = src.read(list(range(1, count + 1)), out_shape=(count, *shape))
+        nodata = src.nodata
+        colormap = src.colormap(1) if is_categorical(src) else None
     out = np.zeros((4 if colormap is None else 1, *shape), dtype="uint8")
-    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    valid = np.ones(shape, bool)
+    for n in range(count):
+        if data.dtype.kind == "f":
+            valid &= ~np.isnan(data[n])
+        if nodata is not None and not np.isnan(nodata):
+            valid &= data[n] != nodata
     if colormap is not None:
-        out[0] = np.clip(data[0].filled(0), 0, 255).astype("uint8")
+        out[0] = np.clip(data[0], 0, 255).astype("uint8")
     else:
         for n in range(count):
-            values = data[n].compressed()
+            values = data[n][valid]
             low, high = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
-            scaled = (data[n].filled(low) - low) / ((high - low) or 1.0) * 255
-            out[n] = np.clip(scaled, 0, 255).astype("uint8")
+            scaled = (data[n].astype("float32") - low) / ((high - low) or 1.0) * 255
+            out[n] = np.clip(np.nan_to_num(scaled), 0, 255).astype("uint8")
         if count == 1:
             out[1] = out[2] = out[0]
         out[3] = np.where(valid, 255, 0)

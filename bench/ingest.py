@@ -1,0 +1,132 @@
+"""Ingest throughput against its physical floor.
+
+Makes N realistic tiles (2000 x 2000 px, 4 bands, uint16, deflate COGs with overviews,
+as a back-end delivers them), then measures in the same run:
+
+- the floor: reading and hashing the same bytes (sha2-256 over every file), which no
+  ingest can avoid;
+- ours: `Ingester.ingest` of each file into a fresh collection (checks, description,
+  preview, copy into the local product store, one API call per product), against the
+  real API on a throwaway cluster;
+- ours on plain (striped, non-COG) GeoTIFFs, which must be converted.
+
+Prints products/s and ours as a share of the floor (target >= 60% for COG inputs).
+
+    .venv/bin/python bench/ingest.py [--tiles 8] [--size 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would hide
+# the `ingest` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from rasterio.transform import from_origin  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from catalog_service.api.server import ServerThread, free_port  # noqa: E402
+from catalog_service.client.http import HttpSession  # noqa: E402
+from catalog_service.database import EmbeddedCluster, bring_up  # noqa: E402
+from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings  # noqa: E402
+from ingest.engine import Ingester  # noqa: E402
+from ingest.rasters import FileDigest, make_cog  # noqa: E402
+from ingest.sources import Product, Raster  # noqa: E402
+from ingest.store import LocalStore  # noqa: E402
+
+console = Console()
+
+
+def make_tiles(folder: Path, n: int, size: int) -> tuple[list[Path], list[Path]]:
+    rng = np.random.default_rng(0)
+    cogs, plains = [], []
+    for i in range(n):
+        # Smooth fields plus noise: compresses like real reflectances, not like noise.
+        yy, xx = np.mgrid[0:size, 0:size]
+        base = (np.sin(xx / 97 + i) + np.cos(yy / 53)) * 1500 + 3000
+        data = np.stack([base + rng.normal(0, 200, base.shape) * b for b in range(1, 5)])
+        plain = folder / f"plain_{i}.tif"
+        with rasterio.open(
+            plain, "w", driver="GTiff", width=size, height=size, count=4, dtype="uint16",
+            crs="EPSG:32631", transform=from_origin(600_000 + i * size * 10, 5_660_000, 10, 10),
+            nodata=0, compress="deflate",
+        ) as dst:  # fmt: skip
+            dst.write(np.clip(data, 1, 65535).astype("uint16"))
+        cog = folder / f"cog_{i}.tif"
+        make_cog(plain, cog)
+        cogs.append(cog)
+        plains.append(plain)
+    return cogs, plains
+
+
+def timed_ingest(http: HttpSession, store: LocalStore, collection: str, files: list[Path]) -> float:
+    ingester = Ingester(http, store, collection)
+    start = time.perf_counter()
+    for path in files:
+        outcome = ingester.ingest(Product(path.stem, [Raster(path, "data")], str(path)))
+        if outcome.failed or outcome.result != "created":
+            raise SystemExit(f"{path}: {outcome}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=8)
+    parser.add_argument("--size", type=int, default=2000)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-ingest-", dir="/tmp"))
+    base.chmod(0o755)
+    settings = DatabaseSettings(data_dir=base / "db", port=free_port(), dsn=None)
+    report = bring_up(settings)
+    products = ProductSettings(store=str(base / "products"))
+    server = ServerThread(ApiSettings(port=free_port()), report.logins, products).start()
+    try:
+        http = HttpSession(server.url)
+        http.wait_ready()
+        tiles = base / "tiles"
+        tiles.mkdir()
+        with console.status("making tiles"):
+            cogs, plains = make_tiles(tiles, args.tiles, args.size)
+        megabytes = sum(p.stat().st_size for p in cogs) / 1e6
+        start = time.perf_counter()
+        for path in cogs:
+            FileDigest.of(path)
+        floor = time.perf_counter() - start
+        store = LocalStore(base / "products", f"{server.url}/products/files")
+        ours_cog = timed_ingest(http, store, "bench-cog", cogs)
+        ours_plain = timed_ingest(http, store, "bench-plain", plains)
+        n = len(cogs)
+        table = Table(
+            title=f"Ingest of {n} tiles of {args.size}x{args.size} px x 4 bands "
+            f"({megabytes / n:.1f} MB per COG)"
+        )
+        for column in ("", "seconds", "products/s", "MB/s", "share of the floor"):
+            table.add_column(column, justify="right")
+        for name, seconds in (
+            ("floor: read + sha2-256", floor),
+            ("ours, COG inputs", ours_cog),
+            ("ours, plain GeoTIFF inputs (converted)", ours_plain),
+        ):
+            table.add_row(
+                name, f"{seconds:.2f}", f"{n / seconds:.2f}", f"{megabytes / seconds:.0f}",
+                f"{floor / seconds:.0%}",
+            )  # fmt: skip
+        console.print(table)
+        console.print(f"COG inputs reach {floor / ours_cog:.0%} of the floor (target >= 60%)")
+    finally:
+        server.stop()
+        EmbeddedCluster(settings).destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
