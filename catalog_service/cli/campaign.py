@@ -272,6 +272,7 @@ def _harvest_status(http: HttpSession, campaign_id: str) -> None:
         console.print(f"  {tile['tile']}: {tile['properties']['tilekeeper:product'].get('error')}")
 
 
+@app.command("run")
 @friendly_errors
 def run(
     campaign_id: str,
