@@ -19,7 +19,7 @@ from catalog_service.settings import ClientSettings, ProductSettings
 from ingest.engine import Ingester, Outcome, campaign_products_id
 from ingest.errors import IngestError
 from ingest.sources import Product, from_path
-from ingest.store import open_store
+from ingest.store import ProductStore, open_store
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,29 +116,25 @@ def ingest(
     _report(outcomes, as_json)
 
 
-def _harvest(http: HttpSession, campaign: str, store: object, as_json: bool, dry_run: bool) -> None:
+def _harvest(
+    http: HttpSession, campaign: str, store: ProductStore, as_json: bool, dry_run: bool
+) -> None:
     from catalog_service.client.campaigns import Campaigns
     from catalog_service.runner.logins import login
     from ingest.harvest import Harvester
 
     definition = Campaigns(http).definition(campaign)
     backends = {b.name: b for b in definition.backends}
-    harvester = Harvester(http, campaign, store, lambda name: login(backends[name]))  # type: ignore[arg-type]
+    harvester = Harvester(http, campaign, store, lambda name: login(backends[name]))
     tiles = harvester.tiles(["missing", "pending", "failed"])
     if dry_run:
         console.print(f"{len(tiles)} finished tile(s) of {campaign} to harvest")
         return
-    outcomes: list[Outcome] = []
     with _progress() as progress:
         task = progress.add_task(f"harvesting {campaign}", total=len(tiles))
         for tile in tiles:
             harvester.submit(tile["tile"], tile["properties"])
-        while harvester.futures:
-            with harvester.lock:
-                pending, harvester.futures = harvester.futures, []
-            for future in pending:
-                outcomes.extend(future.result())
-                progress.advance(task)
+        outcomes = harvester.wait(lambda _: progress.advance(task))
     harvester.close()
     _report(outcomes, as_json)
 

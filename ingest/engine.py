@@ -130,9 +130,7 @@ class Ingester:
             _check_expected(raster.path, raster.expected, digests[id(raster)])
         checksums = [digests[id(r)].checksum for r in product.rasters]
         self.ensure_collection([r.key for r in product.rasters])
-        existing = (
-            self._existing(product.id) if not self.dry_run or self._collection_checked else None
-        )
+        existing = self._existing(product.id)
         if existing is not None and existing["properties"].get(SOURCE_KEY) == checksums:
             version = int(existing["properties"].get("version") or 1)
             if job is not None and not self.dry_run:

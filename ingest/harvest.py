@@ -22,7 +22,7 @@ from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from ingest.engine import Ingester, Outcome, campaign_products_id
 from ingest.errors import IngestError
-from ingest.sources import Raster, _date_of, _is_raster, group_by_date, provenance_of
+from ingest.sources import Raster, date_of, group_by_date, is_raster, provenance_of
 from ingest.store import ProductStore
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Harvester:
         try:
             self._state(tile, "pending", None)
             outcomes = self.harvest(tile, properties)
-        except (TilekeeperError, OSError, Exception) as exc:
+        except Exception as exc:  # whatever it was, it stays on the tile and the run goes on
             outcomes = [Outcome(tile, tile, "failed", error=f"{type(exc).__name__}: {exc}")]
         failures = [o.error for o in outcomes if o.failed]
         if failures:
@@ -106,7 +106,7 @@ class Harvester:
         with tempfile.TemporaryDirectory(prefix=f"tilekeeper-harvest-{tile}-") as tmp:
             rasters = []
             for asset in results.get_assets():
-                if not _is_raster(asset.name, asset.metadata):
+                if not is_raster(asset.name, asset.metadata):
                     continue
                 target = Path(tmp) / Path(asset.name).name
                 try:
@@ -121,7 +121,7 @@ class Harvester:
                 raster = Raster(
                     target, Path(asset.name).stem, asset.metadata.get("title"), expected
                 )
-                rasters.append((raster, _date_of(asset.metadata, asset.name)))
+                rasters.append((raster, date_of(asset.metadata, asset.name)))
             products = group_by_date(
                 tile,
                 rasters,
@@ -134,8 +134,9 @@ class Harvester:
             )
             return [self.ingester.ingest(p, job=(self.campaign, tile)) for p in products]
 
-    def wait(self) -> list[Outcome]:
-        """Wait for every queued harvest; returns their outcomes."""
+    def wait(self, on_tile: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
+        """Wait for every queued harvest (``on_tile`` hears of each tile as it ends);
+        returns their outcomes."""
         outcomes: list[Outcome] = []
         while True:
             with self.lock:
@@ -143,7 +144,10 @@ class Harvester:
             if not pending:
                 return outcomes
             for future in pending:
-                outcomes.extend(future.result())
+                tile_outcomes = future.result()
+                if on_tile is not None:
+                    on_tile(tile_outcomes)
+                outcomes.extend(tile_outcomes)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -47,7 +47,7 @@ class Product:
     job_item: str | None = None  # href of the tile's job item (derived_from)
 
 
-def _date_of(asset: dict[str, Any], name: str) -> str | None:
+def date_of(asset: dict[str, Any], name: str) -> str | None:
     for key in ("datetime", "start_datetime"):
         if asset.get(key):
             return str(asset[key])
@@ -55,7 +55,7 @@ def _date_of(asset: dict[str, Any], name: str) -> str | None:
     return f"{match[1]}-{match[2]}-{match[3]}T00:00:00Z" if match else None
 
 
-def _is_raster(name: str, asset: dict[str, Any]) -> bool:
+def is_raster(name: str, asset: dict[str, Any]) -> bool:
     kind = str(asset.get("type", ""))
     return "tiff" in kind or name.lower().endswith(RASTER_SUFFIXES)
 
@@ -112,7 +112,7 @@ def _local_asset(folder: Path, name: str, asset: dict[str, Any]) -> Path:
     return resolved
 
 
-def _expected(asset: dict[str, Any]) -> dict[str, Any]:
+def expected_of(asset: dict[str, Any]) -> dict[str, Any]:
     return {k: asset[k] for k in ("file:size", "file:checksum") if k in asset}
 
 
@@ -134,13 +134,13 @@ def from_stac_file(path: Path, job: dict[str, Any] | None = None, **common: Any)
     rasters = []
     for d in docs:
         for name, asset in (d.get("assets") or {}).items():
-            if _is_raster(name, asset):
-                date = _date_of(asset, name) or _date_of(d.get("properties") or {}, "")
+            if is_raster(name, asset):
+                date = date_of(asset, name) or date_of(d.get("properties") or {}, "")
                 raster = Raster(
                     _local_asset(folder, name, asset),
                     Path(name).stem,
                     asset.get("title"),
-                    _expected(asset),
+                    expected_of(asset),
                 )
                 rasters.append((raster, date))
     product_id = str(common.pop("product_id", None) or doc.get("id") or path.stem)
@@ -158,7 +158,7 @@ def from_job_folder(folder: Path, **common: Any) -> list[Product]:
     results = folder / "job-results.json"
     if results.exists():
         return from_stac_file(results, job=job, **common)
-    rasters = [(Raster(p, p.stem), _date_of({}, p.name)) for p in _raster_files(folder)]
+    rasters = [(Raster(p, p.stem), date_of({}, p.name)) for p in _raster_files(folder)]
     product_id = str(common.pop("product_id"))
     common.setdefault("provenance", provenance_of({}, job))
     return group_by_date(product_id, rasters, str(folder), **common)
@@ -183,11 +183,11 @@ def from_path(path: Path, **common: Any) -> Iterator[Product]:
             raise IngestError(f"{path}: no GeoTIFF files in this folder")
         for file in files:
             yield Product(
-                file.stem, [Raster(file, "data")], str(file), _date_of({}, file.name), **common
+                file.stem, [Raster(file, "data")], str(file), date_of({}, file.name), **common
             )
         return
     if path.suffix.lower() == ".json":
         yield from from_stac_file(path, **common)
         return
     product_id = str(common.pop("product_id", None) or path.stem)
-    yield Product(product_id, [Raster(path, "data")], str(path), _date_of({}, path.name), **common)
+    yield Product(product_id, [Raster(path, "data")], str(path), date_of({}, path.name), **common)
