@@ -16,7 +16,7 @@ from catalog_service.cli.errors import friendly_errors
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.settings import ClientSettings, ProductSettings
-from ingest.engine import Ingester, Outcome, campaign_products_id
+from ingest.engine import INGEST_WORKERS, Ingester, Outcome, campaign_products_id
 from ingest.errors import IngestError
 from ingest.sources import Product, from_path
 from ingest.store import ProductStore, open_store
@@ -78,6 +78,9 @@ def ingest(
         None, "--tile", help="The campaign tile the sources belong to."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and describe; write nothing."),
+    workers: int = typer.Option(
+        INGEST_WORKERS, "--workers", min=1, help="Products ingested at once."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the outcomes as JSON."),
     api: str | None = typer.Option(None, "--api", help="tilekeeper API URL [TILEKEEPER_API_URL]."),
 ) -> None:
@@ -107,12 +110,10 @@ def ingest(
             if campaign and product.tile:
                 product.job_item = http.url(f"collections/{campaign}/items/{product.tile}")
         products += found
+    work = [(p, (campaign, p.tile) if campaign and p.tile else None) for p in products]
     with _progress() as progress:
         task = progress.add_task("ingesting", total=len(products))
-        for product in products:
-            job = (campaign, product.tile) if campaign and product.tile else None
-            outcomes.append(ingester.ingest(product, job=job))
-            progress.advance(task)
+        outcomes += ingester.ingest_all(work, workers, lambda _: progress.advance(task))
     _report(outcomes, as_json)
 
 

@@ -12,7 +12,10 @@ call fails, the files just written are removed again."""
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,13 @@ from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
 from ingest.errors import IngestError
 from ingest.items import SOURCE_KEY, StoredRaster, product_collection, product_item
-from ingest.rasters import COG_TYPE, FileDigest, check, describe, is_cog, make_cog, thumbnail
+from ingest.rasters import COG_TYPE, FileDigest, check, describe, is_cog, make_cog
 from ingest.sources import Product
 from ingest.store import ProductStore
 from ingest.validate import InvalidStac, validate
 
 logger = logging.getLogger(__name__)
+INGEST_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,27 @@ class Ingester:
             raise
         return item
 
+    def ingest_all(
+        self,
+        work: Sequence[tuple[Product, tuple[str, str] | None]],
+        workers: int = INGEST_WORKERS,
+        on_done: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Ingest products (each with its campaign tile, if any) on ``workers`` threads:
+        hashing, GDAL reads and the store's I/O release the GIL. Outcomes in input order."""
+        if not work:
+            return []
+        self.ensure_collection([r.key for r in work[0][0].rasters])  # once, before the race
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest") as pool:
+            futures = [pool.submit(self.ingest, product, job) for product, job in work]
+            outcomes = []
+            for future in futures:
+                outcome = future.result()
+                if on_done is not None:
+                    on_done(outcome)
+                outcomes.append(outcome)
+        return outcomes
+
     def ingest(self, product: Product, job: tuple[str, str] | None = None) -> Outcome:
         """One product; never raises for a bad input: the outcome says what failed."""
         try:
@@ -168,21 +193,20 @@ class Ingester:
         stored: list[StoredRaster] = []
         files: list[tuple[str, Path, str]] = []
         folder = f"{self.collection}/{product.id}"
-        for raster in product.rasters:
+        preview = work / "thumbnail.png"
+        for n, raster in enumerate(product.rasters):
             check(raster.path)
             cog, digest = raster.path, digests[id(raster)]
             if not is_cog(raster.path):
                 cog = work / f"{raster.key}.tif"
                 make_cog(raster.path, cog)
                 digest = FileDigest.of(cog)
-            info = describe(cog)
+            info = describe(cog, thumbnail_path=preview if n == 0 else None)
             key = f"{folder}/{digest.checksum[4:20]}/{raster.key}.tif"
             files.append((key, cog, COG_TYPE))
             stored.append(
                 StoredRaster(raster.key, self.store.href(key), info, digest, raster.title)
             )
-        preview = work / "thumbnail.png"
-        thumbnail(files[0][1], preview)
         thumb_key = f"{folder}/{stored[0].digest.checksum[4:20]}/thumbnail.png"
         files.append((thumb_key, preview, "image/png"))
         item = product_item(

@@ -22,7 +22,14 @@ from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from ingest.engine import Ingester, Outcome, campaign_products_id
 from ingest.errors import IngestError
-from ingest.sources import Raster, date_of, group_by_date, is_raster, provenance_of
+from ingest.sources import (
+    Raster,
+    date_of,
+    expected_of,
+    group_by_date,
+    is_raster,
+    provenance_of,
+)
 from ingest.store import ProductStore
 
 logger = logging.getLogger(__name__)
@@ -106,22 +113,16 @@ class Harvester:
         with tempfile.TemporaryDirectory(prefix=f"tilekeeper-harvest-{tile}-") as tmp:
             rasters = []
             for asset in results.get_assets():
-                if not is_raster(asset.name, asset.metadata):
+                if not is_raster(asset.key, asset.metadata):
                     continue
-                target = Path(tmp) / Path(asset.name).name
+                target = Path(tmp) / Path(asset.key).name
                 try:
                     asset.download(target)
                 except Exception as exc:  # expired signed URL, back-end gone, ...
-                    raise IngestError(f"asset {asset.name}: download failed ({exc})") from exc
-                expected = {
-                    k: asset.metadata[k]
-                    for k in ("file:size", "file:checksum")
-                    if k in asset.metadata
-                }
-                raster = Raster(
-                    target, Path(asset.name).stem, asset.metadata.get("title"), expected
-                )
-                rasters.append((raster, date_of(asset.metadata, asset.name)))
+                    raise IngestError(f"asset {asset.key}: download failed ({exc})") from exc
+                title, expected = asset.metadata.get("title"), expected_of(asset.metadata)
+                raster = Raster(target, Path(asset.key).stem, title, expected)
+                rasters.append((raster, date_of(asset.metadata, asset.key)))
             products = group_by_date(
                 tile,
                 rasters,

@@ -26,7 +26,7 @@ CHUNK = 4 << 20
 # Statistics are computed on an overview at most this wide (rio-stac does the same at
 # 1024): close enough for a catalogue, and cheap for large rasters.
 STATS_MAX_SIZE = 512
-THUMBNAIL_SIZE = 256
+THUMBNAIL_SIZE = 256  # the preview is drawn from the statistics' read
 EDGE_POINTS = 21  # per footprint edge, so a reprojected footprint follows the curvature
 
 
@@ -173,7 +173,16 @@ def _overview_shape(src: Any, max_size: int) -> tuple[int, int]:
     return max(1, round(src.height / scale)), max(1, round(src.width / scale))
 
 
-def describe(path: Path) -> RasterInfo:
+def _valid(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    valid = ~np.isnan(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= data != nodata
+    return valid
+
+
+def describe(path: Path, thumbnail_path: Path | None = None) -> RasterInfo:
+    """The raster's projection, footprint and per-band statistics, from one read of an
+    overview; the same pixels give the thumbnail when ``thumbnail_path`` is set."""
     with _open(path) as src:
         try:
             data = src.read(out_shape=(src.count, *_overview_shape(src, STATS_MAX_SIZE)))
@@ -181,12 +190,10 @@ def describe(path: Path) -> RasterInfo:
             raise IngestError(f"{path.name}: unreadable pixels ({exc})") from exc
         bands = []
         for n in range(src.count):
-            band, nodata = data[n], src.nodatavals[n]
-            valid = ~np.isnan(band) if band.dtype.kind == "f" else np.ones(band.shape, bool)
-            if nodata is not None and not np.isnan(nodata):
-                valid &= band != nodata
-            values = band[valid]
-            stats: dict[str, float] = {"valid_percent": round(100.0 * values.size / band.size, 3)}
+            values = data[n][_valid(data[n], src.nodatavals[n])]
+            stats: dict[str, float] = {
+                "valid_percent": round(100.0 * values.size / data[n].size, 3)
+            }
             if values.size:
                 values = values.astype("float64")
                 stats |= {
@@ -195,16 +202,13 @@ def describe(path: Path) -> RasterInfo:
                     "mean": float(values.mean()),
                     "stddev": float(values.std()),
                 }
-            bands.append(
-                Band(
-                    data_type=src.dtypes[n],
-                    nodata=nodata,
-                    statistics=stats,
-                    description=src.descriptions[n],
-                )
-            )
+            bands.append(Band(src.dtypes[n], src.nodatavals[n], stats, src.descriptions[n]))
         epsg = src.crs.to_epsg()
         geometry = _footprint(src)
+        categorical = is_categorical(src)
+        if thumbnail_path is not None:
+            colormap = src.colormap(1) if categorical else None
+            _write_thumbnail(data, src.nodata, colormap, thumbnail_path)
         return RasterInfo(
             proj_code=f"EPSG:{epsg}" if epsg else None,
             proj_wkt2=None if epsg else src.crs.to_wkt(),
@@ -214,31 +218,26 @@ def describe(path: Path) -> RasterInfo:
             geometry=geometry,
             bbox=_bbox(geometry),
             bands=bands,
-            categorical=is_categorical(src),
+            categorical=categorical,
         )
 
 
-def thumbnail(path: Path, dst: Path) -> None:
+def _write_thumbnail(
+    data: np.ndarray, nodata: float | None, colormap: dict[int, Any] | None, dst: Path
+) -> None:
     """A PNG preview at most 256 px wide: a class map in its own colours, one band in grey
     (2-98 % stretch), three or more as RGB from the first three."""
-    with _open(path) as src:
-        shape = _overview_shape(src, THUMBNAIL_SIZE)
-        count = 3 if src.count >= 3 else 1
-        data = src.read(list(range(1, count + 1)), out_shape=(count, *shape))
-        nodata = src.nodata
-        colormap = src.colormap(1) if is_categorical(src) else None
+    step = max(1, -(-max(data.shape[1:]) // THUMBNAIL_SIZE))
+    count = 3 if data.shape[0] >= 3 else 1
+    data = data[:count, ::step, ::step]
+    shape = data.shape[1:]
+    valid = np.logical_and.reduce([_valid(band, nodata) for band in data])
     out = np.zeros((4 if colormap is None else 1, *shape), dtype="uint8")
-    valid = np.ones(shape, bool)
-    for n in range(count):
-        if data.dtype.kind == "f":
-            valid &= ~np.isnan(data[n])
-        if nodata is not None and not np.isnan(nodata):
-            valid &= data[n] != nodata
     if colormap is not None:
         out[0] = np.clip(data[0], 0, 255).astype("uint8")
     else:
         for n in range(count):
-            values = data[n][valid]
+            values = data[n][valid][::4]  # a sample is enough for a stretch
             low, high = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
             scaled = (data[n].astype("float32") - low) / ((high - low) or 1.0) * 255
             out[n] = np.clip(np.nan_to_num(scaled), 0, 255).astype("uint8")

@@ -138,11 +138,7 @@ def demo(
         "?aggregations=status_frequency,backend_name_frequency"
     )
     products = campaign_products_id(campaign_id)
-    harvested = catalog.http.get(f"collections/{products}/items", params={"limit": 1})
-    console.print(
-        f"Products:        {url}/collections/{products}/items  "
-        f"({harvested.get('numberMatched', '?')} COG products)"
-    )
+    console.print(f"Products (COG):  {url}/collections/{products}/items")
     console.print(f"Input sample:    {url}/collections/{collection}/items")
     for name, backend_url in backends.items():
         console.print(f"Back-end {name}:  {backend_url}  (login tilekeeper / tilekeeper)")
