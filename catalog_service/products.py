@@ -68,8 +68,11 @@ async def _item(conn: asyncpg.Connection, collection: str, item_id: str) -> dict
     return _decoded(row) if row is not None else None
 
 
-async def _upsert(conn: asyncpg.Connection, item: dict[str, Any]) -> None:
-    await conn.execute("SELECT pgstac.upsert_item($1::text::jsonb)", json.dumps(item))
+async def _upsert(conn: asyncpg.Connection, item: dict[str, Any], new: bool = False) -> None:
+    # create_item when the id is known to be free: pgstac's upsert goes through a staging
+    # table and costs ~4x as much.
+    function = "create_item" if new else "upsert_item"
+    await conn.execute(f"SELECT pgstac.{function}($1::text::jsonb)", json.dumps(item))
 
 
 def _grow_extent(collection: dict[str, Any], items: list[dict[str, Any]], fresh: bool) -> None:
@@ -159,7 +162,7 @@ async def write_products(
                 }
             item["properties"] = {**item["properties"], "version": str(version)}
             item["links"] = links
-            await _upsert(conn, item)
+            await _upsert(conn, item, new=existing is None)
             changed.append(item)
             written.append(Written(item["id"], version, "updated" if version > 1 else "created"))
         if changed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ingest.validate import InvalidStac, validate
 
 logger = logging.getLogger(__name__)
 INGEST_WORKERS = min(4, os.cpu_count() or 1)
+PREFETCH = 200
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Ingester:
         self.campaign = campaign
         self.dry_run = dry_run
         self._collection_checked = False
+        # Latest versions looked up ahead for a batch (None: no such product yet).
+        self._known: dict[str, dict[str, Any] | None] = {}
+        self._lock = threading.Lock()
         self.fallback_datetime: str | None = None
 
     # -- the collection -----------------------------------------------------------
@@ -110,7 +115,24 @@ class Ingester:
 
     # -- products -----------------------------------------------------------------
 
+    def _prefetch(self, product_ids: list[str]) -> None:
+        """The latest versions of a batch's products in a few searches instead of one
+        request per product (what `_existing` would otherwise ask)."""
+        if not self.http.exists(f"collections/{self.collection}"):
+            self._known.update(dict.fromkeys(product_ids))
+            return
+        for start in range(0, len(product_ids), PREFETCH):
+            ids = product_ids[start : start + PREFETCH]
+            page = self.http.post(
+                "search", json={"collections": [self.collection], "ids": ids, "limit": len(ids)}
+            )
+            found = {f["id"]: f for f in page.get("features", [])}
+            self._known.update({pid: found.get(pid) for pid in ids})
+
     def _existing(self, product_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            if product_id in self._known:
+                return self._known.pop(product_id)
         path = f"collections/{self.collection}/items/{product_id}"
         try:
             item: dict[str, Any] = self.http.get(path)
@@ -130,6 +152,7 @@ class Ingester:
         hashing, GDAL reads and the store's I/O release the GIL. Outcomes in input order."""
         if not work:
             return []
+        self._prefetch([product.id for product, _job in work])
         self.ensure_collection([r.key for r in work[0][0].rasters])  # once, before the race
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest") as pool:
             futures = [pool.submit(self.ingest, product, job) for product, job in work]

@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
@@ -42,7 +43,17 @@ def _retrieve(url: str) -> Resource[Any]:
 
 @cache
 def _registry() -> Registry[Any]:
-    return Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+    """Every shipped schema, loaded and crawled once: a registry that had to retrieve and
+    crawl them on each validation spent ~50 ms per item doing it."""
+    resources = [
+        (
+            f"https://{path.relative_to(SCHEMAS).as_posix()}",
+            Resource.from_contents(json.loads(path.read_text())),
+        )
+        for path in SCHEMAS.rglob("*.json")
+    ]
+    registry: Registry[Any] = Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+    return registry.with_resources(resources).crawl()
 
 
 @cache
@@ -65,16 +76,43 @@ def _name(url: str) -> str:
     return "core" if host == "schemas.stacspec.org" else f"{parts[0]} {parts[1]}"
 
 
+def _shipped_or_open(uri: str) -> Any:
+    """The Rust validator resolves every reference up front, also those only optional
+    fields use (PROJJSON for `proj:projjson`, not shipped): those accept anything."""
+    path = _path(uri)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@cache
+def _fast(url: str) -> jsonschema_rs.Validator:
+    _validator(url)  # the same refusal of a schema that is not shipped
+    return jsonschema_rs.validator_for(
+        _shipped_or_open(url), retriever=_shipped_or_open, base_uri=url
+    )
+
+
 def validate(obj: dict[str, Any]) -> None:
-    """Raise InvalidStac naming the first problem per schema; return when all pass."""
+    """Raise InvalidStac naming the first problem per schema; return when all pass.
+
+    jsonschema-rs decides (~0.05 ms an item); only an invalid object goes through the
+    Python validator (~25 ms), whose errors say best where the problem is."""
+    urls = schema_urls(obj)
+    if all(_fast(url).is_valid(obj) for url in urls):
+        return
     problems = []
-    for url in schema_urls(obj):
+    for url in urls:
         error = best_match(_validator(url).iter_errors(obj))
         while error is not None and error.context:  # into oneOf/anyOf: the deepest cause
             error = max(error.context, key=lambda e: len(e.absolute_path))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             problems.append(f"{_name(url)}: {where}: {error.message[:300]}")
+    if not problems:  # the validators disagree: say what the fast one found
+        problems = [
+            f"{_name(url)}: {error.message[:300]}"
+            for url in urls
+            for error in list(_fast(url).iter_errors(obj))[:1]
+        ]
     if problems:
         raise InvalidStac(
             f"{obj.get('type')} {obj.get('id')!r} is not valid STAC: " + "; ".join(problems)
