@@ -4,6 +4,7 @@ the work is done by ``ingest.engine``, ``ingest.harvest`` and ``ingest.export``.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ from catalog_service.errors import TilekeeperError
 from catalog_service.settings import ClientSettings, ProductSettings
 from ingest.engine import INGEST_WORKERS, Ingester, Outcome, campaign_products_id
 from ingest.errors import IngestError
-from ingest.sources import Product, from_path
+from ingest.sources import Product, from_path, from_url
 from ingest.store import ProductStore, open_store
 
 console = Console()
@@ -100,20 +101,24 @@ def ingest(
     ingester = Ingester(http, store, target, campaign=campaign, dry_run=dry_run)
     products: list[Product] = []
     outcomes: list[Outcome] = []
-    for source in sources:
-        try:
-            found = list(from_path(Path(source), tile=tile))
-        except IngestError as exc:
-            outcomes.append(Outcome(source, None, "failed", error=str(exc)))
-            continue
-        for product in found:
-            if campaign and product.tile:
-                product.job_item = http.url(f"collections/{campaign}/items/{product.tile}")
-        products += found
-    work = [(p, (campaign, p.tile) if campaign and p.tile else None) for p in products]
-    with _progress() as progress:
-        task = progress.add_task("ingesting", total=len(products))
-        outcomes += ingester.ingest_all(work, workers, lambda _: progress.advance(task))
+    with tempfile.TemporaryDirectory(prefix="tilekeeper-ingest-") as downloads:
+        for source in sources:
+            try:
+                if source.startswith(("http://", "https://")):
+                    found = from_url(source, Path(downloads), tile=tile)
+                else:
+                    found = list(from_path(Path(source), tile=tile))
+            except IngestError as exc:
+                outcomes.append(Outcome(source, None, "failed", error=str(exc)))
+                continue
+            for product in found:
+                if campaign and product.tile:
+                    product.job_item = http.url(f"collections/{campaign}/items/{product.tile}")
+            products += found
+        work = [(p, (campaign, p.tile) if campaign and p.tile else None) for p in products]
+        with _progress() as progress:
+            task = progress.add_task("ingesting", total=len(products))
+            outcomes += ingester.ingest_all(work, workers, lambda _: progress.advance(task))
     _report(outcomes, as_json)
 
 

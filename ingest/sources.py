@@ -5,6 +5,7 @@
   document saved next to its files, as ``job-results.json``);
 - a folder MultiBackendJobManager downloaded (``job_{id}/``: the files, the results
   document and ``job_{id}.json`` with the job's metadata);
+- an http(s) URL of a GeoTIFF or of such a document (its assets downloaded);
 - a finished openEO job, read with the back-end's login (see ``ingest.harvest``).
 
 Results with several dates give one product per date."""
@@ -17,6 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
 
 from ingest.errors import IngestError
 
@@ -168,6 +172,60 @@ def _raster_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
     )
+
+
+def _download(url: str, target: Path) -> None:
+    try:
+        with requests.get(url, stream=True, timeout=60) as response:
+            if response.status_code >= 400:
+                raise IngestError(
+                    f"{url.split('?')[0]}: {response.status_code} {response.reason} "
+                    "(a signed URL that expired, or a file no longer there?)"
+                )
+            with target.open("wb") as f:
+                for chunk in response.iter_content(1 << 20):
+                    f.write(chunk)
+    except requests.RequestException as exc:
+        raise IngestError(f"{url.split('?')[0]}: cannot download ({exc})") from exc
+
+
+def from_url(url: str, workdir: Path, **common: Any) -> list[Product]:
+    """Products of an http(s) URL: a GeoTIFF, or a STAC item/collection (an openEO
+    results document) whose raster assets are downloaded into ``workdir``."""
+    name = Path(urlsplit(url).path).name or "download"
+    first = workdir / f"{len(list(workdir.iterdir()))}-{name}"
+    _download(url, first)
+    head = first.read_bytes()[:1].strip()
+    if head not in (b"{", b""):
+        product_id = str(common.pop("product_id", None) or Path(name).stem)
+        return [Product(product_id, [Raster(first, "data")], url, date_of({}, name), **common)]
+    try:
+        doc = json.loads(first.read_text())
+    except ValueError as exc:
+        raise IngestError(f"{url}: neither a raster nor a JSON document ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise IngestError(f"{url}: not a STAC item or collection")
+    folder = workdir / f"doc-{len(list(workdir.iterdir()))}"
+    folder.mkdir()
+    # The document and the items it links, each saved beside its downloaded rasters.
+    docs: list[tuple[dict[str, Any], str, Path]] = [(doc, url, folder / "document.json")]
+    for n, link in enumerate(doc.get("links", [])):
+        if link.get("rel") == "item":
+            item_url, item_path = urljoin(url, link["href"]), folder / f"item-{n}.json"
+            _download(item_url, item_path)
+            docs.append((json.loads(item_path.read_text()), item_url, item_path))
+            link["href"] = item_path.name
+    for d, base, path in docs:
+        for key, asset in (d.get("assets") or {}).items():
+            if is_raster(key, asset):
+                local = f"{Path(key).stem}.tif"
+                _download(urljoin(base, str(asset.get("href", ""))), folder / local)
+                asset["href"] = local
+        path.write_text(json.dumps(d))
+    products = from_stac_file(folder / "document.json", **common)
+    for product in products:
+        product.source = url
+    return products
 
 
 def from_path(path: Path, **common: Any) -> Iterator[Product]:

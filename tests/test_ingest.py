@@ -278,6 +278,28 @@ def test_a_failed_catalogue_write_removes_the_files(env: dict[str, str], tmp_pat
     assert items_of(env["api"], "products-j") == []
 
 
+def test_urls_of_rasters_and_stac_documents_are_downloaded_and_bad_ones_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert ingest(str(write_raster(tmp_path / "U1.tif", size=150)), "--collection", "products-u").exit_code == 0  # fmt: skip
+    (item,) = items_of(env["api"], "products-u")
+    tif_url = item["assets"]["data"]["href"]
+    item_url = f"{env['api']}/collections/products-u/items/U1"
+    result = ingest(tif_url, item_url, "--collection", "products-u2", "--json")
+    assert result.exit_code == 0, result.output
+    copied = {i["id"]: i for i in items_of(env["api"], "products-u2")}
+    assert set(copied) == {"data", "U1"}  # the file's name, the item's id
+    for product in copied.values():
+        assert product["assets"]["data"]["file:checksum"] == item["assets"]["data"]["file:checksum"]
+    gone = f"{env['api']}/products/files/products-u/U1/0000/data.tif?expires=1"
+    closed = f"http://127.0.0.1:{free_port()}/x.tif"
+    refused = ingest(gone, closed, "--collection", "products-u3")
+    assert refused.exit_code == 1
+    assert "404 Not Found (a signed URL that expired" in refused.output
+    assert "cannot download" in refused.output
+    assert items_of(env["api"], "products-u3") == []
+
+
 def test_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
     result = ingest(str(write_raster(tmp_path / "d.tif", size=100)), "--collection", "products-d", "--dry-run", "--json")  # fmt: skip
     assert result.exit_code == 0 and "would create" in result.output
