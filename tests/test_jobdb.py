@@ -152,14 +152,13 @@ def test_mbjm_run_over_two_backends_matches_backend_truth(
     # Titles tie each back-end job to its tile: the start-thread updates hit the right rows.
     jobs = catalogue_jobs(api, campaign)
     for tile, props in jobs.items():
-        title = backends[props["backend_name"]].batch_jobs[props["id"]].get("title")
-        if title is not None:
-            assert title == f"{campaign} {tile}"
+        posted = backends[props["backend_name"]].batch_jobs_full[props["id"]]
+        assert posted["title"] == f"{campaign} {tile}"
     assert all(p["attempts"] == 1 for p in jobs.values())
     assert job_db.count_by_status(["finished"]) == {"finished": seen["finished"]}
 
 
-def test_runner_uses_the_campaign_process_and_resumes(api: str) -> None:
+def test_runner_uses_the_campaign_process(api: str) -> None:
     campaign = f"run-{uuid.uuid4().hex[:8]}"
     campaigns = Campaigns(HttpSession(api))
     campaigns.create(
@@ -252,6 +251,44 @@ def test_cancel_stops_active_jobs_and_waiting_tiles(api: str) -> None:
     assert sorted(report.canceled) == sorted(tiles)
     assert report.stopped == [job.job_id] and report.not_canceled == {}
     assert Campaigns(HttpSession(api)).summary(campaign)["by_status"] == {"canceled": len(tiles)}
+
+
+def test_cancel_keeps_a_tile_whose_job_could_not_be_stopped(api: str) -> None:
+    """The back-end refuses the stop: that tile stays running and is reported, the
+    command exits 1, and the waiting tiles are canceled."""
+    from typer.testing import CliRunner
+
+    from catalog_service.cli.main import app
+
+    campaign = f"cancel-{uuid.uuid4().hex[:8]}"
+    campaigns = Campaigns(HttpSession(api))
+    campaigns.create(
+        {
+            "id": campaign,
+            "backends": [{"name": "alpha", "url": "https://alpha.test/", "auth": "none"}],
+        }
+    )
+    campaigns.register(campaign, tile_records(tiles_for("utm-20km", load_aoi("4.0,50.5,4.3,50.7"))))
+    tiles = [j["tile"] for j in campaigns.iter_jobs(campaign, ["not_started"])]
+    with requests_mock.Mocker(real_http=True) as mocker:
+        dummy = dummy_backends(mocker)["alpha"]
+        job = dummy.connection.load_collection("S2").create_job()
+        job.start()
+        dummy.batch_jobs[job.job_id]["status"] = "running"
+        mocker.delete(
+            f"https://alpha.test/jobs/{job.job_id}/results",
+            status_code=500,
+            json={"code": "Internal", "message": "cannot stop now"},
+        )
+        change = {"tile": tiles[0], "status": "running", "set": {"id": job.job_id, "backend_name": "alpha"}}  # fmt: skip
+        campaigns.change(campaign, [change])
+        result = CliRunner().invoke(
+            app, ["campaign", "cancel", campaign, "--api", api], env={"COLUMNS": "1000"}
+        )
+        assert dummy.batch_jobs[job.job_id]["status"] == "running"
+    assert result.exit_code == 1, result.output
+    assert tiles[0] in result.output and "cannot stop now" in result.output
+    assert campaigns.summary(campaign)["by_status"] == {"canceled": len(tiles) - 1, "running": 1}
 
 
 def test_initialize_from_plain_frame_and_frames_never_hold_nan(api: str) -> None:
