@@ -100,6 +100,11 @@ class ApiSettings(BaseSettings):
         default="127.0.0.1",
         description="Proxies whose X-Forwarded-* headers are trusted (comma list or *).",
     )
+    browser_dir: Path | None = Field(
+        default=None,
+        description="STAC Browser's build, served at /browser/ (default: web/stac-browser/dist "
+        "of the checkout, made by scripts/build_browser.sh).",
+    )
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
     statement_timeout_ms: int = Field(default=60_000, description="Per-statement timeout.")
     lock_timeout_ms: int = Field(default=10_000, description="Per-statement lock wait limit.")

@@ -8,15 +8,21 @@ cd "$(dirname "$0")/.."
 
 PG_BIN=/usr/lib/postgresql/15/bin
 POSTGIS_CONTROL=/usr/share/postgresql/15/extension/postgis.control
-if [[ ! -x "$PG_BIN/initdb" || ! -f "$POSTGIS_CONTROL" ]]; then
+# Debian packages: PostgreSQL 15 + PostGIS 3; npm (STAC Browser's build); Chromium (the
+# browser tests drive it with playwright).
+missing=()
+[[ -x "$PG_BIN/initdb" && -f "$POSTGIS_CONTROL" ]] || missing+=(postgresql-15 postgresql-15-postgis-3)
+command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
+if (( ${#missing[@]} )); then
   if [[ $(id -u) -ne 0 ]]; then
-    echo "PostgreSQL 15 with PostGIS is missing. Install it as root:" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y postgresql-15 postgresql-15-postgis-3" >&2
+    echo "Missing Debian packages. Install them as root:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
-  echo "Installing PostgreSQL 15 + PostGIS 3 (apt)..."
+  echo "Installing ${missing[*]} (apt)..."
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-15-postgis-3 >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3.11}
@@ -50,3 +56,6 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
   .venv-openeo/bin/python -m pip install -q --no-deps "openeo-driver==0.136.0a4"
   echo "$wanted" > "$stamp"
 fi
+
+# STAC Browser, served by the API at /browser/ (built once, then cached).
+bash scripts/build_browser.sh

@@ -130,6 +130,7 @@ def demo(
 
     campaign_status(campaign_id, as_json=False, api=url)
     console.print(f"STAC API:        {url}/")
+    console.print(f"STAC Browser:    {url}/browser/")
     console.print(f"Campaign:        {url}/campaigns/{campaign_id}")
     console.print(f"Summary:         {url}/campaigns/{campaign_id}/summary")
     console.print(f"Tile jobs:       {url}/collections/{campaign_id}/items")

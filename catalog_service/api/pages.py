@@ -1,0 +1,85 @@
+"""Pages the service serves itself: STAC Browser at /browser/, pointed at this service's
+own root at request time (so it works under any host and path prefix), and the API docs
+with Swagger UI from local files instead of a CDN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from catalog_service.settings import ApiSettings
+
+# Swagger UI 5 and its styles, as fastapi-offline ships them.
+SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
+# Where scripts/build_browser.sh puts the build in a checkout.
+DEFAULT_BROWSER_DIR = Path(__file__).resolve().parents[2] / "web" / "stac-browser" / "dist"
+
+
+def browser_config(request: Request, title: str) -> str:
+    """STAC Browser's runtime configuration: the catalogue is this service's root, which
+    must equal the root's `self` link exactly (both come from the request's base URL)."""
+    config = {
+        "catalogUrl": str(request.base_url),
+        "catalogTitle": title,
+        "allowExternalAccess": False,
+        "displayGeoTiffByDefault": False,
+    }
+    return f"window.STAC_BROWSER_CONFIG = {json.dumps(config)};\n"
+
+
+def add_browser(app: FastAPI, settings: ApiSettings) -> None:
+    dist = settings.browser_dir or DEFAULT_BROWSER_DIR
+
+    @app.get("/browser", include_in_schema=False)
+    async def browser_root() -> RedirectResponse:
+        return RedirectResponse("browser/")
+
+    @app.get("/browser/config.js", include_in_schema=False)
+    async def config_js(request: Request) -> Response:
+        return Response(
+            browser_config(request, settings.title),
+            media_type="application/javascript",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    if (dist / "index.html").is_file():
+        app.mount("/browser", StaticFiles(directory=dist, html=True), name="browser")
+        return
+
+    @app.get("/browser/{path:path}", include_in_schema=False)
+    async def not_built(path: str) -> JSONResponse:
+        return JSONResponse(
+            {
+                "code": "NotFoundError",
+                "description": f"STAC Browser is not built in {dist}: run "
+                "`bash scripts/build_browser.sh` (scripts/bootstrap.sh does)",
+            },
+            status_code=404,
+        )
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """Replace the API docs page (its Swagger UI comes from a CDN, blank without internet)
+    by the same page on local files."""
+    docs_url, openapi_url = app.docs_url, app.openapi_url
+    if not docs_url or not openapi_url:
+        return
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != docs_url]
+    app.mount("/static/swagger-ui", StaticFiles(directory=SWAGGER_STATIC), name="swagger-ui")
+
+    @app.get(docs_url, include_in_schema=False, name="swagger_ui_html")  # linked by the root
+    async def docs(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{root}/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}/static/swagger-ui/favicon.png",
+        )

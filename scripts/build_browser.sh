@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds STAC Browser into web/stac-browser/dist from the npm registry, with the pins and
+# files in web/stac-browser (see its README). Skipped while nothing it depends on changed.
+set -euo pipefail
+self=$(realpath "$0")
+cd "$(dirname "$self")/../web/stac-browser"
+VERSION=4.0.1
+stamp=dist/.tilekeeper-built
+wanted=$( (echo "$VERSION"; cat package.json package-lock.json basemaps.config.js "$self") | sha256sum | cut -d' ' -f1)
+if [[ -f $stamp && $(cat "$stamp") == "$wanted" ]]; then
+  exit 0
+fi
+echo "Building STAC Browser $VERSION (npm, ~3 minutes the first time)..."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && npm pack -q "@radiantearth/stac-browser@$VERSION" >/dev/null && tar xzf ./*.tgz)
+src=$work/package
+cp package.json package-lock.json basemaps.config.js "$src/"
+# The runtime configuration the API writes (the catalogue's URL), instead of a baked one.
+sed -i 's|    <!-- <script defer="defer" src="/config.js"></script> -->|    <script src="./config.js"></script>|' \
+  "$src/public/index.html"
+grep -q 'src="./config.js"' "$src/public/index.html"
+(cd "$src" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+(cd "$src" && SB_pathPrefix="./" SB_historyMode=hash npm run -s build:minimal >/dev/null)
+rm -rf dist
+cp -r "$src/dist" dist
+rm -f dist/config.js  # served by the API
+echo "$wanted" > "$stamp"
+echo "STAC Browser built into web/stac-browser/dist"
