@@ -103,7 +103,7 @@ class ApiSettings(BaseSettings):
     browser_dir: Path | None = Field(
         default=None,
         description="STAC Browser's build, served at /browser/ (default: web/stac-browser/dist "
-        "of the checkout, made by scripts/build_browser.sh).",
+        "of the checkout, made by scripts/build_web.sh).",
     )
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
     statement_timeout_ms: int = Field(default=60_000, description="Per-statement timeout.")

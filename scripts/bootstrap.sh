@@ -58,4 +58,4 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
 fi
 
 # STAC Browser, served by the API at /browser/ (built once, then cached).
-bash scripts/build_browser.sh
+bash scripts/build_web.sh

@@ -29,7 +29,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 def browser() -> Iterator[Browser]:
     chromium = shutil.which("chromium")
     assert chromium, "Chromium is installed by scripts/bootstrap.sh (apt: chromium)"
-    assert (DEFAULT_BROWSER_DIR / "index.html").is_file(), "run scripts/build_browser.sh"
+    assert (DEFAULT_BROWSER_DIR / "index.html").is_file(), "run scripts/build_web.sh"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         yield launched
@@ -107,3 +107,78 @@ def test_browser_config_points_at_this_service(api: str) -> None:
     assert f'"catalogUrl": "{api}/"' in config
     root = HttpSession(api).get("")
     assert next(link["href"] for link in root["links"] if link["rel"] == "self") == f"{api}/"
+
+
+def _map_campaign(api: str) -> tuple[Campaigns, str, list[str]]:
+    from catalog_service.client.campaigns import tile_records
+    from catalog_service.grids import load_aoi, tiles_for
+
+    campaigns = Campaigns(HttpSession(api))
+    campaign = f"map-{uuid.uuid4().hex[:6]}"
+    campaigns.create(
+        {"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-03-01", "2024-09-30"],
+         "backends": [{"name": "alpha", "url": "https://alpha.test/", "auth": "none"}]}
+    )  # fmt: skip
+    records = list(tile_records(tiles_for("utm-20km", load_aoi("4.0,50.4,5.0,51.0"))))
+    campaigns.register(campaign, records)
+    return campaigns, campaign, [r["id"] for r in records]
+
+
+def _move(campaigns: Campaigns, campaign: str, tile: str, *statuses: str) -> None:
+    for st in statuses:
+        campaigns.change(
+            campaign,
+            [{"tile": tile, "status": st, "set": {"backend_name": "alpha", "id": f"j-{tile}"}}],
+        )
+
+
+def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
+    api: str, browser: Browser
+) -> None:
+    campaigns, campaign, tiles = _map_campaign(api)
+    _move(campaigns, campaign, tiles[0], "running")
+    _move(campaigns, campaign, tiles[1], "running", "finished")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    offline = Offline(page)
+    page.goto(f"{api}/campaigns/{campaign}/map")
+    page.wait_for_function(
+        f"window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}", timeout=30_000
+    )
+    colour = "id => window.tilekeeperMap.colorOf(id)"
+    assert page.evaluate(colour, tiles[0]) == "navy"
+    assert page.evaluate(colour, tiles[1]) == "lime"
+    assert page.evaluate(colour, tiles[2]) == "lightgrey"
+    page.get_by_text(f"progress 1/{len(tiles)}").wait_for(timeout=10_000)
+    shot(page, "map-before", full_page=False)
+
+    # A status change reaches the drawn map without a reload.
+    _move(campaigns, campaign, tiles[2], "running", "error")
+    page.wait_for_function(
+        f"window.tilekeeperMap.colorOf({tiles[2]!r}) === 'darkred'", timeout=15_000
+    )
+    page.get_by_text(f"progress 2/{len(tiles)}").wait_for(timeout=10_000)
+
+    # A click on a tile shows its job and history.
+    map_box = page.locator("#map").bounding_box()
+    assert map_box
+    pixel = page.evaluate(
+        """id => {
+            const m = window.tilekeeperMap.map;
+            for (const f of m.getAllLayers()[1].getFeaturesInExtent(m.getView().calculateExtent())) {
+                if ((f.getId() ?? f.get('id')) === id) {
+                    const e = f.getExtent();
+                    return m.getPixelFromCoordinate([(e[0] + e[2]) / 2, (e[1] + e[3]) / 2]);
+                }
+            }
+            return null;
+        }""",
+        tiles[1],
+    )
+    assert pixel, "the finished tile is drawn"
+    page.mouse.click(map_box["x"] + pixel[0], map_box["y"] + pixel[1])
+    history = page.locator("#tile table.history")
+    history.wait_for(timeout=10_000)
+    assert "running → finished" in history.inner_text()
+    assert tiles[1] in page.locator("#tile h2").inner_text()
+    shot(page, "map-tile", full_page=False)
+    assert offline.left == [], offline.left

@@ -29,6 +29,7 @@ from catalog_service.api.clients import (
 )
 from catalog_service.api.db import database_lifespan
 from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
+from catalog_service.api.mapview import add_map
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
 from catalog_service.database import DatabaseLogins, resolve_logins
@@ -97,6 +98,7 @@ def create_app(
     add_campaign_routes(app)
     add_product_routes(app, products or ProductSettings())
     add_browser(app, settings)
+    add_map(app)
     add_offline_docs(app)
 
     async def managed(request: Request, exc: Exception) -> JSONResponse:

@@ -17,7 +17,7 @@ from catalog_service.settings import ApiSettings
 
 # Swagger UI 5 and its styles, as fastapi-offline ships them.
 SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
-# Where scripts/build_browser.sh puts the build in a checkout.
+# Where scripts/build_web.sh puts the build in a checkout.
 DEFAULT_BROWSER_DIR = Path(__file__).resolve().parents[2] / "web" / "stac-browser" / "dist"
 
 
@@ -58,7 +58,7 @@ def add_browser(app: FastAPI, settings: ApiSettings) -> None:
             {
                 "code": "NotFoundError",
                 "description": f"STAC Browser is not built in {dist}: run "
-                "`bash scripts/build_browser.sh` (scripts/bootstrap.sh does)",
+                "`bash scripts/build_web.sh` (scripts/bootstrap.sh does)",
             },
             status_code=404,
         )

@@ -101,6 +101,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER tilekeeper_forget_collection AFTER DELETE ON pgstac.collections
     FOR EACH ROW EXECUTE FUNCTION tilekeeper.forget_collection();
     """,
+    # The campaign map's feed of changes: a campaign's history rows after a cursor.
+    """
+    CREATE INDEX IF NOT EXISTS job_history_feed ON tilekeeper.job_history (collection, seq);
+    """,
 )
 
 

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Builds STAC Browser into web/stac-browser/dist from the npm registry, with the pins and
-# files in web/stac-browser (see its README). Skipped while nothing it depends on changed.
+# The web pages' parts from the npm registry, each skipped while nothing it depends on
+# changed: the campaign map's libraries (web/map, installed from its lockfile, no build),
+# and STAC Browser built into web/stac-browser/dist with the pins and files in
+# web/stac-browser (see its README).
 set -euo pipefail
 self=$(realpath "$0")
-cd "$(dirname "$self")/../web/stac-browser"
+cd "$(dirname "$self")/../web/map"
+stamp=node_modules/.tilekeeper-installed
+wanted=$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
+  echo "Installing the campaign map's libraries (npm)..."
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$wanted" > "$stamp"
+fi
+
+cd ../stac-browser
 VERSION=4.0.1
 stamp=dist/.tilekeeper-built
 wanted=$( (echo "$VERSION"; cat package.json package-lock.json basemaps.config.js "$self") | sha256sum | cut -d' ' -f1)

@@ -1,0 +1,119 @@
+"""The campaign map: its page, the vector tiles it draws and the feed of changes it polls.
+Its libraries (OpenLayers, Natural Earth outlines) come from npm via web/map, served from
+this service, so the page works without internet."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from catalog_service.jobs import mapview
+
+STATIC = Path(__file__).parent / "static"
+# Where scripts/build_web.sh installs the map's libraries in a checkout.
+VENDOR = Path(__file__).resolve().parents[2] / "web" / "map" / "node_modules"
+MVT_TYPE = "application/vnd.mapbox-vector-tile"
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{title}: campaign map</title>
+<link rel="stylesheet" href="{root}static/vendor/ol/ol.css">
+<link rel="stylesheet" href="{root}static/map/map.css">
+</head><body><div id="app"><div id="map"></div><div id="panel">
+<h1 id="title">{title}</h1><div class="muted" id="updated">loading…</div>
+<h2>Tiles</h2><div id="counts"></div><div id="figures"></div>
+<h2>Back-ends</h2><div id="backends"></div>
+<h2>Legend</h2><div id="legend"></div>
+<div id="tile"><p class="muted">Click a tile for its job, history and product.</p></div>
+<p class="muted"><a href="{root}browser/#/collections/{campaign}">this campaign in STAC Browser</a></p>
+</div></div>
+<script>window.TILEKEEPER_MAP = {config};</script>
+<script src="{root}static/vendor/ol/dist/ol.js"></script>
+<script src="{root}static/map/map.js"></script>
+</body></html>
+"""
+
+
+class MapChanges(BaseModel):
+    cursor: int
+    tiles: dict[str, dict[str, str]]
+    more: bool = False
+
+
+async def _campaign_extent(request: Request, campaign_id: str) -> list[float] | None:
+    async with request.app.state.get_connection(request, "r") as conn:
+        found = await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", campaign_id)
+        if not found:
+            raise HTTPException(404, f"campaign {campaign_id} does not exist")
+        return await mapview.extent(conn, campaign_id)
+
+
+def create_router() -> APIRouter:
+    router = APIRouter(tags=["Campaign map"])
+
+    @router.get(
+        "/campaigns/{campaign_id}/map", response_class=HTMLResponse, summary="The campaign map"
+    )
+    async def page(request: Request, campaign_id: str) -> HTMLResponse:
+        bbox = await _campaign_extent(request, campaign_id)
+        root = str(request.base_url)
+        config = {
+            "root": root,
+            "campaign": campaign_id,
+            "bbox": bbox,
+            "countries": f"{root}static/vendor/world-atlas/countries-50m.json",
+        }
+        body = PAGE.format(
+            title=html.escape(campaign_id),
+            root=html.escape(root),
+            campaign=html.escape(campaign_id),
+            config=json.dumps(config).replace("</", "<\\/"),
+        )
+        return HTMLResponse(body)
+
+    @router.get(
+        "/campaigns/{campaign_id}/tiles/{z}/{x}/{y}.pbf",
+        summary="The campaign's tiles as a Mapbox vector tile (id, status, backend)",
+        response_class=Response,
+        responses={200: {"content": {MVT_TYPE: {}}}},
+    )
+    async def vector_tile(
+        request: Request,
+        campaign_id: str,
+        z: int = PathParam(ge=0, le=22),
+        x: int = PathParam(ge=0),
+        y: int = PathParam(ge=0),
+    ) -> Response:
+        if x >= 2**z or y >= 2**z:
+            raise HTTPException(400, f"tile {z}/{x}/{y} is outside the tile matrix")
+        async with request.app.state.get_connection(request, "r") as conn:
+            tile = await mapview.vector_tile(conn, campaign_id, z, x, y)
+        return Response(tile, media_type=MVT_TYPE, headers={"Cache-Control": "no-cache"})
+
+    @router.get(
+        "/campaigns/{campaign_id}/map/changes",
+        response_model=MapChanges,
+        summary="Tiles whose status changed after a cursor, and the new cursor",
+    )
+    async def changes(
+        request: Request, campaign_id: str, since: int | None = Query(default=None, ge=0)
+    ) -> dict[str, Any]:
+        async with request.app.state.get_connection(request, "r") as conn:
+            return await mapview.changes(conn, campaign_id, since)
+
+    return router
+
+
+def add_map(app: FastAPI) -> None:
+    app.include_router(create_router())
+    app.mount("/static/map", StaticFiles(directory=STATIC / "map"), name="map-static")
+    if VENDOR.is_dir():
+        app.mount("/static/vendor", StaticFiles(directory=VENDOR), name="map-vendor")

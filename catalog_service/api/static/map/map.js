@@ -1,0 +1,230 @@
+// The campaign map: every tile from the service's vector tiles, coloured by status; a side
+// panel with counts, throughput, ETA and cost; changes polled from a cursor and applied
+// to the drawn tiles without reloading them; a click shows the tile's job, history and
+// product. Everything comes from this service (OpenLayers and Natural Earth from npm).
+(function () {
+  "use strict";
+  const cfg = window.TILEKEEPER_MAP;
+  const api = cfg.root; // ends with "/"
+  const campaign = cfg.campaign;
+  const COLORS = {
+    not_started: "lightgrey", creating: "gold", queued_for_start: "gold", created: "gold",
+    queued: "lightsteelblue", running: "navy", finished: "lime", error: "darkred",
+    skipped: "darkorange", start_failed: "red", canceled: "grey",
+  };
+  const POLL_MS = cfg.pollMs || 2000;
+  const overrides = new Map(); // tile id -> {status, backend} newer than the vector tiles
+  const seen = new Map(); // tile id -> colour it was last drawn with
+  const hiddenStatus = new Set();
+  const hiddenBackend = new Set();
+  const styles = {};
+
+  function styleFor(colour) {
+    if (!styles[colour]) {
+      styles[colour] = new ol.style.Style({
+        fill: new ol.style.Fill({ color: colour }),
+        stroke: new ol.style.Stroke({ color: "rgba(40,40,40,0.6)", width: 0.5 }),
+      });
+    }
+    return styles[colour];
+  }
+
+  function current(feature) {
+    const id = feature.getId() ?? feature.get("id");
+    const o = overrides.get(id);
+    return {
+      id: id,
+      status: o ? o.status : feature.get("status"),
+      backend: o && o.backend ? o.backend : feature.get("backend"),
+    };
+  }
+
+  const tiles = new ol.layer.VectorTile({
+    declutter: false,
+    source: new ol.source.VectorTile({
+      format: new ol.format.MVT({ idProperty: "id" }),
+      url: `${api}campaigns/${campaign}/tiles/{z}/{x}/{y}.pbf`,
+      maxZoom: 12,
+    }),
+    style: function (feature) {
+      const t = current(feature);
+      if (hiddenStatus.has(t.status) || hiddenBackend.has(t.backend)) {
+        return null;
+      }
+      const colour = COLORS[t.status] || "white";
+      seen.set(t.id, colour);
+      return styleFor(colour);
+    },
+  });
+
+  const land = new ol.layer.Vector({
+    source: new ol.source.Vector({
+      url: cfg.countries,
+      format: new ol.format.TopoJSON({ layers: ["countries"] }),
+      overlaps: false,
+    }),
+    style: new ol.style.Style({
+      fill: new ol.style.Fill({ color: "#f4f1ea" }),
+      stroke: new ol.style.Stroke({ color: "#b8b2a7", width: 0.7 }),
+    }),
+  });
+
+  const map = new ol.Map({
+    target: "map",
+    layers: [land, tiles],
+    view: new ol.View({ center: [0, 0], zoom: 2 }),
+  });
+
+  function fmt(x, digits) {
+    return x === null || x === undefined ? "–" : Number(x).toFixed(digits ?? 1);
+  }
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    const h = Math.floor(s / 3600), m = Math.round((s % 3600) / 60);
+    return h ? `${h} h ${m} min` : `${m} min`;
+  }
+  function el(id) { return document.getElementById(id); }
+  function text(s) { const d = document.createElement("div"); d.textContent = s; return d.innerHTML; }
+
+  function renderSummary(summary) {
+    const backends = Object.keys(summary.by_backend || {}).sort();
+    let html = "<table><tr><th>status</th><th class='n'>tiles</th>" +
+      backends.map((b) => `<th class='n'>${text(b)}</th>`).join("") + "</tr>";
+    for (const [status, n] of Object.entries(summary.by_status || {})) {
+      const colour = COLORS[status] || "white";
+      html += `<tr><td><label><input type="checkbox" data-status="${status}" ${hiddenStatus.has(status) ? "" : "checked"}>` +
+        `<span class="swatch" style="background:${colour}"></span>${status}</label></td><td class="n">${n}</td>` +
+        backends.map((b) => `<td class="n">${(summary.by_backend[b] || {})[status] || ""}</td>`).join("") + "</tr>";
+    }
+    html += "</table>";
+    el("counts").innerHTML = html;
+    el("figures").innerHTML =
+      `progress ${summary.done}/${summary.tiles}<br>` +
+      `throughput ${fmt(summary.throughput_per_hour)} tiles/h<br>` +
+      `ETA ${duration(summary.eta_s)}<br>` +
+      `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}`;
+    el("backends").innerHTML = backends.map((b) =>
+      `<label><input type="checkbox" data-backend="${text(b)}" ${hiddenBackend.has(b) ? "" : "checked"}>${text(b)}</label>`).join("");
+  }
+
+  function renderLegend() {
+    el("legend").innerHTML = Object.entries(COLORS).map(([s, c]) =>
+      `<div><span class="swatch" style="background:${c}"></span>${s}</div>`).join("");
+  }
+
+  document.addEventListener("change", (event) => {
+    const box = event.target;
+    if (box.dataset.status) {
+      box.checked ? hiddenStatus.delete(box.dataset.status) : hiddenStatus.add(box.dataset.status);
+    } else if (box.dataset.backend !== undefined) {
+      box.checked ? hiddenBackend.delete(box.dataset.backend) : hiddenBackend.add(box.dataset.backend);
+    } else {
+      return;
+    }
+    tiles.changed();
+  });
+
+  async function getJSON(path) {
+    const response = await fetch(api + path, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${path}: ${response.status}`);
+    return response.json();
+  }
+
+  let cursor = null;
+  async function poll() {
+    window.tilekeeperMap.pollStarted = performance.now();
+    try {
+      const feed = await getJSON(`campaigns/${campaign}/map/changes` + (cursor === null ? "" : `?since=${cursor}`));
+      const changed = Object.keys(feed.tiles).length;
+      for (const [id, t] of Object.entries(feed.tiles)) overrides.set(id, t);
+      cursor = feed.cursor;
+      if (changed) {
+        const started = window.tilekeeperMap.pollStarted;
+        map.once("rendercomplete", () => {
+          window.tilekeeperMap.lastUpdateMs = performance.now() - started;
+        });
+        tiles.changed();
+        renderSummary(await getJSON(`campaigns/${campaign}/summary`));
+      }
+      el("updated").textContent = `live: cursor ${cursor}, ${new Date().toLocaleTimeString()}`;
+      window.tilekeeperMap.polls += 1;
+      setTimeout(poll, feed.more ? 0 : POLL_MS);
+    } catch (err) {
+      el("updated").textContent = `waiting for the service (${err.message})`;
+      setTimeout(poll, POLL_MS * 2);
+    }
+  }
+
+  async function showTile(id) {
+    const [item, history] = await Promise.all([
+      getJSON(`collections/${campaign}/items/${encodeURIComponent(id)}`),
+      getJSON(`campaigns/${campaign}/jobs/${encodeURIComponent(id)}/history`),
+    ]);
+    const p = item.properties;
+    const product = p["tilekeeper:product"] || {};
+    let html = `<h2>${text(id)}</h2><table>` +
+      ["status", "backend_name", "id", "attempts", "start_time", "running_start_time", "finish_time", "costs"]
+        .map((k) => `<tr><td>${k === "id" ? "openEO job" : k}</td><td>${text(String(p[k] ?? "–"))}</td></tr>`).join("") +
+      "</table>";
+    if (p.last_error) html += `<p><b>last error</b></p><pre>${text(p.last_error)}</pre>`;
+    html += "<p><b>history</b></p><table class='history'>" + history.history.map((h) =>
+      `<tr><td>${text(h.at)}</td><td>${text(h.from || "")} → ${text(h.to)}</td><td>${text(h.actor)}</td></tr>`).join("") + "</table>";
+    if (p.backend_name && p.id) {
+      html += `<p class="muted">back-end logs: <code>tilekeeper campaign logs ${text(campaign)} ${text(id)}</code></p>`;
+    }
+    if (product.state === "ingested") {
+      for (const pid of product.items || []) {
+        const path = `collections/${product.collection}/items/${pid}`;
+        try {
+          const prod = await getJSON(path);
+          const thumb = (prod.assets.thumbnail || {}).href;
+          html += `<p><b>product</b> ${text(pid)} (version ${text(prod.properties.version || "1")})</p>`;
+          if (thumb) html += `<img alt="preview of ${text(pid)}" src="${thumb}">`;
+          html += "<ul>" + Object.entries(prod.assets).map(([k, a]) => `<li><a href="${a.href}">${text(k)}</a></li>`).join("") + "</ul>";
+          html += `<a href="${api}browser/#/${path}">open in STAC Browser</a>`;
+        } catch (err) { html += `<p class="muted">${text(err.message)}</p>`; }
+      }
+    } else if (product.state) {
+      html += `<p class="muted">product: ${text(product.state)} ${text(product.error || "")}</p>`;
+    }
+    el("tile").innerHTML = html;
+  }
+
+  // For the bench and the tests: when the tiles were first drawn (ms since navigation).
+  map.on("rendercomplete", () => {
+    if (window.tilekeeperMap.firstPaintMs === null && seen.size > 0) {
+      window.tilekeeperMap.firstPaintMs = performance.now();
+    }
+  });
+
+  map.on("singleclick", (event) => {
+    const features = map.getFeaturesAtPixel(event.pixel, { layerFilter: (l) => l === tiles });
+    if (features.length) showTile(current(features[0]).id);
+  });
+
+  window.tilekeeperMap = {
+    map: map,
+    seen: seen,
+    polls: 0,
+    firstPaintMs: null,
+    lastUpdateMs: null,
+    pollStarted: 0,
+    colorOf: (id) => seen.get(id),
+    colors: COLORS,
+    showTile: showTile,
+  };
+
+  (async function start() {
+    renderLegend();
+    const [collection, summary] = await Promise.all([
+      getJSON(`collections/${campaign}`),
+      getJSON(`campaigns/${campaign}/summary`),
+    ]);
+    el("title").textContent = collection.title || campaign;
+    renderSummary(summary);
+    if (cfg.bbox) {
+      map.getView().fit(ol.proj.transformExtent(cfg.bbox, "EPSG:4326", "EPSG:3857"), { padding: [20, 20, 20, 20] });
+    }
+    poll();
+  })();
+})();
