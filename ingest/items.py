@@ -184,5 +184,6 @@ def product_collection(
         "item_assets": item_assets,
         "summaries": {},
         "links": [],
-        **({"tilekeeper:campaign": campaign} if campaign else {}),
+        # Not `tilekeeper:campaign`: that key makes a collection a campaign.
+        **({"tilekeeper:products_of": campaign} if campaign else {}),
     }

@@ -276,6 +276,9 @@ def test_a_failed_catalogue_write_removes_the_files(env: dict[str, str], tmp_pat
     assert result.exit_code == 1 and "has no tile T9" in result.output
     assert files_in(env["store"]) == before
     assert items_of(env["api"], "products-j") == []
+    # A campaign's product collection is not a campaign.
+    listed = [c["id"] for c in HttpSession(env["api"]).get("campaigns")["campaigns"]]
+    assert "ingest-c" in listed and "products-j" not in listed
 
 
 def test_urls_of_rasters_and_stac_documents_are_downloaded_and_bad_ones_refused(

@@ -1,0 +1,108 @@
+"""The campaign map at scale, in headless Chromium (Debian's, driven by playwright).
+
+Registers a campaign of N utm-10km tiles (default 100,000) on a throwaway cluster with
+the API as its own process, then measures:
+
+- first paint: from navigation to the first complete render with tiles drawn;
+- an incremental update: 100 tiles change status; from the poll that fetches them to the
+  re-rendered map (the poll interval itself not counted);
+- the anchor: fetching the same tiles as GeoJSON from /collections/{id}/items (what a
+  map without vector tiles would load), in the same run.
+
+    .venv/bin/python bench/map.py [--tiles 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+from rich.console import Console
+from rich.table import Table
+
+from catalog_service.api.server import ServerProcess, free_port
+from catalog_service.client.campaigns import Campaigns, tile_records
+from catalog_service.client.http import HttpSession
+from catalog_service.database import EmbeddedCluster, bring_up
+from catalog_service.grids import load_aoi, tiles_for
+from catalog_service.settings import ApiSettings, DatabaseSettings
+
+console = Console()
+AREA = "-10,35,45,71"  # utm-10km: 145,800 tiles; the first N are taken
+
+
+def geojson_seconds(http: HttpSession, campaign: str, n: int) -> float:
+    start = time.perf_counter()
+    got = 0
+    page = http.get(f"collections/{campaign}/items", params={"limit": 10_000})
+    while True:
+        got += len(page["features"])
+        nxt = next((lk["href"] for lk in page["links"] if lk["rel"] == "next"), None)
+        if not nxt or got >= n:
+            break
+        page = http.session.get(nxt, timeout=120).json()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=100_000)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-map-", dir="/tmp"))
+    base.chmod(0o755)
+    settings = DatabaseSettings(data_dir=base / "db", port=free_port(), dsn=None)
+    bring_up(settings)
+    server = ServerProcess(ApiSettings(port=free_port()), settings).start()
+    try:
+        http = HttpSession(server.url)
+        http.wait_ready()
+        campaigns = Campaigns(http)
+        campaign = f"map-{uuid.uuid4().hex[:6]}"
+        campaigns.create({"id": campaign, "grid": "utm-10km", "temporal_extent": ["2024-01-01", "2024-12-31"]})  # fmt: skip
+        tiles = tiles_for("utm-10km", load_aoi(AREA)).take(slice(0, args.tiles))  # type: ignore[arg-type]
+        with console.status(f"registering {len(tiles):,} tiles"):
+            campaigns.register(campaign, tile_records(tiles))
+        ids = [str(t) for t in tiles.ids]
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+            )
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"{server.url}/campaigns/{campaign}/map")
+            page.wait_for_function("window.tilekeeperMap && window.tilekeeperMap.firstPaintMs !== null", timeout=120_000)  # fmt: skip
+            first_paint = page.evaluate("window.tilekeeperMap.firstPaintMs") / 1000
+            drawn = page.evaluate("window.tilekeeperMap.seen.size")
+            changes = [
+                {"tile": t, "status": "running", "set": {"backend_name": "alpha"}}
+                for t in ids[:100]
+            ]
+            campaigns.change(campaign, changes)
+            page.wait_for_function(
+                f"window.tilekeeperMap.colorOf({ids[99]!r}) === 'navy' && window.tilekeeperMap.lastUpdateMs !== null",
+                timeout=30_000,
+            )  # fmt: skip
+            update = page.evaluate("window.tilekeeperMap.lastUpdateMs") / 1000
+            browser.close()
+        geojson = geojson_seconds(http, campaign, len(ids))
+        table = Table(title=f"Campaign map, {len(ids):,} tiles ({drawn:,} drawn at first view)")
+        table.add_column("")
+        table.add_column("seconds", justify="right")
+        table.add_column("target", justify="right")
+        table.add_row("first paint (vector tiles)", f"{first_paint:.2f}", "< 2")
+        table.add_row("incremental update (100 tiles)", f"{update:.3f}", "< 0.2")
+        table.add_row("anchor: the same tiles as GeoJSON items", f"{geojson:.2f}", "")
+        console.print(table)
+        console.print(f"first paint = {first_paint / geojson:.0%} of loading the tiles as GeoJSON")
+    finally:
+        server.stop()
+        EmbeddedCluster(settings).destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
