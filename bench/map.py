@@ -52,6 +52,7 @@ def geojson_seconds(http: HttpSession, campaign: str, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=100_000)
+    parser.add_argument("--no-anchor", action="store_true", help="skip the (slow) GeoJSON anchor")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-map-", dir="/tmp"))
     base.chmod(0o755)
@@ -77,6 +78,10 @@ def main() -> None:
             page.wait_for_function("window.tilekeeperMap && window.tilekeeperMap.firstPaintMs !== null", timeout=120_000)  # fmt: skip
             first_paint = page.evaluate("window.tilekeeperMap.firstPaintMs") / 1000
             drawn = page.evaluate("window.tilekeeperMap.seen.size")
+            fetches = page.evaluate(
+                "performance.getEntriesByType('resource').filter(e => e.name.endsWith('.pbf'))"
+                ".map(e => [e.name.split('/tiles/')[1], e.duration, e.transferSize])"
+            )
             changes = [
                 {"tile": t, "status": "running", "set": {"backend_name": "alpha"}}
                 for t in ids[:100]
@@ -88,7 +93,9 @@ def main() -> None:
             )  # fmt: skip
             update = page.evaluate("window.tilekeeperMap.lastUpdateMs") / 1000
             browser.close()
-        geojson = geojson_seconds(http, campaign, len(ids))
+        geojson = float("nan") if args.no_anchor else geojson_seconds(http, campaign, len(ids))
+        for name, ms, size in fetches:
+            console.print(f"  vector tile {name}: {ms:.0f} ms, {size / 1e3:.0f} kB")
         table = Table(title=f"Campaign map, {len(ids):,} tiles ({drawn:,} drawn at first view)")
         table.add_column("")
         table.add_column("seconds", justify="right")

@@ -74,6 +74,13 @@
     layers: [land, tiles],
     view: new ol.View({ center: [0, 0], zoom: 2 }),
   });
+  // The campaign's extent from the start: no tiles fetched for a view that is not shown.
+  if (cfg.bbox) {
+    map.getView().fit(ol.proj.transformExtent(cfg.bbox, "EPSG:4326", "EPSG:3857"), {
+      size: [document.getElementById("map").clientWidth, document.getElementById("map").clientHeight],
+      padding: [20, 20, 20, 20],
+    });
+  }
 
   function fmt(x, digits) {
     return x === null || x === undefined ? "–" : Number(x).toFixed(digits ?? 1);
@@ -222,9 +229,6 @@
     ]);
     el("title").textContent = collection.title || campaign;
     renderSummary(summary);
-    if (cfg.bbox) {
-      map.getView().fit(ol.proj.transformExtent(cfg.bbox, "EPSG:4326", "EPSG:3857"), { padding: [20, 20, 20, 20] });
-    }
     poll();
   })();
 })();
