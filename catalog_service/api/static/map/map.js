@@ -92,6 +92,7 @@
   }
   function el(id) { return document.getElementById(id); }
   function text(s) { const d = document.createElement("div"); d.textContent = s; return d.innerHTML; }
+  function attr(s) { return text(s).replace(/"/g, "&quot;").replace(/'/g, "&#39;"); }
 
   function renderSummary(summary) {
     const backends = Object.keys(summary.by_backend || {}).sort();
@@ -111,7 +112,7 @@
       `ETA ${duration(summary.eta_s)}<br>` +
       `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}`;
     el("backends").innerHTML = backends.map((b) =>
-      `<label><input type="checkbox" data-backend="${text(b)}" ${hiddenBackend.has(b) ? "" : "checked"}>${text(b)}</label>`).join("");
+      `<label><input type="checkbox" data-backend="${attr(b)}" ${hiddenBackend.has(b) ? "" : "checked"}>${text(b)}</label>`).join("");
   }
 
   function renderLegend() {
@@ -186,9 +187,9 @@
           const prod = await getJSON(path);
           const thumb = (prod.assets.thumbnail || {}).href;
           html += `<p><b>product</b> ${text(pid)} (version ${text(prod.properties.version || "1")})</p>`;
-          if (thumb) html += `<img alt="preview of ${text(pid)}" src="${thumb}">`;
-          html += "<ul>" + Object.entries(prod.assets).map(([k, a]) => `<li><a href="${a.href}">${text(k)}</a></li>`).join("") + "</ul>";
-          html += `<a href="${api}browser/#/${path}">open in STAC Browser</a>`;
+          if (thumb) html += `<img alt="preview of ${attr(pid)}" src="${attr(thumb)}">`;
+          html += "<ul>" + Object.entries(prod.assets).map(([k, a]) => `<li><a href="${attr(a.href)}">${text(k)}</a></li>`).join("") + "</ul>";
+          html += `<a href="${attr(api + "browser/#/" + path)}">open in STAC Browser</a>`;
         } catch (err) { html += `<p class="muted">${text(err.message)}</p>`; }
       }
     } else if (product.state) {
