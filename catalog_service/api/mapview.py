@@ -42,18 +42,27 @@ PAGE = """<!doctype html>
 """
 
 
+class ChangedTile(BaseModel):
+    status: str
+    backend: str
+    geometry: dict[str, Any] | None
+
+
 class MapChanges(BaseModel):
     cursor: int
-    tiles: dict[str, dict[str, str]]
+    tiles: dict[str, ChangedTile]
     more: bool = False
 
 
-async def _campaign_extent(request: Request, campaign_id: str) -> list[float] | None:
+async def _page_state(request: Request, campaign_id: str) -> tuple[list[float] | None, int]:
+    """The campaign's extent, and the history cursor taken before any tile is served (so
+    the map misses no change made while it loads)."""
     async with request.app.state.get_connection(request, "r") as conn:
         found = await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", campaign_id)
         if not found:
             raise HTTPException(404, f"campaign {campaign_id} does not exist")
-        return await mapview.extent(conn, campaign_id)
+        cursor = (await mapview.changes(conn, campaign_id, None))["cursor"]
+        return await mapview.extent(conn, campaign_id), int(cursor)
 
 
 def create_router() -> APIRouter:
@@ -63,12 +72,13 @@ def create_router() -> APIRouter:
         "/campaigns/{campaign_id}/map", response_class=HTMLResponse, summary="The campaign map"
     )
     async def page(request: Request, campaign_id: str) -> HTMLResponse:
-        bbox = await _campaign_extent(request, campaign_id)
+        bbox, cursor = await _page_state(request, campaign_id)
         root = str(request.base_url)
         config = {
             "root": root,
             "campaign": campaign_id,
             "bbox": bbox,
+            "cursor": cursor,
             "countries": f"{root}static/vendor/world-atlas/countries-50m.json",
         }
         body = PAGE.format(

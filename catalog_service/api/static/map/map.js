@@ -48,14 +48,38 @@
     }),
     style: function (feature) {
       const t = current(feature);
-      if (hiddenStatus.has(t.status) || hiddenBackend.has(t.backend)) {
-        return null;
+      if (!seen.has(t.id)) seen.set(t.id, COLORS[t.status] || "white");
+      if (overrides.has(t.id) || hiddenStatus.has(t.status) || hiddenBackend.has(t.backend)) {
+        return null; // a changed tile is drawn by the layer of changes
       }
-      const colour = COLORS[t.status] || "white";
-      seen.set(t.id, colour);
-      return styleFor(colour);
+      return styleFor(COLORS[t.status] || "white");
     },
   });
+
+  // Tiles whose status changed since the vector tiles were made: a small layer of their
+  // own, so a change redraws a few features, not the whole campaign.
+  const geojson = new ol.format.GeoJSON({ featureProjection: "EPSG:3857" });
+  const changedSource = new ol.source.Vector();
+  const changedLayer = new ol.layer.Vector({
+    source: changedSource,
+    style: function (feature) {
+      const status = feature.get("status"), backend = feature.get("backend");
+      if (hiddenStatus.has(status) || hiddenBackend.has(backend)) return null;
+      return styleFor(COLORS[status] || "white");
+    },
+  });
+
+  function applyChange(id, t) {
+    overrides.set(id, t);
+    seen.set(id, COLORS[t.status] || "white");
+    let feature = changedSource.getFeatureById(id);
+    if (!feature && t.geometry) {
+      feature = new ol.Feature(geojson.readGeometry(t.geometry));
+      feature.setId(id);
+      changedSource.addFeature(feature);
+    }
+    if (feature) feature.setProperties({ status: t.status, backend: t.backend });
+  }
 
   const land = new ol.layer.Vector({
     source: new ol.source.Vector({
@@ -71,7 +95,7 @@
 
   const map = new ol.Map({
     target: "map",
-    layers: [land, tiles],
+    layers: [land, tiles, changedLayer],
     view: new ol.View({ center: [0, 0], zoom: 2 }),
   });
   // The campaign's extent from the start: no tiles fetched for a view that is not shown.
@@ -130,6 +154,7 @@
       return;
     }
     tiles.changed();
+    changedLayer.changed();
   });
 
   async function getJSON(path) {
@@ -138,20 +163,21 @@
     return response.json();
   }
 
-  let cursor = null;
+  // The history's position when the page was made: the vector tiles show at least that.
+  let cursor = cfg.cursor;
   async function poll() {
     window.tilekeeperMap.pollStarted = performance.now();
     try {
-      const feed = await getJSON(`campaigns/${campaign}/map/changes` + (cursor === null ? "" : `?since=${cursor}`));
-      const changed = Object.keys(feed.tiles).length;
-      for (const [id, t] of Object.entries(feed.tiles)) overrides.set(id, t);
+      const feed = await getJSON(`campaigns/${campaign}/map/changes?since=${cursor}`);
+      const fresh = Object.entries(feed.tiles);
       cursor = feed.cursor;
-      if (changed) {
+      if (fresh.length) {
         const started = window.tilekeeperMap.pollStarted;
         map.once("rendercomplete", () => {
           window.tilekeeperMap.lastUpdateMs = performance.now() - started;
         });
-        tiles.changed();
+        // Drawn over the base layer's (now outdated) footprints, which are not re-rendered.
+        for (const [id, t] of fresh) applyChange(id, t);
         renderSummary(await getJSON(`campaigns/${campaign}/summary`));
       }
       el("updated").textContent = `live: cursor ${cursor}, ${new Date().toLocaleTimeString()}`;
