@@ -6,8 +6,9 @@ source document states); the same source bytes as the latest version change noth
 otherwise every raster is checked and made a COG when it is not one, described, and
 previewed; the item is validated offline; the files are written under keys holding
 their digest; then one API call writes the item (a new version where the product
-existed), grows the collection's extent and marks the tile's job ingested. When that
-call fails, the files just written are removed again."""
+existed), grows the collection's extent and marks the tile's job ingested; a batch of
+products goes in one call, all or nothing. When that call fails, the files just
+written are removed again."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,15 @@ from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
 from ingest.errors import IngestError
 from ingest.items import SOURCE_KEY, StoredRaster, product_collection, product_item
-from ingest.rasters import COG_TYPE, FileDigest, check, describe, is_cog, make_cog
+from ingest.rasters import COG_TYPE, FileDigest, check, describe, make_cog
 from ingest.sources import Product
 from ingest.store import ProductStore
 from ingest.validate import InvalidStac, validate
 
 logger = logging.getLogger(__name__)
-INGEST_WORKERS = min(4, os.cpu_count() or 1)
+# Twice the cores: a worker waits while its direct-I/O copy reaches the disk, and the
+# catalogue writes run on the calling thread; the cores should not idle meanwhile.
+INGEST_WORKERS = min(8, 2 * (os.cpu_count() or 1))
 PREFETCH = 200
 
 
@@ -50,6 +53,16 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A product whose files are in the store and whose item awaits its catalogue write."""
+
+    product: Product
+    item: dict[str, Any]
+    job: tuple[str, str] | None
+    files: list[str]  # store keys written for it (removed again if the write fails)
 
 
 def campaign_products_id(campaign: str) -> str:
@@ -148,63 +161,123 @@ class Ingester:
         workers: int = INGEST_WORKERS,
         on_done: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
-        """Ingest products (each with its campaign tile, if any) on ``workers`` threads:
-        hashing, GDAL reads and the store's I/O release the GIL. Outcomes in input order."""
+        """Ingest products (each with its campaign tile, if any). ``workers`` threads
+        hash, check, describe and store them (hashing, GDAL and file I/O release the
+        GIL); this thread writes what they have staged to the catalogue, everything
+        ready in one request (a batch), so the API and database pay their per-request
+        cost once per batch. Outcomes in input order."""
         if not work:
             return []
         self._prefetch([product.id for product, _job in work])
         self.ensure_collection([r.key for r in work[0][0].rasters])  # once, before the race
+        outcomes: dict[int, Outcome] = {}
+
+        def record(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+            if on_done is not None:
+                on_done(outcome)
+
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest") as pool:
-            futures = [pool.submit(self.ingest, product, job) for product, job in work]
-            outcomes = []
-            for future in futures:
-                outcome = future.result()
-                if on_done is not None:
-                    on_done(outcome)
-                outcomes.append(outcome)
-        return outcomes
+            pending = {
+                pool.submit(self.stage, product, job): n for n, (product, job) in enumerate(work)
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                batch: list[tuple[int, Staged]] = []
+                for future in done:
+                    index = pending.pop(future)
+                    staged = future.result()
+                    if isinstance(staged, Outcome):
+                        record(index, staged)
+                    else:
+                        batch.append((index, staged))
+                if batch:
+                    committed = self.commit([staged for _n, staged in batch])
+                    for (index, _staged), outcome in zip(batch, committed, strict=True):
+                        record(index, outcome)
+        return [outcomes[n] for n in range(len(work))]
 
     def ingest(self, product: Product, job: tuple[str, str] | None = None) -> Outcome:
         """One product; never raises for a bad input: the outcome says what failed."""
+        staged = self.stage(product, job)
+        return staged if isinstance(staged, Outcome) else self.commit([staged])[0]
+
+    def stage(self, product: Product, job: tuple[str, str] | None = None) -> Staged | Outcome:
+        """Everything but the catalogue write: the product's files in the store and its
+        item ready (or an outcome: failed, unchanged without a job, dry run)."""
         try:
-            return self._ingest(product, job)
+            return self._stage(product, job)
         except (TilekeeperError, OSError) as exc:
             logger.warning("%s: %s", product.source, exc)
             return Outcome(product.source, product.id, "failed", error=str(exc))
 
-    def _ingest(self, product: Product, job: tuple[str, str] | None) -> Outcome:
-        digests = {id(r): FileDigest.of(r.path) for r in product.rasters}
-        for raster in product.rasters:
-            _check_expected(raster.path, raster.expected, digests[id(raster)])
-        checksums = [digests[id(r)].checksum for r in product.rasters]
+    def _stage(self, product: Product, job: tuple[str, str] | None) -> Staged | Outcome:
         self.ensure_collection([r.key for r in product.rasters])
         existing = self._existing(product.id)
-        if existing is not None and existing["properties"].get(SOURCE_KEY) == checksums:
-            version = int(existing["properties"].get("version") or 1)
-            if job is not None and not self.dry_run:
-                self._write([existing], job)  # the job item learns of it, if it did not
-            return Outcome(product.source, product.id, "unchanged", version)
-        with tempfile.TemporaryDirectory(prefix="tilekeeper-ingest-") as tmp:
-            work = Path(tmp)
-            item, files = self._prepare(product, work, checksums, digests)
-            if self.dry_run:
-                result = "would update" if existing else "would create"
-                return Outcome(product.source, product.id, result)
-            written: list[str] = []
-            try:
-                for key, path, media in files:
-                    self.store.put(key, path, media)
-                    written.append(key)
-                answer = self._write([item], job)
-            except BaseException:
-                for key in written:
-                    self.store.delete(key)
-                raise
-        # "unchanged" here means another worker wrote the same source meanwhile; its
-        # files have the same content-addressed keys, so nothing is removed.
-        first = answer["items"][0]
-        href = self.http.url(f"collections/{self.collection}/items/{product.id}")
-        return Outcome(product.source, product.id, first["result"], first["version"], href=href)
+        # A new product's files are copied into the store while they are hashed: one
+        # read each. A known one is hashed first: the same bytes again change nothing.
+        copies: dict[int, Path] = {}
+        try:
+            digests = {}
+            for raster in product.rasters:
+                copy = None if existing is not None or self.dry_run else self.store.staging_path()
+                digests[id(raster)] = FileDigest.of(raster.path, copy_to=copy)
+                if copy is not None:
+                    copies[id(raster)] = copy
+            for raster in product.rasters:
+                _check_expected(raster.path, raster.expected, digests[id(raster)])
+            checksums = [digests[id(r)].checksum for r in product.rasters]
+            if existing is not None and existing["properties"].get(SOURCE_KEY) == checksums:
+                if job is None or self.dry_run:
+                    version = int(existing["properties"].get("version") or 1)
+                    return Outcome(product.source, product.id, "unchanged", version)
+                return Staged(product, existing, job, [])  # the job item learns of it
+            with tempfile.TemporaryDirectory(prefix="tilekeeper-ingest-") as tmp:
+                item, files = self._prepare(product, Path(tmp), checksums, digests, copies)
+                if self.dry_run:
+                    result = "would update" if existing else "would create"
+                    return Outcome(product.source, product.id, result)
+                written: list[str] = []
+                try:
+                    for key, path, media in files:
+                        self.store.put(key, path, media)
+                        written.append(key)
+                except BaseException:
+                    self._remove(written)
+                    raise
+            return Staged(product, item, job, written)
+        finally:
+            for copy in copies.values():  # the copies not moved into place
+                copy.unlink(missing_ok=True)
+
+    def commit(self, batch: list[Staged]) -> list[Outcome]:
+        """Write staged products to the catalogue in one request, all or nothing. When
+        the batch is refused, each is tried alone, so one bad product fails alone; a
+        product whose write fails has its files removed again."""
+        try:
+            answer = self._write(batch)
+        except (TilekeeperError, OSError) as exc:
+            if len(batch) > 1:
+                return [outcome for staged in batch for outcome in self.commit([staged])]
+            staged = batch[0]
+            self._remove(staged.files)
+            logger.warning("%s: %s", staged.product.source, exc)
+            return [Outcome(staged.product.source, staged.product.id, "failed", error=str(exc))]
+        outcomes = []
+        for staged, write in zip(batch, answer["writes"], strict=True):
+            # "unchanged" after staging means another worker wrote the same source
+            # meanwhile; its files have the same content-addressed keys, so none is removed.
+            first = write["items"][0]
+            href = self.http.url(f"collections/{self.collection}/items/{staged.product.id}")
+            outcomes.append(
+                Outcome(staged.product.source, staged.product.id, first["result"],
+                        first["version"], href=href)
+            )  # fmt: skip
+        return outcomes
+
+    def _remove(self, keys: list[str]) -> None:
+        for key in keys:
+            self.store.delete(key)
 
     def _prepare(
         self,
@@ -212,21 +285,30 @@ class Ingester:
         work: Path,
         checksums: list[str],
         digests: dict[int, FileDigest],
+        copies: dict[int, Path],
     ) -> tuple[dict[str, Any], list[tuple[str, Path, str]]]:
+        """The product's item and its files (key, path, media type); the files are
+        ``copies`` already in the store where the input is a COG."""
         stored: list[StoredRaster] = []
         files: list[tuple[str, Path, str]] = []
         folder = f"{self.collection}/{product.id}"
         preview = work / "thumbnail.png"
         for n, raster in enumerate(product.rasters):
-            check(raster.path)
             cog, digest = raster.path, digests[id(raster)]
-            if not is_cog(raster.path):
+            stored_file = copies.get(id(raster), raster.path)
+            if not check(raster.path):
+                if id(raster) in copies:  # a copy of what is not a COG: of no use
+                    copies.pop(id(raster)).unlink(missing_ok=True)
                 cog = work / f"{raster.key}.tif"
                 make_cog(raster.path, cog)
-                digest = FileDigest.of(cog)
+                staging = self.store.staging_path()
+                digest = FileDigest.of(cog, copy_to=staging)
+                stored_file = staging or cog
+                if staging is not None:
+                    copies[id(raster)] = staging
             info = describe(cog, thumbnail_path=preview if n == 0 else None)
             key = f"{folder}/{digest.checksum[4:20]}/{raster.key}.tif"
-            files.append((key, cog, COG_TYPE))
+            files.append((key, stored_file, COG_TYPE))
             stored.append(
                 StoredRaster(raster.key, self.store.href(key), info, digest, raster.title)
             )
@@ -252,12 +334,15 @@ class Ingester:
             raise IngestError(f"{product.source}: {exc}") from exc
         return item, files
 
-    def _write(self, items: list[dict[str, Any]], job: tuple[str, str] | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"items": items}
-        if job is not None:
-            body["job"] = {"campaign": job[0], "tile": job[1]}
+    def _write(self, batch: list[Staged]) -> dict[str, Any]:
+        writes: list[dict[str, Any]] = []
+        for staged in batch:
+            write: dict[str, Any] = {"items": [staged.item]}
+            if staged.job is not None:
+                write["job"] = {"campaign": staged.job[0], "tile": staged.job[1]}
+            writes.append(write)
         answer: dict[str, Any] = self.http.post(
-            f"collections/{self.collection}/products", json=body
+            f"collections/{self.collection}/products", json={"writes": writes}
         )
         return answer
 

@@ -29,6 +29,11 @@ class ProductStore(Protocol):
 
     def put(self, key: str, src: Path, content_type: str) -> None: ...
 
+    def staging_path(self) -> Path | None:
+        """A fresh path for a file to be put later that ``put`` then moves instead of
+        copying (None: this store copies or uploads anyway)."""
+        ...
+
     def delete(self, key: str) -> None: ...
 
     def href(self, key: str) -> str: ...
@@ -47,12 +52,22 @@ class LocalStore:
             raise IngestError(f"product key {key!r} leaves the store")
         return path
 
+    def staging_path(self) -> Path:
+        staging = self.root / ".staging"
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IngestError(f"product store {self.root}: cannot write ({exc})") from exc
+        return staging / uuid.uuid4().hex
+
     def put(self, key: str, src: Path, content_type: str) -> None:
         final = self._path(key)
-        staging = self.root / ".staging" / f"{uuid.uuid4().hex}-{final.name}"
+        staged = src.parent == self.root / ".staging"  # written there already: moved
+        staging = src if staged else self.root / ".staging" / f"{uuid.uuid4().hex}-{final.name}"
         try:
-            staging.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, staging)
+            if not staged:
+                staging.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, staging)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging, final)
         except OSError as exc:
@@ -91,6 +106,9 @@ class ObjectStore:
                 obstore.put(self.store, key, f, attributes={"Content-Type": content_type})
         except (ObjectStoreError, OSError) as exc:
             raise IngestError(f"product store {self.url}: cannot write {key} ({exc})") from exc
+
+    def staging_path(self) -> None:
+        return None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

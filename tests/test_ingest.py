@@ -281,6 +281,37 @@ def test_a_failed_catalogue_write_removes_the_files(env: dict[str, str], tmp_pat
     assert "ingest-c" in listed and "products-j" not in listed
 
 
+def test_one_refused_product_in_a_batch_fails_alone(env: dict[str, str], tmp_path: Path) -> None:
+    """Staged products are written in batches, all or nothing; a batch the API refuses is
+    retried product by product, so only the bad one fails and only its files go."""
+    from catalog_service.client.campaigns import Campaigns
+    from ingest.engine import Ingester, Staged
+    from ingest.sources import Product, Raster
+    from ingest.store import LocalStore
+
+    Campaigns(HttpSession(env["api"])).create(
+        {"id": "ingest-b", "grid": "utm-20km", "temporal_extent": ["2024-03-01", "2024-09-30"]}
+    )
+    store = LocalStore(Path(env["store"]), f"{env['api']}/products/files")
+    ingester = Ingester(HttpSession(env["api"]), store, "products-b", campaign="ingest-b")
+    rasters = [write_raster(tmp_path / f"B{n}.tif", size=100, seed=n) for n in range(3)]
+    staged = []
+    for path in rasters:
+        ready = ingester.stage(Product(path.stem, [Raster(path, "data")], str(path)))
+        assert isinstance(ready, Staged) and ready.files
+        staged.append(ready)
+    bad = staged[1] = Staged(
+        staged[1].product, staged[1].item, ("ingest-b", "T404"), staged[1].files
+    )
+    outcomes = ingester.commit(staged)
+    assert [o.result for o in outcomes] == ["created", "failed", "created"]
+    assert "has no tile T404" in (outcomes[1].error or "")
+    assert {i["id"] for i in items_of(env["api"], "products-b")} == {"B0", "B2"}
+    kept = {str(p) for p in files_in(env["store"])}
+    assert not any(key in kept for key in bad.files)
+    assert all(key in kept for s in (staged[0], staged[2]) for key in s.files)
+
+
 def test_urls_of_rasters_and_stac_documents_are_downloaded_and_bad_ones_refused(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -386,3 +417,58 @@ def test_products_on_an_s3_compatible_store(
     )
     with rasterio.open(href) as src:  # GDAL reads it by ranges over HTTP
         assert src.crs.to_epsg() == 32631 and src.overviews(1) is not None
+
+
+def test_products_of_dates_far_apart_share_a_collection_and_are_found_by_date(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The second date falls outside the partition the first one made: the write path
+    # that goes straight into the partition must hand it to pgstac to widen it.
+    files = [
+        write_raster(tmp_path / f"T{n}_{day}.tif", size=100, seed=n)
+        for n, day in enumerate(["2024-06-01", "2024-06-01", "2019-01-15", "2030-12-31"])
+    ]
+    result = ingest(*map(str, files), "--collection", "products-dates")
+    assert result.exit_code == 0, result.output
+    http = HttpSession(env["api"])
+    for day, expected in (("2024-06-01", {"T0_2024-06-01", "T1_2024-06-01"}),
+                          ("2019-01-15", {"T2_2019-01-15"}), ("2030-12-31", {"T3_2030-12-31"})):  # fmt: skip
+        found = http.post(
+            "search",
+            json={"collections": ["products-dates"], "datetime": f"{day}T00:00:00Z"},
+        )["features"]
+        assert {f["id"] for f in found} == expected, day
+    collection = http.get("collections/products-dates")
+    assert collection["extent"]["temporal"]["interval"][0] == [
+        "2019-01-15T00:00:00Z", "2030-12-31T00:00:00Z"
+    ]  # fmt: skip
+
+
+def test_previews_read_back_as_the_pixels_written() -> None:
+    from rasterio.io import MemoryFile
+
+    from ingest.rasters import png_bytes
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (4, 37, 53), dtype="uint8")
+    with MemoryFile(png_bytes(rgba)) as memory, memory.open() as png:
+        assert png.count == 4 and (png.height, png.width) == (37, 53)
+        assert np.array_equal(png.read(), rgba)
+    indices = rng.integers(0, 3, (1, 20, 30), dtype="uint8")
+    palette = {0: (0, 0, 0, 0), 1: (10, 200, 30, 255), 2: (250, 5, 5, 255)}
+    with MemoryFile(png_bytes(indices, palette)) as memory, memory.open() as png:
+        assert np.array_equal(png.read(1), indices[0])
+        assert png.colormap(1)[1] == palette[1] and png.colormap(1)[2] == palette[2]
+        assert png.colormap(1)[0][3] == 0  # transparent
+
+
+def test_a_cog_edited_in_place_is_no_longer_taken_for_one(tmp_path: Path) -> None:
+    from ingest.rasters import check, make_cog
+
+    cog = tmp_path / "cog.tif"
+    make_cog(write_raster(tmp_path / "src.tif", count=1, size=1200), cog)
+    assert check(cog) is True
+    with rasterio.open(cog, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
+        dst.write(np.random.default_rng(5).random((1, 1200, 1200)).astype("float32") * 100)
+    assert check(cog) is False  # ingest makes it a COG again
+    assert cog_validate(str(cog), quiet=True)[0] is False

@@ -24,12 +24,19 @@ class JobRef(BaseModel):
     tile: str = Field(min_length=1, max_length=200)
 
 
-class ProductsIn(BaseModel):
+class ProductWrite(BaseModel):
     """Product items (one per product) and, for a campaign tile, its job."""
 
     model_config = ConfigDict(extra="forbid")
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PRODUCTS_PER_REQUEST)
     job: JobRef | None = None
+
+
+class ProductsIn(BaseModel):
+    """Writes applied in one transaction: all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    writes: list[ProductWrite] = Field(min_length=1, max_length=MAX_PRODUCTS_PER_REQUEST)
 
 
 class Written(BaseModel):
@@ -38,8 +45,12 @@ class Written(BaseModel):
     result: Literal["created", "updated", "unchanged"]
 
 
-class ProductsOut(BaseModel):
+class WriteOut(BaseModel):
     items: list[Written]
+
+
+class ProductsOut(BaseModel):
+    writes: list[WriteOut]
 
 
 class HarvestStateIn(BaseModel):
@@ -76,12 +87,17 @@ def create_router(products_dir: Path | None) -> APIRouter:
     async def write_products(
         request: Request, collection_id: str, body: ProductsIn
     ) -> dict[str, Any]:
-        _check_items(body.items)
-        job = (body.job.campaign, body.job.tile) if body.job else None
+        if sum(len(w.items) for w in body.writes) > MAX_PRODUCTS_PER_REQUEST:
+            raise HTTPException(400, f"at most {MAX_PRODUCTS_PER_REQUEST} items per request")
+        writes = []
+        for write in body.writes:
+            _check_items(write.items)
+            job = (write.job.campaign, write.job.tile) if write.job else None
+            writes.append(products.ProductWrite(write.items, job))
         base = str(request.base_url).rstrip("/")
         async with request.app.state.get_connection(request, "w") as conn:
-            written = await products.write_products(conn, collection_id, body.items, base, job)
-        return {"items": [w.as_dict() for w in written]}
+            written = await products.write_products(conn, collection_id, writes, base)
+        return {"writes": [{"items": [w.as_dict() for w in ws]} for ws in written]}
 
     @router.put(
         "/campaigns/{campaign_id}/jobs/{tile_id}/product",
