@@ -3,7 +3,9 @@
 Registers a campaign of N utm-10km tiles (default 100,000) on a throwaway cluster with
 the API as its own process, then measures:
 
-- first paint: from navigation to the first complete render with tiles drawn;
+- first paint: from navigation to the first complete render with tiles drawn (zoomed out
+  to the whole campaign, they come as raster overview tiles; vector tiles from the zoom
+  where a tile is a few pixels wide);
 - an incremental update: 100 tiles change status; from the poll that fetches them to the
   re-rendered map (the poll interval itself not counted);
 - the anchor: fetching the same tiles as GeoJSON from /collections/{id}/items (what a
@@ -53,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=100_000)
     parser.add_argument("--no-anchor", action="store_true", help="skip the (slow) GeoJSON anchor")
+    parser.add_argument("--screenshot", type=Path, help="save the first view as this PNG")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-map-", dir="/tmp"))
     base.chmod(0o755)
@@ -77,10 +80,16 @@ def main() -> None:
             page.goto(f"{server.url}/campaigns/{campaign}/map")
             page.wait_for_function("window.tilekeeperMap && window.tilekeeperMap.firstPaintMs !== null", timeout=120_000)  # fmt: skip
             first_paint = page.evaluate("window.tilekeeperMap.firstPaintMs") / 1000
+            if args.screenshot:
+                page.screenshot(path=str(args.screenshot))
             drawn = page.evaluate("window.tilekeeperMap.seen.size")
+            overview_tiles = page.evaluate("window.tilekeeperMap.overviewTiles()")
+            zoom = page.evaluate("window.tilekeeperMap.map.getView().getZoom()")
+            vector_min_zoom = page.evaluate("window.tilekeeperMap.vectorMinZoom")
             fetches = page.evaluate(
-                "performance.getEntriesByType('resource').filter(e => e.name.endsWith('.pbf'))"
-                ".map(e => [e.name.split('/tiles/')[1], e.duration, e.transferSize])"
+                "performance.getEntriesByType('resource')"
+                ".filter(e => e.name.endsWith('.pbf') || e.name.includes('/overview/'))"
+                ".map(e => [e.name.split('/campaigns/')[1], e.duration, e.transferSize])"
             )
             changes = [
                 {"tile": t, "status": "running", "set": {"backend_name": "alpha"}}
@@ -95,12 +104,17 @@ def main() -> None:
             browser.close()
         geojson = float("nan") if args.no_anchor else geojson_seconds(http, campaign, len(ids))
         for name, ms, size in fetches:
-            console.print(f"  vector tile {name}: {ms:.0f} ms, {size / 1e3:.0f} kB")
-        table = Table(title=f"Campaign map, {len(ids):,} tiles ({drawn:,} drawn at first view)")
+            console.print(f"  {name}: {ms:.0f} ms, {size / 1e3:.0f} kB")
+        shown = (
+            f"{drawn:,} vector footprints"
+            if drawn
+            else f"{overview_tiles} overview tiles at zoom {zoom:.1f}; vector from {vector_min_zoom}"
+        )
+        table = Table(title=f"Campaign map, {len(ids):,} tiles ({shown} at first view)")
         table.add_column("")
         table.add_column("seconds", justify="right")
         table.add_column("target", justify="right")
-        table.add_row("first paint (vector tiles)", f"{first_paint:.2f}", "< 2")
+        table.add_row("first paint", f"{first_paint:.2f}", "< 2")
         table.add_row("incremental update (100 tiles)", f"{update:.3f}", "< 0.2")
         table.add_row("anchor: the same tiles as GeoJSON items", f"{geojson:.2f}", "")
         console.print(table)

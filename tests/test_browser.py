@@ -8,9 +8,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from conftest import Database, products_settings
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 from test_ingest import write_raster
@@ -164,7 +166,8 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     pixel = page.evaluate(
         """id => {
             const m = window.tilekeeperMap.map;
-            for (const f of m.getAllLayers()[1].getFeaturesInExtent(m.getView().calculateExtent())) {
+            const layer = window.tilekeeperMap.vectorLayer;
+            for (const f of layer.getFeaturesInExtent(m.getView().calculateExtent())) {
                 if ((f.getId() ?? f.get('id')) === id) {
                     const e = f.getExtent();
                     return m.getPixelFromCoordinate([(e[0] + e[2]) / 2, (e[1] + e[3]) / 2]);
@@ -182,3 +185,44 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     assert tiles[1] in page.locator("#tile h2").inner_text()
     shot(page, "map-tile", full_page=False)
     assert offline.left == [], offline.left
+
+
+def test_overview_tiles_paint_every_tile_in_its_status_colour(api: str) -> None:
+    """Zoomed out, the map draws tiles from raster overview tiles: every tile at least one
+    pixel in its status colour, hidden statuses left out."""
+    from rasterio.io import MemoryFile
+
+    from catalog_service.jobs.mapview import STATUS_RGB
+
+    campaigns, campaign, tiles = _map_campaign(api)
+    _move(campaigns, campaign, tiles[0], "running")
+    _move(campaigns, campaign, tiles[1], "running", "finished")
+
+    # The area (4.0-5.0 E, 50.4-51.0 N) lies in tiles 4/8/5 (a 20 km tile ~3 px wide: the
+    # path for many small tiles) and 6/32/21 (~12 px: painted one by one).
+    def colours(tile: str, **params: Any) -> dict[tuple[int, int, int], int]:
+        url = f"{api}/campaigns/{campaign}/overview/{tile}.png"
+        response = requests.get(url, params=params, timeout=30)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        with MemoryFile(response.content) as memory, memory.open() as png:
+            pixels = png.read()
+        opaque = pixels[3] == 255
+        found: dict[tuple[int, int, int], int] = {}
+        for rgb in zip(*(pixels[b][opaque] for b in range(3)), strict=True):
+            key = tuple(int(v) for v in rgb)
+            found[key] = found.get(key, 0) + 1  # type: ignore[index]
+        return found  # type: ignore[return-value]
+
+    expected = {STATUS_RGB[s] for s in ("running", "finished", "not_started")}
+    for tile in ("4/8/5", "6/32/21"):
+        drawn = colours(tile)
+        assert set(drawn) == expected, tile
+        hidden = colours(tile, hide_status=["running", "not_started"])
+        assert set(hidden) == {STATUS_RGB["finished"]}, tile
+    assert colours("4/8/5", hide_backend=["alpha"]).keys() == {STATUS_RGB["not_started"]}
+    page = requests.get(f"{api}/campaigns/{campaign}/map", timeout=30).text
+    assert '"vectorMinZoom": ' in page
+    assert (
+        requests.get(f"{api}/campaigns/{campaign}/overview/2/9/0.png", timeout=30).status_code
+        == 400
+    )

@@ -447,7 +447,7 @@ def test_products_of_dates_far_apart_share_a_collection_and_are_found_by_date(
 def test_previews_read_back_as_the_pixels_written() -> None:
     from rasterio.io import MemoryFile
 
-    from ingest.rasters import png_bytes
+    from catalog_service.png import png_bytes
 
     rng = np.random.default_rng(3)
     rgba = rng.integers(0, 256, (4, 37, 53), dtype="uint8")

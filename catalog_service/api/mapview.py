@@ -81,6 +81,8 @@ def create_router() -> APIRouter:
             "cursor": cursor,
             "countries": f"{root}static/vendor/world-atlas/countries-50m.json",
         }
+        async with request.app.state.get_connection(request, "r") as conn:
+            config["vectorMinZoom"] = await mapview.vector_min_zoom(conn, campaign_id)
         body = PAGE.format(
             title=html.escape(campaign_id),
             root=html.escape(root),
@@ -107,6 +109,30 @@ def create_router() -> APIRouter:
         async with request.app.state.get_connection(request, "r") as conn:
             tile = await mapview.vector_tile(conn, campaign_id, z, x, y)
         return Response(tile, media_type=MVT_TYPE, headers={"Cache-Control": "no-cache"})
+
+    @router.get(
+        "/campaigns/{campaign_id}/overview/{z}/{x}/{y}.png",
+        summary="The campaign's tiles as a raster (PNG) in their status colours, for zooms "
+        "where they are a few pixels wide",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    async def overview_tile(
+        request: Request,
+        campaign_id: str,
+        z: int = PathParam(ge=0, le=22),
+        x: int = PathParam(ge=0),
+        y: int = PathParam(ge=0),
+        hide_status: list[str] = Query(default=[], description="statuses not drawn"),
+        hide_backend: list[str] = Query(default=[], description="back-ends not drawn"),
+    ) -> Response:
+        if x >= 2**z or y >= 2**z:
+            raise HTTPException(400, f"tile {z}/{x}/{y} is outside the tile matrix")
+        async with request.app.state.get_connection(request, "r") as conn:
+            png = await mapview.overview_tile(
+                conn, campaign_id, z, x, y, set(hide_status), set(hide_backend)
+            )
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @router.get(
         "/campaigns/{campaign_id}/map/changes",

@@ -39,8 +39,22 @@
     };
   }
 
+  // Zoomed out, where tiles are a few pixels wide, they come as raster overview tiles
+  // (drawn by the service in status colours); zoomed in, as vector footprints.
+  const vectorMinZoom = cfg.vectorMinZoom || 0;
+  function overviewUrl() {
+    const hidden = [...hiddenStatus].map((s) => `hide_status=${encodeURIComponent(s)}`)
+      .concat([...hiddenBackend].map((b) => `hide_backend=${encodeURIComponent(b)}`));
+    return `${api}campaigns/${campaign}/overview/{z}/{x}/{y}.png` + (hidden.length ? "?" + hidden.join("&") : "");
+  }
+  let overviewTilesLoaded = 0;
+  const overviewSource = new ol.source.XYZ({ url: overviewUrl(), tileSize: 256, transition: 0 });
+  overviewSource.on("tileloadend", () => { overviewTilesLoaded += 1; });
+  const overview = new ol.layer.Tile({ source: overviewSource, maxZoom: vectorMinZoom });
+
   const tiles = new ol.layer.VectorTile({
     declutter: false,
+    minZoom: vectorMinZoom,
     source: new ol.source.VectorTile({
       format: new ol.format.MVT({ idProperty: "id" }),
       url: `${api}campaigns/${campaign}/tiles/{z}/{x}/{y}.pbf`,
@@ -95,7 +109,7 @@
 
   const map = new ol.Map({
     target: "map",
-    layers: [land, tiles, changedLayer],
+    layers: [land, overview, tiles, changedLayer],
     view: new ol.View({ center: [0, 0], zoom: 2 }),
   });
   // The campaign's extent from the start: no tiles fetched for a view that is not shown.
@@ -155,6 +169,7 @@
     }
     tiles.changed();
     changedLayer.changed();
+    overviewSource.setUrl(overviewUrl());
   });
 
   async function getJSON(path) {
@@ -226,14 +241,19 @@
 
   // For the bench and the tests: when the tiles were first drawn (ms since navigation).
   map.on("rendercomplete", () => {
-    if (window.tilekeeperMap.firstPaintMs === null && seen.size > 0) {
+    if (window.tilekeeperMap.firstPaintMs === null && (seen.size > 0 || overviewTilesLoaded > 0)) {
       window.tilekeeperMap.firstPaintMs = performance.now();
     }
   });
 
   map.on("singleclick", (event) => {
-    const features = map.getFeaturesAtPixel(event.pixel, { layerFilter: (l) => l === tiles });
-    if (features.length) showTile(current(features[0]).id);
+    const features = map.getFeaturesAtPixel(event.pixel, { layerFilter: (l) => l !== land });
+    if (features.length) {
+      showTile(current(features[0]).id);
+    } else if (map.getView().getZoom() < vectorMinZoom) {
+      // Tiles are pixels here: zoom in to where they can be picked.
+      map.getView().animate({ center: event.coordinate, zoom: vectorMinZoom + 0.5 });
+    }
   });
 
   window.tilekeeperMap = {
@@ -244,6 +264,9 @@
     lastUpdateMs: null,
     pollStarted: 0,
     colorOf: (id) => seen.get(id),
+    overviewTiles: () => overviewTilesLoaded,
+    vectorLayer: tiles,
+    vectorMinZoom: vectorMinZoom,
     colors: COLORS,
     showTile: showTile,
   };
