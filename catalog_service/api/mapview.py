@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 from starlette.responses import HTMLResponse, Response
@@ -65,6 +66,22 @@ async def _page_state(request: Request, campaign_id: str) -> tuple[list[float] |
         return await mapview.extent(conn, campaign_id), int(cursor)
 
 
+@dataclass(frozen=True)
+class TileAddress:
+    z: int
+    x: int
+    y: int
+
+
+def tile_address(
+    z: int = PathParam(ge=0, le=22), x: int = PathParam(ge=0), y: int = PathParam(ge=0)
+) -> TileAddress:
+    """A web mercator tile's z/x/y from the path, refused (400) outside the tile matrix."""
+    if x >= 2**z or y >= 2**z:
+        raise HTTPException(400, f"tile {z}/{x}/{y} is outside the tile matrix")
+    return TileAddress(z, x, y)
+
+
 def create_router() -> APIRouter:
     router = APIRouter(tags=["Campaign map"])
 
@@ -98,16 +115,10 @@ def create_router() -> APIRouter:
         responses={200: {"content": {MVT_TYPE: {}}}},
     )
     async def vector_tile(
-        request: Request,
-        campaign_id: str,
-        z: int = PathParam(ge=0, le=22),
-        x: int = PathParam(ge=0),
-        y: int = PathParam(ge=0),
+        request: Request, campaign_id: str, at: TileAddress = Depends(tile_address)
     ) -> Response:
-        if x >= 2**z or y >= 2**z:
-            raise HTTPException(400, f"tile {z}/{x}/{y} is outside the tile matrix")
         async with request.app.state.get_connection(request, "r") as conn:
-            tile = await mapview.vector_tile(conn, campaign_id, z, x, y)
+            tile = await mapview.vector_tile(conn, campaign_id, at.z, at.x, at.y)
         return Response(tile, media_type=MVT_TYPE, headers={"Cache-Control": "no-cache"})
 
     @router.get(
@@ -120,17 +131,13 @@ def create_router() -> APIRouter:
     async def overview_tile(
         request: Request,
         campaign_id: str,
-        z: int = PathParam(ge=0, le=22),
-        x: int = PathParam(ge=0),
-        y: int = PathParam(ge=0),
+        at: TileAddress = Depends(tile_address),
         hide_status: list[str] = Query(default=[], description="statuses not drawn"),
         hide_backend: list[str] = Query(default=[], description="back-ends not drawn"),
     ) -> Response:
-        if x >= 2**z or y >= 2**z:
-            raise HTTPException(400, f"tile {z}/{x}/{y} is outside the tile matrix")
         async with request.app.state.get_connection(request, "r") as conn:
             png = await mapview.overview_tile(
-                conn, campaign_id, z, x, y, set(hide_status), set(hide_backend)
+                conn, campaign_id, at.z, at.x, at.y, set(hide_status), set(hide_backend)
             )
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
