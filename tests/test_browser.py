@@ -226,3 +226,26 @@ def test_overview_tiles_paint_every_tile_in_its_status_colour(api: str) -> None:
         requests.get(f"{api}/campaigns/{campaign}/overview/2/9/0.png", timeout=30).status_code
         == 400
     )
+
+
+def test_campaign_list_is_a_page_for_browsers_and_json_for_clients(
+    api: str, browser: Browser
+) -> None:
+    campaigns, campaign, tiles = _map_campaign(api)
+    _move(campaigns, campaign, tiles[0], "running")
+    listed = requests.get(f"{api}/campaigns", timeout=30)
+    assert listed.headers["content-type"].startswith("application/json")
+    assert campaign in [c["id"] for c in listed.json()["campaigns"]]
+    page = browser.new_page(viewport={"width": 1100, "height": 600})
+    offline = Offline(page)
+    page.goto(f"{api}/campaigns")
+    row = page.locator("tr", has_text=campaign)
+    row.get_by_text(str(len(tiles)), exact=True).wait_for(timeout=10_000)
+    assert row.locator("span.swatch[title='running: 1']").count() == 1
+    shot(page, "campaigns", full_page=False)
+    row.get_by_role("link", name="map").click()
+    page.wait_for_function(
+        f"window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}", timeout=30_000
+    )
+    assert page.url.endswith(f"/campaigns/{campaign}/map")
+    assert offline.left == [], offline.left

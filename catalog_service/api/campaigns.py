@@ -18,8 +18,9 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
+from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.bulk import paused_gc
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
@@ -225,10 +226,17 @@ def create_router() -> APIRouter:
             await store.create_campaign(conn, definition, bbox)
         return JSONResponse(_campaign_out(request, definition), status_code=201)
 
-    @router.get("", summary="List campaigns")
-    async def list_campaigns(request: Request) -> dict[str, Any]:
+    @router.get(
+        "",
+        summary="List campaigns (an HTML page with their maps when a browser asks)",
+        responses={200: {"content": {"text/html": {}}}},
+    )
+    async def list_campaigns(request: Request) -> Any:
         async with _conn(request, "r") as conn:
             definitions = await store.list_definitions(conn)
+            if wants_html(request):
+                counts = {d.id: await store.status_counts(conn, d.id) for d in definitions}
+                return HTMLResponse(campaign_list_page(request, definitions, counts))
         return {"campaigns": [_campaign_out(request, d) for d in definitions]}
 
     @router.get("/{campaign_id}", summary="A campaign's definition")

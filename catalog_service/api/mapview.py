@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -17,6 +18,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from catalog_service.jobs import mapview
+from catalog_service.jobs.campaign import CampaignDefinition
+from catalog_service.jobs.mapview import STATUS_COLOURS
 
 STATIC = Path(__file__).parent / "static"
 # Where scripts/build_web.sh installs the map's libraries in a checkout.
@@ -41,6 +44,49 @@ PAGE = """<!doctype html>
 <script src="{root}static/map/map.js"></script>
 </body></html>
 """
+
+
+LIST_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Campaigns</title>
+<link rel="stylesheet" href="{root}static/map/map.css">
+</head><body class="list"><h1>Campaigns</h1>
+<p class="muted">{count} campaigns. The same list as JSON: <a href="{root}campaigns?f=json">campaigns?f=json</a>;
+every collection in <a href="{root}browser/">STAC Browser</a>.</p>
+<table class="campaigns"><tr><th>campaign</th><th class="n">tiles</th><th>status</th><th></th></tr>
+{rows}</table></body></html>
+"""
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking (text/html before JSON in its Accept header), unless ``?f=json``."""
+    if request.query_params.get("f") == "json":
+        return False
+    accept = request.headers.get("accept", "")
+    html_at, json_at = accept.find("text/html"), accept.find("application/json")
+    return html_at >= 0 and (json_at < 0 or html_at < json_at)
+
+
+def campaign_list_page(
+    request: Request, definitions: list[CampaignDefinition], counts: dict[str, dict[str, int]]
+) -> str:
+    root = str(request.base_url)
+    rows = []
+    for d in definitions:
+        by_status = counts.get(d.id, {})
+        bar = "".join(
+            f'<span class="swatch" title="{html.escape(s)}: {n}" '
+            f'style="background:{STATUS_COLOURS.get(s, "white")}"></span>{n} '
+            for s, n in by_status.items()
+            if n
+        )
+        rows.append(
+            f"<tr><td><b>{html.escape(d.title or d.id)}</b><br><code>{html.escape(d.id)}</code></td>"
+            f'<td class="n">{sum(by_status.values())}</td><td>{bar}</td>'
+            f'<td><a href="{root}campaigns/{quote(d.id)}/map">map</a> · '
+            f'<a href="{root}browser/#/collections/{quote(d.id)}">STAC Browser</a> · '
+            f'<a href="{root}campaigns/{quote(d.id)}/summary">summary</a></td></tr>'
+        )
+    return LIST_PAGE.format(root=html.escape(root), count=len(definitions), rows="\n".join(rows))
 
 
 class ChangedTile(BaseModel):
@@ -96,6 +142,7 @@ def create_router() -> APIRouter:
             "campaign": campaign_id,
             "bbox": bbox,
             "cursor": cursor,
+            "colors": mapview.STATUS_COLOURS,
             "countries": f"{root}static/vendor/world-atlas/countries-50m.json",
         }
         async with request.app.state.get_connection(request, "r") as conn:

@@ -51,13 +51,18 @@ MAX_CHANGES = 10_000
 OVERVIEW_SIZE = 256
 MIN_VECTOR_PIXELS = 4  # a tile this wide on screen or more: drawn as a vector footprint
 _SMALL = 8
-# CSS colour names the page uses, as RGB (the overview is drawn server-side).
-STATUS_RGB = {
-    "not_started": (211, 211, 211), "creating": (255, 215, 0), "queued_for_start": (255, 215, 0),
-    "created": (255, 215, 0), "queued": (176, 196, 222), "running": (0, 0, 128),
-    "finished": (0, 255, 0), "error": (139, 0, 0), "skipped": (255, 140, 0),
-    "start_failed": (255, 0, 0), "canceled": (128, 128, 128),
+# The map's colours per status (CSS names), and as RGB for the overview drawn here.
+STATUS_COLOURS = {
+    "not_started": "lightgrey", "creating": "gold", "queued_for_start": "gold",
+    "created": "gold", "queued": "lightsteelblue", "running": "navy", "finished": "lime",
+    "error": "darkred", "skipped": "darkorange", "start_failed": "red", "canceled": "grey",
 }  # fmt: skip
+_CSS_RGB = {
+    "lightgrey": (211, 211, 211), "gold": (255, 215, 0), "lightsteelblue": (176, 196, 222),
+    "navy": (0, 0, 128), "lime": (0, 255, 0), "darkred": (139, 0, 0),
+    "darkorange": (255, 140, 0), "red": (255, 0, 0), "grey": (128, 128, 128),
+}  # fmt: skip
+STATUS_RGB = {status: _CSS_RGB[colour] for status, colour in STATUS_COLOURS.items()}
 UNKNOWN_RGB = (255, 255, 255)
 _BOXES = """
 SELECT ST_XMin(geometry) AS w, ST_YMin(geometry) AS s, ST_XMax(geometry) AS e,

@@ -7,11 +7,7 @@
   const cfg = window.TILEKEEPER_MAP;
   const api = cfg.root; // ends with "/"
   const campaign = cfg.campaign;
-  const COLORS = {
-    not_started: "lightgrey", creating: "gold", queued_for_start: "gold", created: "gold",
-    queued: "lightsteelblue", running: "navy", finished: "lime", error: "darkred",
-    skipped: "darkorange", start_failed: "red", canceled: "grey",
-  };
+  const COLORS = cfg.colors; // status -> CSS colour, from the service
   const POLL_MS = cfg.pollMs || 2000;
   const overrides = new Map(); // tile id -> {status, backend} newer than the vector tiles
   const seen = new Map(); // tile id -> colour it was last drawn with
