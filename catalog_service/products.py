@@ -26,6 +26,11 @@ STATES = ("pending", "ingested", "failed")
 MAX_ERROR = 2000
 
 
+def campaign_products_id(campaign: str) -> str:
+    """The collection a campaign's harvest writes its products to."""
+    return f"{campaign}-products"
+
+
 class ProductError(Exception):
     """A product write refused; nothing was written."""
 

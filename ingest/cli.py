@@ -16,8 +16,9 @@ from rich.table import Table
 from catalog_service.cli.errors import friendly_errors
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
+from catalog_service.products import campaign_products_id
 from catalog_service.settings import ClientSettings, ProductSettings
-from ingest.engine import INGEST_WORKERS, Ingester, Outcome, campaign_products_id
+from ingest.engine import INGEST_WORKERS, Ingester, Outcome
 from ingest.errors import IngestError
 from ingest.sources import Product, from_path, from_url
 from ingest.store import ProductStore, open_store

@@ -65,10 +65,6 @@ class Staged:
     files: list[str]  # store keys written for it (removed again if the write fails)
 
 
-def campaign_products_id(campaign: str) -> str:
-    return f"{campaign}-products"
-
-
 class Ingester:
     """Ingests products into one collection of the catalogue at ``http``."""
 

@@ -20,7 +20,8 @@ from openeo.rest.connection import Connection
 
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
-from ingest.engine import Ingester, Outcome, campaign_products_id
+from catalog_service.products import campaign_products_id
+from ingest.engine import Ingester, Outcome
 from ingest.errors import IngestError
 from ingest.sources import (
     Raster,

@@ -249,3 +249,39 @@ def test_campaign_list_is_a_page_for_browsers_and_json_for_clients(
     )
     assert page.url.endswith(f"/campaigns/{campaign}/map")
     assert offline.left == [], offline.left
+
+
+def test_the_map_shows_finished_tiles_products(
+    api: str, database: Database, browser: Browser, tmp_path: Path
+) -> None:
+    """Zoomed in, a finished tile's product is drawn from its thumbnail; a click on the
+    tile shows the product with its preview and a link into STAC Browser."""
+    campaigns, campaign, tiles = _map_campaign(api)
+    _move(campaigns, campaign, tiles[1], "running", "finished")
+    http = HttpSession(api)
+    store = open_store(products_settings(database), api)
+    ingester = Ingester(http, store, f"{campaign}-products", campaign=campaign)
+    # 2 km of UTM 31N inside the campaign's area (4.0-5.0 E, 50.4-51.0 N).
+    raster = write_raster(tmp_path / "P.tif", size=200, origin=(600_000, 5_620_000))
+    outcome = ingester.ingest(
+        Product("P", [Raster(raster, "data")], str(raster)), (campaign, tiles[1])
+    )
+    assert outcome.result == "created", outcome
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    offline = Offline(page)
+    page.goto(f"{api}/campaigns/{campaign}/map")
+    page.wait_for_function(
+        "window.tilekeeperMap && window.tilekeeperMap.previews === 1", timeout=30_000
+    )
+    page.evaluate(f"window.tilekeeperMap.showTile({tiles[1]!r})")
+    preview = page.locator("#tile img")
+    preview.wait_for(timeout=10_000)
+    page.wait_for_function("document.querySelector('#tile img').naturalWidth > 0", timeout=10_000)
+    assert "/products/files/" in (preview.get_attribute("src") or "")
+    link = page.get_by_role("link", name="open in STAC Browser")
+    assert f"browser/#/collections/{campaign}-products/items/P" in (
+        link.get_attribute("href") or ""
+    )
+    shot(page, "map-product", full_page=False)
+    assert offline.left == [], offline.left

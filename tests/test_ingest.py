@@ -43,6 +43,7 @@ def write_raster(
     crs: str | None = "EPSG:32631",
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     seed: int = 1,
+    origin: tuple[float, float] = (600_000, 5_660_000),
 ) -> Path:
     rng = np.random.default_rng(seed)
     if colormap:
@@ -51,7 +52,7 @@ def write_raster(
         data = (rng.random((count, size, size)) * 100).astype(dtype)
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": size, "height": size, "count": count, "dtype": dtype,
-        "transform": from_origin(600_000, 5_660_000, 10, 10), "nodata": 0,
+        "transform": from_origin(*origin, 10, 10), "nodata": 0,
     }  # fmt: skip
     if crs:
         profile["crs"] = crs

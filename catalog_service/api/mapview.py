@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from catalog_service.jobs import mapview
 from catalog_service.jobs.campaign import CampaignDefinition
 from catalog_service.jobs.mapview import STATUS_COLOURS
+from catalog_service.products import campaign_products_id
 
 STATIC = Path(__file__).parent / "static"
 # Where scripts/build_web.sh installs the map's libraries in a checkout.
@@ -36,6 +37,7 @@ PAGE = """<!doctype html>
 <h2>Tiles</h2><div id="counts"></div><div id="figures"></div>
 <h2>Back-ends</h2><div id="backends"></div>
 <h2>Legend</h2><div id="legend"></div>
+<label><input type="checkbox" id="previews" checked> product previews (zoomed in)</label>
 <div id="tile"><p class="muted">Click a tile for its job, history and product.</p></div>
 <p class="muted"><a href="{root}browser/#/collections/{campaign}">this campaign in STAC Browser</a></p>
 </div></div>
@@ -147,6 +149,9 @@ def create_router() -> APIRouter:
         }
         async with request.app.state.get_connection(request, "r") as conn:
             config["vectorMinZoom"] = await mapview.vector_min_zoom(conn, campaign_id)
+            products = campaign_products_id(campaign_id)
+            if await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", products):
+                config["products"] = products
         body = PAGE.format(
             title=html.escape(campaign_id),
             root=html.escape(root),

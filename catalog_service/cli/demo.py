@@ -53,7 +53,7 @@ def demo(
         store_login,
     )
     from catalog_service.demo.services import DemoServices
-    from ingest.engine import campaign_products_id
+    from catalog_service.products import campaign_products_id
 
     database = DatabaseSettings()
     api = ApiSettings()

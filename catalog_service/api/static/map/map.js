@@ -103,9 +103,41 @@
     }),
   });
 
+  // Finished tiles' products, drawn from their ingest thumbnails (each over its item's
+  // bbox, reprojected by OpenLayers) once a few hundred at most are in view.
+  const previews = new ol.layer.Group({ layers: [], minZoom: vectorMinZoom + 1 });
+  let showPreviews = true;
+  let previewRequest = 0;
+  async function loadPreviews() {
+    const view = map.getView();
+    if (!cfg.products || !showPreviews || view.getZoom() < vectorMinZoom + 1) {
+      previews.getLayers().clear();
+      return;
+    }
+    const request = ++previewRequest;
+    const bbox = ol.proj.transformExtent(view.calculateExtent(map.getSize()), "EPSG:3857", "EPSG:4326");
+    const response = await fetch(`${api}search`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/geo+json" },
+      body: JSON.stringify({ collections: [cfg.products], bbox: bbox, limit: 300 }),
+    });
+    if (!response.ok || request !== previewRequest) return;
+    const layers = [];
+    for (const item of (await response.json()).features) {
+      const thumb = (item.assets.thumbnail || {}).href;
+      if (!thumb || item.properties.deprecated) continue;
+      layers.push(new ol.layer.Image({
+        source: new ol.source.ImageStatic({ url: thumb, imageExtent: item.bbox, projection: "EPSG:4326" }),
+      }));
+    }
+    previews.getLayers().clear();
+    previews.getLayers().extend(layers);
+    window.tilekeeperMap.previews = layers.length;
+  }
+
   const map = new ol.Map({
     target: "map",
-    layers: [land, overview, tiles, changedLayer],
+    layers: [land, overview, tiles, changedLayer, previews],
     view: new ol.View({ center: [0, 0], zoom: 2 }),
   });
   // The campaign's extent from the start: no tiles fetched for a view that is not shown.
@@ -242,6 +274,13 @@
     }
   });
 
+  map.on("moveend", loadPreviews);
+  document.addEventListener("change", (event) => {
+    if (event.target.id !== "previews") return;
+    showPreviews = event.target.checked;
+    loadPreviews();
+  });
+
   map.on("singleclick", (event) => {
     const features = map.getFeaturesAtPixel(event.pixel, { layerFilter: (l) => l !== land });
     if (features.length) {
@@ -261,6 +300,7 @@
     pollStarted: 0,
     colorOf: (id) => seen.get(id),
     overviewTiles: () => overviewTilesLoaded,
+    previews: 0,
     vectorLayer: tiles,
     vectorMinZoom: vectorMinZoom,
     colors: COLORS,
