@@ -11,11 +11,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
 
+from catalog_service.api.pages import DEFAULT_BROWSER_DIR
 from catalog_service.api.server import ServerThread, free_port
 from catalog_service.database import EmbeddedCluster, UpReport, bring_up
 from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
@@ -171,3 +174,58 @@ def bulk(
         f"/collections/{collection_id}/bulk_items",
         json={"method": method, "items": {item["id"]: item for item in items}},
     )
+
+
+# -- pages in a real browser (Debian's Chromium driven by playwright) -------------------
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is installed by scripts/bootstrap.sh (apt: chromium)"
+    assert (DEFAULT_BROWSER_DIR / "index.html").is_file(), "run scripts/build_web.sh"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class Offline:
+    """Lets requests to this machine through and refuses (and records) every other."""
+
+    def __init__(self, page: Page) -> None:
+        self.left: list[str] = []
+        page.route("**/*", self.handle)
+
+    def handle(self, route: Route) -> None:
+        host = urlsplit(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            self.left.append(route.request.url)
+            route.abort()
+
+
+def shot(page: Page, name: str, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def check_pages(browser: Browser, api: str, campaign: str, tiles: int) -> None:
+    """What a person opens after the demo: STAC Browser lists the campaign, the campaign
+    map draws every tile, the API docs list the operations; no request leaves the machine."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    offline = Offline(page)
+    page.goto(f"{api}/browser/")
+    page.get_by_text(campaign).first.wait_for(timeout=30_000)
+    page.goto(f"{api}/campaigns/{campaign}/map")
+    page.wait_for_function(
+        f"window.tilekeeperMap && window.tilekeeperMap.seen.size === {tiles}", timeout=30_000
+    )
+    page.goto(f"{api}/api.html")
+    page.locator(".opblock").first.wait_for(timeout=30_000)
+    assert page.locator(".opblock").count() > 20
+    assert offline.left == [], offline.left
+    page.close()

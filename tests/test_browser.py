@@ -4,59 +4,20 @@ thumbnail, and no request leaves the machine. Screenshots go to tests/artifacts/
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import pytest
 import requests
-from conftest import Database, products_settings
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from conftest import Database, Offline, products_settings, shot
+from playwright.sync_api import Browser
 from test_ingest import write_raster
 
-from catalog_service.api.pages import DEFAULT_BROWSER_DIR
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
 from ingest.engine import Ingester
 from ingest.sources import Product, Raster
 from ingest.store import open_store
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    assert chromium, "Chromium is installed by scripts/bootstrap.sh (apt: chromium)"
-    assert (DEFAULT_BROWSER_DIR / "index.html").is_file(), "run scripts/build_web.sh"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-class Offline:
-    """Lets requests to this machine through and refuses (and records) every other."""
-
-    def __init__(self, page: Page) -> None:
-        self.left: list[str] = []
-        page.route("**/*", self.handle)
-
-    def handle(self, route: Route) -> None:
-        host = urlsplit(route.request.url).hostname
-        if host in ("127.0.0.1", "localhost") or route.request.url.startswith("data:"):
-            route.continue_()
-        else:
-            self.left.append(route.request.url)
-            route.abort()
-
-
-def shot(page: Page, name: str, full_page: bool = True) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def test_stac_browser_lists_campaigns_and_opens_a_product(

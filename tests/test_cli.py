@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import Database
+from conftest import Database, check_pages
+from playwright.sync_api import Browser
 from typer.testing import CliRunner
 
 from catalog_service.cli.main import app
@@ -59,10 +60,11 @@ def test_errors_say_what_to_do(
 
 @pytest.mark.slow
 def test_demo_runs_to_the_end_resumes_and_goes_down(
-    env: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    env: Database, browser: Browser, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The README's main command, small: services up, a 4-tile campaign over two local
-    back-ends with one failure retried, a summary and URLs; a re-run does nothing new;
+    back-ends with one failure retried, a summary and URLs, and its pages render in
+    Chromium without the internet; a re-run does nothing new;
     --down stops what it started (not the database it did not start)."""
     from catalog_service.api.server import free_port
 
@@ -79,6 +81,7 @@ def test_demo_runs_to_the_end_resumes_and_goes_down(
         assert "auth config" in first.output
         assert "progress 4/4" in first.output
         assert f"http://127.0.0.1:{api_port}/campaigns/demo-ndvi-2024-small" in first.output
+        check_pages(browser, f"http://127.0.0.1:{api_port}", "demo-ndvi-2024-small", 4)
         finished = env.sql(
             "SELECT count(*) FROM pgstac.items WHERE collection = %s "
             "AND content->'properties'->>'status' = 'finished'",
