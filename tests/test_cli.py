@@ -81,6 +81,7 @@ def test_demo_runs_to_the_end_resumes_and_goes_down(
         assert "auth config" in first.output
         assert "progress 4/4" in first.output
         assert f"http://127.0.0.1:{api_port}/campaigns/demo-ndvi-2024-small" in first.output
+        assert "/campaigns/demo-ndvi-2024-small/map" in first.output
         check_pages(browser, f"http://127.0.0.1:{api_port}", "demo-ndvi-2024-small", 4)
         finished = env.sql(
             "SELECT count(*) FROM pgstac.items WHERE collection = %s "

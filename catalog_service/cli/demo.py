@@ -132,6 +132,7 @@ def demo(
     console.print(f"STAC API:        {url}/")
     console.print(f"STAC Browser:    {url}/browser/")
     console.print(f"Campaign:        {url}/campaigns/{campaign_id}")
+    console.print(f"Campaign map:    {url}/campaigns/{campaign_id}/map")
     console.print(f"Summary:         {url}/campaigns/{campaign_id}/summary")
     console.print(f"Tile jobs:       {url}/collections/{campaign_id}/items")
     console.print(
