@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> None:
         fail_tiles=[t for t in args.fail_tiles.split(",") if t],
         fail_state_dir=Path(args.fail_state_dir) if args.fail_state_dir else None,
         failure_rate=args.failure_rate,
+        namespaces=args.allow_namespace,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -72,6 +73,13 @@ def main() -> None:
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--users", default="tilekeeper:tilekeeper", help="user:password,...")
     serve.add_argument("--max-running", type=int, default=1, help="Jobs running at once.")
+    serve.add_argument(
+        "--allow-namespace",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="A URL prefix process namespaces may be fetched from (repeatable; none by default).",
+    )
     serve.add_argument(
         "--min-runtime", type=float, default=0.0, help="Seconds a job lasts at least."
     )

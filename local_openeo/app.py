@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from flask import Flask
 
+from local_openeo.executor import NamespaceRefused
 from local_openeo.settings import BackendSettings
 
 log = logging.getLogger("local_openeo")
@@ -69,8 +70,32 @@ def structural_errors(graph: dict[str, Any]) -> list[dict[str, str]]:
     return errors
 
 
+def _guard_namespace_fetches(settings: BackendSettings) -> None:
+    """openeo-driver fetches a URL process namespace when a job is created (for its default
+    job options) and when a graph is evaluated, from any URL a user names. Both go through
+    ``processgraph._get_process_definition_from_url``: wrapped here so only allowed
+    prefixes are fetched; the driver answers the refusal as ProcessNamespaceInvalid (400)."""
+    from openeo_driver import processgraph
+
+    fetch = processgraph._get_process_definition_from_url
+    if getattr(fetch, "guarded", False):
+        return
+
+    def guarded(process_id: str, url: str) -> Any:
+        if not settings.namespace_allowed(url):
+            raise NamespaceRefused(
+                f"process namespace {url} is not allowed on this back-end "
+                "(start it with --allow-namespace PREFIX)"
+            )
+        return fetch(process_id=process_id, url=url)
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    processgraph._get_process_definition_from_url = guarded
+
+
 def create_app(settings: BackendSettings | None = None) -> Flask:
     settings = settings or BackendSettings.from_env()
+    settings = settings.with_secret()
     os.environ.update(settings.to_env())
     os.environ["OPENEO_BACKEND_CONFIG"] = str(Path(__file__).with_name("config.py"))
     # Imported after the config is pointed at: the driver reads it on first use.
@@ -80,6 +105,8 @@ def create_app(settings: BackendSettings | None = None) -> Flask:
 
     from local_openeo.jobs import JobKnobs, LocalBatchJobs
     from local_openeo.udps import DiskUserDefinedProcesses
+
+    _guard_namespace_fetches(settings)
 
     class LocalProcessing(ConcreteProcessing):  # type: ignore[misc]
         def validate(self, process_graph: dict[str, Any], env: Any = None) -> list[dict[str, str]]:

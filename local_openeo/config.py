@@ -2,6 +2,8 @@
 auth with the configured logins, no OIDC, and signed asset URLs so result downloads
 need no token (what MultiBackendJobManager and aggregators expect)."""
 
+import hmac
+
 from openeo_driver.config import OpenEoBackendConfig
 from openeo_driver.urlsigning import UrlSigner
 
@@ -9,6 +11,13 @@ from local_openeo.settings import BackendSettings
 
 _settings = BackendSettings.from_env()
 _logins = _settings.logins()
+
+
+def _password_ok(user: str, password: str) -> bool:
+    # Constant time: how long a refusal takes says nothing about the password.
+    expected = _logins.get(user, "")
+    return hmac.compare_digest(expected.encode(), password.encode()) and user in _logins
+
 
 config = OpenEoBackendConfig(
     id=f"local-openeo-{_settings.name}",
@@ -18,7 +27,7 @@ config = OpenEoBackendConfig(
     processing_facility="tilekeeper local",
     processing_software="local_openeo",
     enable_basic_auth=True,
-    valid_basic_auth=lambda user, password: _logins.get(user) == password,
+    valid_basic_auth=lambda user, password: _password_ok(user, password),
     enable_oidc_auth=False,
     url_signer=UrlSigner(secret=_settings.signing_secret, expiration=24 * 3600),
 )

@@ -25,6 +25,8 @@ from typing import Any
 
 import requests
 
+from local_openeo.settings import BackendSettings
+
 log = logging.getLogger("local_openeo.executor")
 
 
@@ -112,13 +114,25 @@ def _redirect(value: Any, result_of: dict[str, str]) -> Any:
     return value
 
 
-def remote_definitions(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Definitions of processes called with an http(s) URL as namespace."""
+class NamespaceRefused(Exception):
+    pass
+
+
+def remote_definitions(
+    graph: dict[str, Any], settings: BackendSettings
+) -> dict[str, dict[str, Any]]:
+    """Definitions of processes called with an http(s) URL as namespace, fetched only from
+    the URL prefixes the back-end's settings allow."""
     found: dict[str, dict[str, Any]] = {}
     for spec in graph.values():
         namespace = spec.get("namespace")
         if isinstance(namespace, str) and namespace.startswith(("http://", "https://")):
-            response = requests.get(namespace, timeout=30)
+            if not settings.namespace_allowed(namespace):
+                raise NamespaceRefused(
+                    f"process namespace {namespace} is not allowed on this back-end "
+                    "(start it with --allow-namespace PREFIX)"
+                )
+            response = requests.get(namespace, timeout=30, allow_redirects=False)
             response.raise_for_status()
             document = response.json()
             if "process_graph" not in document:  # a listing: pick the process by id
@@ -137,7 +151,7 @@ def run(job_dir: Path) -> dict[str, Any]:
 
     job = json.loads((job_dir / "job.json").read_text())
     graph = job["process"]["process_graph"]
-    definitions = {**job.get("udps", {}), **remote_definitions(graph)}
+    definitions = {**job.get("udps", {}), **remote_definitions(graph, BackendSettings.from_env())}
     graph = inline_processes(graph, definitions)
     (job_dir / "process_graph.inlined.json").write_text(json.dumps(graph, indent=1))
     results = job_dir / "results"

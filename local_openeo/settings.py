@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PREFIX = "LOCAL_OPENEO_"
@@ -23,7 +24,12 @@ class BackendSettings:
     port: int = 8081
     # Basic-auth logins, "user:password" pairs.
     users: list[str] = field(default_factory=lambda: ["tilekeeper:tilekeeper"])
-    signing_secret: str = "local-openeo"
+    # Signs result asset URLs; empty: a random one kept in the jobs folder (mode 0600), so
+    # URLs survive a restart and no secret is shared between installations.
+    signing_secret: str = ""
+    # URL prefixes a process namespace may be fetched from; none by default (the back-end
+    # fetches no URL a user names unless allowed: server-side request forgery).
+    namespaces: list[str] = field(default_factory=list)
     max_running: int = 1
     min_runtime_s: float = 0.0
     fail_tiles: list[str] = field(default_factory=list)
@@ -42,6 +48,7 @@ class BackendSettings:
             port=int(env.get(PREFIX + "PORT", default.port)),
             users=_list(env.get(PREFIX + "USERS", ",".join(default.users))),
             signing_secret=env.get(PREFIX + "SIGNING_SECRET", default.signing_secret),
+            namespaces=_list(env.get(PREFIX + "NAMESPACES", "")),
             max_running=int(env.get(PREFIX + "MAX_RUNNING", default.max_running)),
             min_runtime_s=float(env.get(PREFIX + "MIN_RUNTIME_S", default.min_runtime_s)),
             fail_tiles=_list(env.get(PREFIX + "FAIL_TILES", "")),
@@ -60,12 +67,29 @@ class BackendSettings:
             PREFIX + "PORT": str(self.port),
             PREFIX + "USERS": ",".join(self.users),
             PREFIX + "SIGNING_SECRET": self.signing_secret,
+            PREFIX + "NAMESPACES": ",".join(self.namespaces),
             PREFIX + "MAX_RUNNING": str(self.max_running),
             PREFIX + "MIN_RUNTIME_S": str(self.min_runtime_s),
             PREFIX + "FAIL_TILES": ",".join(self.fail_tiles),
             PREFIX + "FAIL_STATE_DIR": str(self.fail_state_dir or ""),
             PREFIX + "FAILURE_RATE": str(self.failure_rate),
         }
+
+    def with_secret(self) -> BackendSettings:
+        """These settings with a signing secret: the configured one, or the one kept in
+        the jobs folder (made on first use)."""
+        if self.signing_secret:
+            return self
+        path = self.jobs_dir / "signing-secret"
+        if not path.exists():
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return replace(self, signing_secret=path.read_text().strip())
+
+    def namespace_allowed(self, url: str) -> bool:
+        return any(url.startswith(prefix) for prefix in self.namespaces)
 
     def logins(self) -> dict[str, str]:
         return dict(u.split(":", 1) for u in self.users if ":" in u)

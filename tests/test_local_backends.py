@@ -6,10 +6,12 @@ what the back-ends report, and every result is a valid COG on its tile's exact g
 from __future__ import annotations
 
 import hashlib
+import http.server
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import pandas as pd
 import pytest
 import rasterio
 import requests
+from openeo.rest import OpenEoApiError
 from rio_cogeo.cogeo import cog_validate
 
 from catalog_service.api.server import free_port
@@ -180,6 +183,7 @@ def test_jobs_queue_cancel_and_survive_a_restart(
         time.sleep(0.5)
     assert first.status() == "finished"
     assert second.status() == "canceled"  # never ran after its cancel
+    signed = first.get_results().get_metadata()["assets"]["openEO.tif"]["href"]
 
     alpha.stop()
     alpha.start(log_path=backends["base"] / "alpha-restarted.log")
@@ -190,6 +194,42 @@ def test_jobs_queue_cancel_and_survive_a_restart(
     assert {first.job_id, second.job_id} <= listed
     assets = again.job(first.job_id).get_results().get_metadata()["assets"]
     assert "openEO.tif" in assets and "expires=" in assets["openEO.tif"]["href"]  # signed
+    # The signing secret is the back-end's own (made once, kept beside its jobs, 0600), so
+    # a URL signed before the restart still opens.
+    secret = alpha.jobs_dir / "signing-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text()) >= 32
+    assert requests.get(signed, timeout=30).status_code == 200
+
+
+def test_a_process_namespace_url_is_fetched_only_when_allowed(
+    backends: dict[str, Any],
+) -> None:
+    """A job naming a URL as its process's namespace does not make the back-end fetch it
+    (server-side request forgery) unless the URL's prefix is allowed."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        alpha = backends["backends"][0]
+        url = f"http://127.0.0.1:{server.server_address[1]}/internal/secret.json"
+        cube = connect(alpha.url).datacube_from_process("anything", namespace=url)
+        with pytest.raises(OpenEoApiError) as refused:
+            cube.create_job()
+        assert refused.value.http_status_code == 400
+        assert "is not allowed on this back-end" in str(refused.value)
+        assert asked == []
+    finally:
+        server.shutdown()
 
 
 def _jobs_by_title(urls: dict[str, str]) -> dict[str, list[dict[str, Any]]]:

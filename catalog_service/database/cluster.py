@@ -171,7 +171,10 @@ class EmbeddedCluster:
             reader=secrets.token_urlsafe(24),
         )
         pwfile = self.run_dir / "initdb.pw"
-        pwfile.write_text(creds.admin + "\n")
+        pwfile.unlink(missing_ok=True)
+        # Created 0600: never readable by others, not even between a write and a chmod.
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(creds.admin + "\n")
         self._own(pwfile, 0o600)
         try:
             self._run(

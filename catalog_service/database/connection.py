@@ -61,9 +61,12 @@ class Credentials:
         return cls(**json.loads(path.read_text()))
 
     def save(self, path: Path) -> None:
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-        path.write_text(json.dumps(asdict(self)))
+        # Written to a new 0600 file, then renamed: no moment where others may read it.
+        staging = path.with_name(path.name + ".new")
+        staging.unlink(missing_ok=True)
+        with os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(json.dumps(asdict(self)))
+        os.replace(staging, path)
 
 
 @dataclass(frozen=True)
