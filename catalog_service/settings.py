@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -18,6 +18,9 @@ def _split_commas(value: Any) -> Any:
 
 
 CommaList = Annotated[Sequence[str], BeforeValidator(_split_commas), NoDecode]
+# Docker and Kubernetes secrets: a file per setting, named like its variable
+# (e.g. /run/secrets/tilekeeper_db_writer_password), read where the folder exists.
+SECRETS_DIR = "/run/secrets" if Path("/run/secrets").is_dir() else None
 
 
 def default_data_dir() -> Path:
@@ -40,7 +43,9 @@ class DatabaseSettings(BaseSettings):
     PostgreSQL with PostGIS; the embedded cluster is then never touched.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_DB_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TILEKEEPER_DB_", extra="ignore", secrets_dir=SECRETS_DIR
+    )
 
     dsn: str | None = Field(
         default=None,
@@ -63,6 +68,14 @@ class DatabaseSettings(BaseSettings):
         default=None, description="PostgreSQL binaries; found automatically when unset."
     )
     shared_buffers: str = Field(default="256MB", description="Embedded server shared_buffers.")
+    writer_password: SecretStr | None = Field(
+        default=None,
+        description="External database: `db up` creates (or updates) the tilekeeper_writer "
+        "login with this password, for the API to connect as instead of the superuser.",
+    )
+    reader_password: SecretStr | None = Field(
+        default=None, description="External database: the same for the tilekeeper_reader login."
+    )
 
     @property
     def external(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import psycopg
 import pytest
@@ -101,6 +102,37 @@ def test_external_settings_skip_the_embedded_cluster(
     assert report.external and not report.created and not report.started
     assert not unused_dir.exists()
     assert resolve_logins(settings).writer == database.report.logins.admin
+
+
+def test_external_db_up_creates_the_service_logins_from_secrets(
+    database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Deployed against an external PostgreSQL (compose), `db up` runs as the superuser
+    and makes the writer and reader logins the API then connects as."""
+    from catalog_service.database.connection import Credentials, credentials_path
+
+    admin = database.report.logins.admin
+    settings = DatabaseSettings(
+        dsn=admin.dsn,
+        data_dir=tmp_path_factory.mktemp("unused") / "db",
+        writer_password="w-" + uuid.uuid4().hex,
+        reader_password="r-" + uuid.uuid4().hex,
+    )
+    kept = Credentials.load(credentials_path(database.settings))
+    try:
+        bring_up(settings)
+        for role, password in (
+            ("writer", settings.writer_password),
+            ("reader", settings.reader_password),
+        ):
+            assert password is not None
+            login = admin.with_user(f"tilekeeper_{role}", password.get_secret_value())
+            with psycopg.connect(login.dsn) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (f"tilekeeper_{role}",)
+    finally:  # the other tests' logins, as they were
+        from catalog_service.database.schema import ensure_login_roles
+
+        ensure_login_roles(admin, kept)
 
 
 def test_missing_embedded_database_says_what_to_run(

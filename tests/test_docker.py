@@ -28,7 +28,16 @@ def test_compose_parses_and_wires_the_api_to_the_database() -> None:
     api = services["api"]
     assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
-    assert "@db:5432/" in api["environment"]["TILEKEEPER_DB_DSN"]
+    env = api["environment"]
+    # The API connects with the service logins `migrate` creates, never as the superuser.
+    assert env["TILEKEEPER_DB_DSN"].startswith("postgresql://tilekeeper_writer:")
+    assert env["TILEKEEPER_DB_READ_DSN"].startswith("postgresql://tilekeeper_reader:")
+    assert "@db:5432/" in env["TILEKEEPER_DB_DSN"]
+    migrate = services["migrate"]["environment"]
+    assert {"TILEKEEPER_DB_WRITER_PASSWORD", "TILEKEEPER_DB_READER_PASSWORD"} <= set(migrate)
+    assert "ports" not in services["db"]  # PostgreSQL is not published
+    # Forwarded headers are trusted from the proxy only, not from anyone.
+    assert "*" not in env["TILEKEEPER_API_FORWARDED_ALLOW_IPS"]
     assert "pgstac:v0.10.0" in services["db"]["image"]
     assert "jit=off" in services["db"]["command"]
     tilekeeper_vars = {

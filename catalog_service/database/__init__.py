@@ -12,7 +12,7 @@ from catalog_service.database.connection import (
     credentials_path,
     resolve_logins,
 )
-from catalog_service.database.schema import SchemaReport, install
+from catalog_service.database.schema import SchemaReport, ensure_login_roles, install
 from catalog_service.settings import DatabaseSettings
 
 __all__ = [
@@ -49,7 +49,17 @@ def bring_up(settings: DatabaseSettings) -> UpReport:
     """Create (first time), start and migrate the database. A second call changes nothing."""
     if settings.external:
         logins = resolve_logins(settings)
-        return UpReport(True, False, False, install(logins.admin, None), logins)
+        report = UpReport(True, False, False, install(logins.admin, None), logins)
+        if settings.writer_password and settings.reader_password:
+            ensure_login_roles(
+                logins.admin,
+                Credentials(
+                    admin="",
+                    writer=settings.writer_password.get_secret_value(),
+                    reader=settings.reader_password.get_secret_value(),
+                ),
+            )
+        return report
     cluster = EmbeddedCluster(settings)
     created = cluster.init()
     started = cluster.start()

@@ -202,6 +202,12 @@ def _ensure_login_roles(conn: psycopg.Connection[tuple[object, ...]], creds: Cre
         )
 
 
+def ensure_login_roles(admin: ConnectionInfo, creds: Credentials) -> None:
+    """The writer and reader logins with these passwords (created or updated)."""
+    with _connect(admin) as conn:
+        _ensure_login_roles(conn, creds)
+
+
 def install(admin: ConnectionInfo, creds: Credentials | None) -> SchemaReport:
     """Bring the database to the schema this tilekeeper needs. Safe to call repeatedly.
 
