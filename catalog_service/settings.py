@@ -90,6 +90,11 @@ class ApiSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address `tilekeeper serve` binds.")
     port: int = Field(default=8080, description="Port `tilekeeper serve` binds.")
+    require_keys: bool = Field(
+        default=False,
+        description="Writes need an API key with the route's scope (a key presented is "
+        "always checked, also when this is off).",
+    )
     title: str = Field(default="tilekeeper", description="Landing page title.")
     description: str = Field(
         default="STAC catalogue and job tracking for openEO production campaigns",

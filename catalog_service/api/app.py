@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from catalog_service import __version__
 from catalog_service.api.aggregation import AggregationExtension
+from catalog_service.api.auth import protect_routes
 from catalog_service.api.campaigns import add_campaign_routes
 from catalog_service.api.clients import (
     AtomicBulkTransactionsClient,
@@ -94,6 +95,7 @@ def create_app(
     )
     app: FastAPI = api.app
     app.state.tile_registrar = TileRegistrar(logins.writer.dsn)
+    protect_routes(app, api, settings.require_keys)
     add_exception_handlers(app)
     add_campaign_routes(app)
     add_product_routes(app, products or ProductSettings())

@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse
 
+from catalog_service.api.auth import actor_of, require
 from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.bulk import paused_gc
 from catalog_service.jobs import status as job_status
@@ -34,6 +35,8 @@ _INVALID_ID = re.compile(r"[:/?#\[\]@!$&'()*+,;=\s]")
 MAX_TILES_PER_REQUEST = 100_000
 # Loader runs hold a database connection and a thread each; a few at a time is plenty.
 CONCURRENT_REGISTRATIONS = 2
+
+CAMPAIGN_WRITE = [Depends(require("campaigns:write"))]
 
 
 class BadRequest(Exception):
@@ -218,7 +221,12 @@ def _check_worker(worker: str) -> None:
 def create_router() -> APIRouter:
     router = APIRouter(prefix="/campaigns", tags=["Campaigns"])
 
-    @router.post("", status_code=201, summary="Create a campaign (a collection of tile jobs)")
+    @router.post(
+        "",
+        dependencies=CAMPAIGN_WRITE,
+        status_code=201,
+        summary="Create a campaign (a collection of tile jobs)",
+    )
     async def create_campaign(request: Request) -> JSONResponse:
         definition = await parse_body(request, CampaignDefinition)
         bbox = list(shape(definition.aoi).bounds) if definition.aoi else None
@@ -245,7 +253,11 @@ def create_router() -> APIRouter:
             definition = await store.get_definition(conn, campaign_id)
         return _campaign_out(request, definition)
 
-    @router.post("/{campaign_id}/tiles", summary="Register tiles as not_started jobs")
+    @router.post(
+        "/{campaign_id}/tiles",
+        dependencies=CAMPAIGN_WRITE,
+        summary="Register tiles as not_started jobs",
+    )
     async def register_tiles(request: Request, campaign_id: str) -> dict[str, Any]:
         tiles = await parse_tiles(request)
         async with _conn(request, "r") as conn:
@@ -287,13 +299,17 @@ def create_router() -> APIRouter:
                 await store.get_definition(conn, campaign_id)  # 404 for an unknown campaign
         return {"jobs": jobs}
 
-    @router.post("/{campaign_id}/jobs/changes", summary="Apply status changes, all or nothing")
+    @router.post(
+        "/{campaign_id}/jobs/changes",
+        dependencies=CAMPAIGN_WRITE,
+        summary="Apply status changes, all or nothing",
+    )
     async def change_jobs(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ChangesIn)
         changes = [store.Change(**c.model_dump(), worker=body.worker) for c in body.changes]
         async with _conn(request, "w") as conn:
             outcome = await store.apply_changes(
-                conn, campaign_id, changes, body.actor, partial=body.partial
+                conn, campaign_id, changes, actor_of(request, body.actor), partial=body.partial
             )
         return {
             "applied": outcome.applied,
@@ -312,7 +328,11 @@ def create_router() -> APIRouter:
             await store.get_definition(conn, campaign_id)
             return {"workers": await workers.listing(conn, campaign_id)}
 
-    @router.put("/{campaign_id}/workers/{worker}", summary="Renew a worker's lease")
+    @router.put(
+        "/{campaign_id}/workers/{worker}",
+        dependencies=CAMPAIGN_WRITE,
+        summary="Renew a worker's lease",
+    )
     async def heartbeat(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
         body = await parse_body(request, HeartbeatIn)
         _check_worker(worker)
@@ -321,7 +341,11 @@ def create_router() -> APIRouter:
             await workers.heartbeat(conn, campaign_id, worker, body.lease_s, body.info)
         return {"worker": worker, "lease_s": body.lease_s}
 
-    @router.delete("/{campaign_id}/workers/{worker}", summary="End a worker's lease now")
+    @router.delete(
+        "/{campaign_id}/workers/{worker}",
+        dependencies=CAMPAIGN_WRITE,
+        summary="End a worker's lease now",
+    )
     async def leave(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
         _check_worker(worker)
         async with _conn(request, "w") as conn:
@@ -330,6 +354,7 @@ def create_router() -> APIRouter:
 
     @router.post(
         "/{campaign_id}/workers/{worker}/claim",
+        dependencies=CAMPAIGN_WRITE,
         summary="Renew the lease and claim free tiles of some statuses, in processing order",
     )
     async def claim(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
@@ -351,7 +376,11 @@ def create_router() -> APIRouter:
             rows = await store.history(conn, campaign_id, tile_id)
         return {"campaign": campaign_id, "tile": tile_id, "history": rows}
 
-    @router.post("/{campaign_id}/reset", summary="Reset finished-with-failure tiles for a retry")
+    @router.post(
+        "/{campaign_id}/reset",
+        dependencies=CAMPAIGN_WRITE,
+        summary="Reset finished-with-failure tiles for a retry",
+    )
     async def reset(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ResetIn)
         async with _conn(request, "w") as conn:
@@ -359,7 +388,7 @@ def create_router() -> APIRouter:
                 conn,
                 campaign_id,
                 body.statuses,
-                body.actor,
+                actor_of(request, body.actor),
                 body.set,
                 tiles=body.tiles,
                 below_attempts=body.below_attempts,

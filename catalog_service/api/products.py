@@ -7,15 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
+from catalog_service.api.auth import require
 from catalog_service.jobs.campaign import ID_PATTERN
 from catalog_service.settings import ProductSettings
 
 MAX_PRODUCTS_PER_REQUEST = 1000
+
+PRODUCT_WRITE = [Depends(require("products:write"))]
 
 
 class JobRef(BaseModel):
@@ -81,6 +84,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
 
     @router.post(
         "/collections/{collection_id}/products",
+        dependencies=PRODUCT_WRITE,
         summary="Write product items: new versions, extent and job back-links together",
         response_model=ProductsOut,
     )
@@ -101,6 +105,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
 
     @router.put(
         "/campaigns/{campaign_id}/jobs/{tile_id}/product",
+        dependencies=PRODUCT_WRITE,
         summary="Record a tile's harvest as pending or failed",
     )
     async def harvest_state(

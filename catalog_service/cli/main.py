@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from catalog_service.cli.auth import app as auth_app
 from catalog_service.cli.campaign import app as campaign_app
 from catalog_service.cli.demo import demo
 from catalog_service.cli.errors import friendly_errors
@@ -35,6 +36,7 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(auth_app, name="auth")
 app.command("ingest")(ingest_cli.ingest)
 app.command("export")(ingest_cli.export)
 

@@ -105,6 +105,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX IF NOT EXISTS job_history_feed ON tilekeeper.job_history (collection, seq);
     """,
+    # API keys: only their tokens' digests, with scopes, expiry and revocation.
+    """
+    CREATE TABLE tilekeeper.api_keys (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        secret_sha256 text NOT NULL UNIQUE,
+        scopes text[] NOT NULL,
+        created timestamptz NOT NULL DEFAULT now(),
+        expires timestamptz,
+        revoked timestamptz
+    );
+    """,
 )
 
 

@@ -1,0 +1,86 @@
+"""Write access: a FastAPI dependency per scope. A request's API key comes as
+``Authorization: Bearer tk_...`` or ``X-API-Key: tk_...``; a key that is presented is
+always checked (401 when unknown, expired or revoked; 403 without the route's scope).
+Whether a request without a key may write is the ``TILEKEEPER_API_REQUIRE_KEYS`` setting."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.routing import APIRoute
+from stac_fastapi.api.app import StacApi
+
+from catalog_service.auth import keys
+
+STAC_WRITES = [
+    {"path": "/collections", "method": "POST"},
+    {"path": "/collections/{collection_id}", "method": "PUT"},
+    {"path": "/collections/{collection_id}", "method": "PATCH"},
+    {"path": "/collections/{collection_id}", "method": "DELETE"},
+    {"path": "/collections/{collection_id}/items", "method": "POST"},
+    {"path": "/collections/{collection_id}/items/{item_id}", "method": "PUT"},
+    {"path": "/collections/{collection_id}/items/{item_id}", "method": "PATCH"},
+    {"path": "/collections/{collection_id}/items/{item_id}", "method": "DELETE"},
+    {"path": "/collections/{collection_id}/bulk_items", "method": "POST"},
+]
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header:
+        kind, _, value = header.partition(" ")
+        if kind.lower() != "bearer" or not value.strip():
+            raise _unauthorized("the Authorization header must be `Bearer <API key>`")
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[keys.Identity | None]]:
+    """The dependency of a write route needing ``scope``: the caller's identity (None
+    for an anonymous write where keys are not required)."""
+
+    async def check(request: Request) -> keys.Identity | None:
+        token = _token(request)
+        if token is None:
+            if request.app.state.require_keys:
+                raise _unauthorized(f"this write needs an API key with the scope {scope}")
+            return None
+        async with request.app.state.get_connection(request, "r") as conn:
+            identity = await keys.identify(conn, token)
+        if identity is None:
+            raise _unauthorized("unknown, expired or revoked API key")
+        if not identity.may(scope):
+            raise HTTPException(403, f"this key lacks the scope {scope}")
+        request.state.identity = identity
+        return identity
+
+    return check
+
+
+def protect_routes(app: FastAPI, api: StacApi, require_keys: bool) -> None:
+    """Every write route gets its scope: STAC transactions and bulk writes need
+    ``stac:write``; our routers declare theirs on each route."""
+    app.state.require_keys = require_keys
+    api.add_route_dependencies(STAC_WRITES, [Depends(require("stac:write"))])  # type: ignore[arg-type]
+
+
+def write_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every route that writes, for tests and docs."""
+    found = []
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            for method in (route.methods or set()) - {"GET", "HEAD", "OPTIONS"}:
+                found.append((method, route.path))
+    return sorted(found)
+
+
+def actor_of(request: Request, claimed: str) -> str:
+    """Who the history records: the key's identity; a name the client merely claims is
+    marked unverified (an anonymous write where keys are not required)."""
+    identity: keys.Identity | None = getattr(request.state, "identity", None)
+    return identity.name if identity is not None else f"unverified:{claimed}"

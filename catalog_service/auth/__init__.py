@@ -1,0 +1,1 @@
+"""Who may write: API keys with scopes (``keys``)."""
