@@ -245,7 +245,7 @@
       "</table>";
     if (p.last_error) html += `<p><b>last error</b></p><pre>${text(p.last_error)}</pre>`;
     html += "<p><b>history</b></p><table class='history'>" + history.history.map((h) =>
-      `<tr><td>${text(h.at)}</td><td>${text(h.from || "")} → ${text(h.to)}</td><td>${text(h.actor)}</td></tr>`).join("") + "</table>";
+      `<tr><td>${text(h.at)}</td><td>${text(h.from || "")} → ${text(h.to)}</td><td>${text(h.by || "")}</td></tr>`).join("") + "</table>";
     if (p.backend_name && p.id) {
       html += `<p class="muted">back-end logs: <code>tilekeeper campaign logs ${text(campaign)} ${text(id)}</code></p>`;
     }
