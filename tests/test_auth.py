@@ -79,21 +79,21 @@ def _writes(campaign: str, collection: str) -> list[tuple[str, str, str, Any]]:
                 "grid": "utm-20km",
                 "temporal_extent": ["2024-03-01", "2024-09-30"],
             },
-        ),  # fmt: skip
+        ),
         ("campaigns:write", "POST", f"{k}/tiles", {"tiles": []}),
         (
             "campaigns:write",
             "POST",
             f"{k}/jobs/changes",
             {"changes": [{"tile": "T1", "status": "queued_for_start"}]},
-        ),  # fmt: skip
+        ),
         ("campaigns:write", "PUT", f"{k}/workers/w1", {"lease_s": 30}),
         (
             "campaigns:write",
             "POST",
             f"{k}/workers/w1/claim",
             {"statuses": ["not_started"], "limit": 1, "lease_s": 30},
-        ),  # fmt: skip
+        ),
         ("campaigns:write", "DELETE", f"{k}/workers/w1", None),
         ("campaigns:write", "POST", f"{k}/reset", {}),
         (
@@ -101,7 +101,7 @@ def _writes(campaign: str, collection: str) -> list[tuple[str, str, str, Any]]:
             "POST",
             f"/collections/{collection}/products",
             {"writes": [{"items": [item]}]},
-        ),  # fmt: skip
+        ),
         ("products:write", "PUT", f"{k}/jobs/T1/product", {"state": "pending"}),
     ]
 
