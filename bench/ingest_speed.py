@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +31,9 @@ import rasterio
 from rasterio.transform import from_origin
 from rich.console import Console
 from rich.table import Table
+from throwaway import throwaway_stack
 
-from catalog_service.api.server import ServerProcess, free_port
 from catalog_service.client.http import HttpSession
-from catalog_service.database import EmbeddedCluster, bring_up
-from catalog_service.settings import ApiSettings, DatabaseSettings
 from ingest.engine import INGEST_WORKERS, Ingester
 from ingest.rasters import FileDigest, make_cog
 from ingest.sources import Product, Raster
@@ -88,17 +84,9 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=32)
     parser.add_argument("--size", type=int, default=2000)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-ingest-", dir="/tmp"))
-    base.chmod(0o755)
-    settings = DatabaseSettings(data_dir=base / "db", port=free_port(), dsn=None)
-    bring_up(settings)
-    # The API as a process of its own, as deployed (in this process it would share the
-    # GIL with the ingest being measured); it serves the store given in the environment.
-    os.environ["TILEKEEPER_PRODUCTS_STORE"] = str(base / "products")
-    server = ServerProcess(ApiSettings(port=free_port()), settings).start()
-    try:
-        http = HttpSession(server.url)
-        http.wait_ready()
+    with throwaway_stack() as stack:
+        http = HttpSession(stack.url)
+        base = stack.base
         tiles = base / "tiles"
         tiles.mkdir()
         with console.status("making tiles"):
@@ -109,7 +97,7 @@ def main() -> None:
         for path in cogs:
             FileDigest.of(path)
         floor = time.perf_counter() - start
-        store = LocalStore(base / "products", f"{server.url}/products/files")
+        store = LocalStore(stack.products, f"{stack.url}/products/files")
         serial = timed_ingest(http, store, "bench-cog-1", cogs, 1)
         ours_cog = timed_ingest(http, store, "bench-cog", cogs, INGEST_WORKERS)
         ours_plain = timed_ingest(http, store, "bench-plain", plains, INGEST_WORKERS)
@@ -132,10 +120,6 @@ def main() -> None:
             )  # fmt: skip
         console.print(table)
         console.print(f"COG inputs reach {floor / ours_cog:.0%} of the floor (target >= 60%)")
-    finally:
-        server.stop()
-        EmbeddedCluster(settings).destroy()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

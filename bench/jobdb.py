@@ -26,8 +26,6 @@ rate on the same job items is measured in the same run as the anchor for registr
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -43,15 +41,13 @@ from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 from rich.console import Console
 from rich.table import Table
+from throwaway import throwaway_stack
 
 from catalog_service import CampaignJobDatabase
-from catalog_service.api.server import ServerProcess, free_port
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
-from catalog_service.database import EmbeddedCluster, bring_up
 from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.jobs.campaign import CampaignDefinition, job_item
-from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console()
 ACTIVE = ["created", "queued", "queued_for_start", "running"]
@@ -244,20 +240,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
 
-    base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-", dir="/tmp"))
-    base.chmod(0o755)
-    settings = DatabaseSettings(
-        data_dir=base / "db", port=free_port(), dsn=None, shared_buffers="1GB"
-    )
-    report = bring_up(settings)
-    server = ServerProcess(ApiSettings(port=free_port()), settings).start()
-    try:
-        HttpSession(server.url).wait_ready()
-        run(server.url, report.logins.writer.dsn, sizes, not args.no_stock, base)
-    finally:
-        server.stop()
-        EmbeddedCluster(settings).destroy()
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_stack(shared_buffers="1GB") as stack:
+        run(stack.url, stack.report.logins.writer.dsn, sizes, not args.no_stock, stack.base)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,13 +25,11 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 from rich.console import Console
 from rich.table import Table
+from throwaway import throwaway_stack
 
-from catalog_service.api.server import ServerProcess, free_port
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
-from catalog_service.database import EmbeddedCluster, bring_up
 from catalog_service.grids import load_aoi, tiles_for
-from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console()
 AREA = "-10,35,45,71"  # utm-10km: 145,800 tiles; the first N are taken
@@ -57,14 +54,9 @@ def main() -> None:
     parser.add_argument("--no-anchor", action="store_true", help="skip the (slow) GeoJSON anchor")
     parser.add_argument("--screenshot", type=Path, help="save the first view as this PNG")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="tilekeeper-bench-map-", dir="/tmp"))
-    base.chmod(0o755)
-    settings = DatabaseSettings(data_dir=base / "db", port=free_port(), dsn=None)
-    bring_up(settings)
-    server = ServerProcess(ApiSettings(port=free_port()), settings).start()
-    try:
-        http = HttpSession(server.url)
-        http.wait_ready()
+    with throwaway_stack() as stack:
+        server_url = stack.url
+        http = HttpSession(server_url)
         campaigns = Campaigns(http)
         campaign = f"map-{uuid.uuid4().hex[:6]}"
         campaigns.create({"id": campaign, "grid": "utm-10km", "temporal_extent": ["2024-01-01", "2024-12-31"]})  # fmt: skip
@@ -77,7 +69,7 @@ def main() -> None:
                 executable_path=shutil.which("chromium"), args=["--no-sandbox"]
             )
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"{server.url}/campaigns/{campaign}/map")
+            page.goto(f"{server_url}/campaigns/{campaign}/map")
             page.wait_for_function("window.tilekeeperMap && window.tilekeeperMap.firstPaintMs !== null", timeout=120_000)  # fmt: skip
             first_paint = page.evaluate("window.tilekeeperMap.firstPaintMs") / 1000
             if args.screenshot:
@@ -119,10 +111,6 @@ def main() -> None:
         table.add_row("anchor: the same tiles as GeoJSON items", f"{geojson:.2f}", "")
         console.print(table)
         console.print(f"first paint = {first_paint / geojson:.0%} of loading the tiles as GeoJSON")
-    finally:
-        server.stop()
-        EmbeddedCluster(settings).destroy()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

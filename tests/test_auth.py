@@ -143,8 +143,12 @@ def test_writes_without_a_valid_key_are_refused_and_store_nothing(
         if status == 401:
             assert answer.headers.get("www-authenticate") == "Bearer"
     assert httpx.get(f"{locked}/collections/{collection}", timeout=30).status_code == 404
+    # The refused job change, lease, claim and reset left the tile as registered.
     history = httpx.get(f"{locked}/campaigns/{campaign}/jobs/T1/history", timeout=30).json()
-    assert [h["to"] for h in history["history"]] == ["not_started"] or len(history["history"]) <= 1
+    assert history["history"] == []
+    tile = httpx.get(f"{locked}/collections/{campaign}/items/T1", timeout=30).json()
+    assert tile["properties"]["status"] == "not_started"
+    assert httpx.get(f"{locked}/collections/{campaign}-x", timeout=30).status_code == 404
 
 
 def test_expired_revoked_and_wrong_scope_keys_are_refused(locked: str, database: Database) -> None:
