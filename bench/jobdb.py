@@ -45,6 +45,7 @@ from throwaway import throwaway_stack
 
 from catalog_service import CampaignJobDatabase
 from catalog_service.client.campaigns import Campaigns
+from catalog_service.client.credentials import auth_for
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.jobs.campaign import CampaignDefinition, job_item
@@ -192,7 +193,9 @@ def run(url: str, writer_dsn: str, sizes: list[int], stock: bool, work: Path) ->
         if stock and n <= 11_000:
             results["STACAPIJobDatabase (stock)"] = measure(
                 "stock",
-                lambda: STACAPIJobDatabase(f"stock-{uuid.uuid4().hex[:8]}", url),
+                lambda: STACAPIJobDatabase(
+                    f"stock-{uuid.uuid4().hex[:8]}", url, auth=auth_for(url)
+                ),
                 gdf,
             )
         results["CampaignJobDatabase"] = measure(

@@ -39,6 +39,9 @@ def throwaway_stack(shared_buffers: str = "256MB") -> Iterator[Stack]:
     try:
         report = bring_up(settings)
         os.environ["TILEKEEPER_PRODUCTS_STORE"] = str(base / "products")
+        assert report.admin_key is not None
+        # The bench's clients write with the stack's admin key.
+        os.environ["TILEKEEPER_API_KEY"] = report.admin_key.read_text().strip()
         server = ServerProcess(ApiSettings(port=free_port()), settings).start()
         try:
             HttpSession(server.url).wait_ready()

@@ -76,6 +76,11 @@ class DatabaseSettings(BaseSettings):
     reader_password: SecretStr | None = Field(
         default=None, description="External database: the same for the tilekeeper_reader login."
     )
+    admin_key_file: Path | None = Field(
+        default=None,
+        description="Where `db up` keeps an admin API key (mode 0600). Default: "
+        "`<data_dir>/admin-key` for the embedded cluster; none for an external database.",
+    )
 
     @property
     def external(self) -> bool:
@@ -91,9 +96,9 @@ class ApiSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `tilekeeper serve` binds.")
     port: int = Field(default=8080, description="Port `tilekeeper serve` binds.")
     require_keys: bool = Field(
-        default=False,
-        description="Writes need an API key with the route's scope (a key presented is "
-        "always checked, also when this is off).",
+        default=True,
+        description="Writes need a credential with the route's scope (one presented is "
+        "always checked). Off only for a throw-away service on a trusted machine.",
     )
     title: str = Field(default="tilekeeper", description="Landing page title.")
     description: str = Field(
@@ -142,6 +147,14 @@ class ClientSettings(BaseSettings):
 
     api_url: str = Field(
         default="http://127.0.0.1:8080/", description="The tilekeeper API the CLI talks to."
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key (or OIDC / openEO bearer token) the CLI and the Python API "
+        "send. Default: the admin key of `tilekeeper db up`, for a service on this machine.",
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="A file holding that key, read when TILEKEEPER_API_KEY is unset."
     )
 
 

@@ -81,9 +81,22 @@ def database() -> Iterator[Database]:
     # Runners (in-process and `tilekeeper campaign run` children) harvest into the store
     # the test API serves.
     os.environ["TILEKEEPER_PRODUCTS_STORE"] = str(products_settings(db).store)
+    # Clients (here and in runner children) write with the admin key `db up` made.
+    os.environ["TILEKEEPER_API_KEY"] = admin_token(db)
     yield db
     os.environ.pop("TILEKEEPER_PRODUCTS_STORE", None)
+    os.environ.pop("TILEKEEPER_API_KEY", None)
     db.destroy()
+
+
+def admin_token(db: Database) -> str:
+    assert db.report.admin_key is not None
+    return db.report.admin_key.read_text().strip()
+
+
+def auth_headers() -> dict[str, str]:
+    """The admin key of the test database, for raw HTTP writes."""
+    return {"Authorization": f"Bearer {os.environ['TILEKEEPER_API_KEY']}"}
 
 
 def products_settings(db: Database) -> ProductSettings:
@@ -112,8 +125,10 @@ def api(database: Database) -> Iterator[str]:
 
 
 @pytest.fixture()
-def http(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api, timeout=60) as client:
+def http(api: str, database: Database) -> Iterator[httpx.Client]:
+    """A client writing with the admin key."""
+    headers = {"Authorization": f"Bearer {admin_token(database)}"}
+    with httpx.Client(base_url=api, timeout=60, headers=headers) as client:
         yield client
 
 

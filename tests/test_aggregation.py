@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import Database, bulk, make_item
+from conftest import Database, auth_headers, bulk, make_item
 
 STATUSES = ("not_started", "queued", "running", "finished", "error")
 BACKENDS = ("vito", "cdse", "eodc")
@@ -29,7 +29,7 @@ def generated(api: str) -> tuple[str, list[dict]]:
         item = make_item(f"g{n:03d}", cid, lon=rng.uniform(0, 10), lat=rng.uniform(40, 50), **props)
         item["properties"]["datetime"] = f"2025-0{1 + n % 3}-15T12:00:00Z"
         items.append(item)
-    with httpx.Client(base_url=api, timeout=60) as http:
+    with httpx.Client(base_url=api, headers=auth_headers(), timeout=60) as http:
         assert http.post("/collections", json=make_collection(cid)).status_code == 201
         assert bulk(http, cid, items).status_code == 200
     return cid, items

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import bulk, make_item
+from conftest import auth_headers, bulk, make_item
 from pystac_client import Client
 
 REQUIRED_CONFORMANCE = {
@@ -39,7 +39,7 @@ def test_landing_page_links(http: httpx.Client) -> None:
 @pytest.fixture(scope="module")
 def tiles(api: str) -> str:
     """40 tile items with known statuses, back-ends and orders."""
-    with httpx.Client(base_url=api) as http:
+    with httpx.Client(base_url=api, headers=auth_headers()) as http:
         collection_id = "search-tiles"
         from conftest import make_collection
 

@@ -4,33 +4,60 @@ and the history records the key, not a name the client claims."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from conftest import Database, start_api, wait_ready
+from conftest import Database
 from typer.testing import CliRunner
 
 from catalog_service.api.app import create_app
 from catalog_service.api.auth import write_routes
 from catalog_service.auth import keys
 from catalog_service.cli.main import app as cli
+from catalog_service.client.campaigns import Campaigns
+from catalog_service.client.http import ApiError, HttpSession
+from catalog_service.database import bring_up
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def locked(database: Database) -> Iterator[str]:
-    """An API that requires keys, on the test database."""
-    server = start_api(database, require_keys=True)
-    wait_ready(server.url)
-    yield server.url
-    server.stop()
+def locked(api: str) -> str:
+    """The test API: keys are required by default."""
+    return api
+
+
+def test_db_up_keeps_an_admin_key_only_its_owner_reads(database: Database) -> None:
+    path = database.report.admin_key
+    assert path is not None and path.stat().st_mode & 0o777 == 0o600
+    token = path.read_text().strip()
+    again = bring_up(database.settings)
+    assert not again.admin_key_created and path.read_text().strip() == token
+    # A revoked admin key is replaced by the next `db up`.
+    with psycopg.connect(database.report.logins.admin.dsn, autocommit=True) as conn:
+        assert keys.revoke_key(conn, token.removeprefix("tk_").split(".")[0])
+    try:
+        renewed = bring_up(database.settings)
+        assert renewed.admin_key_created
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.environ["TILEKEEPER_API_KEY"] = path.read_text().strip()
+    assert path.read_text().strip() != token
+
+
+def test_without_a_key_clients_say_what_to_do(api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TILEKEEPER_API_KEY")
+    monkeypatch.setenv("TILEKEEPER_API_KEY_FILE", "/nonexistent")
+    with pytest.raises(ApiError) as refused:
+        Campaigns(HttpSession(api)).create({"id": "anonymous-try"})
+    assert refused.value.status == 401
+    assert "needs an API key" in str(refused.value)
 
 
 def _key(database: Database, scopes: list[str], expires: datetime | None = None) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import auth_headers
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 
@@ -193,8 +194,8 @@ def test_transitions_history_and_illegal_moves(http: httpx.Client) -> None:
         ("queued_for_start", "running"),
         ("running", "finished"),
     ]
-    # No key: the name the client claims is recorded, marked as such (keys not required here).
-    assert all(h["by"] == "unverified:test" for h in history)
+    # The key's name is recorded, not the name the client claims.
+    assert all(h["by"] == "key:admin" for h in history)
 
 
 def test_bulk_changes_are_all_or_nothing(http: httpx.Client) -> None:
@@ -259,7 +260,7 @@ def test_40_concurrent_changes_of_one_tile_lose_nothing(api: str, http: httpx.Cl
     tile = register(http, campaign)[0]["id"]
 
     def note(n: int) -> int:
-        with httpx.Client(base_url=api, timeout=60) as client:
+        with httpx.Client(base_url=api, headers=auth_headers(), timeout=60) as client:
             return change(client, campaign, {"tile": tile, "set": {f"note_{n}": n}}).status_code
 
     with ThreadPoolExecutor(40) as pool:
@@ -272,7 +273,7 @@ def test_40_concurrent_changes_of_one_tile_lose_nothing(api: str, http: httpx.Cl
 
     # Compare-and-set: of 40 launches of the same not_started tile, exactly one wins.
     def launch(n: int) -> int:
-        with httpx.Client(base_url=api, timeout=60) as client:
+        with httpx.Client(base_url=api, headers=auth_headers(), timeout=60) as client:
             body = {
                 "tile": tile,
                 "status": "queued_for_start",
@@ -294,7 +295,7 @@ def test_100_concurrent_registrations_lose_nothing(api: str, http: httpx.Client)
     batches = [tiles[i::100] for i in range(100)]
 
     def post(batch: list[dict[str, Any]]) -> int:
-        with httpx.Client(base_url=api, timeout=120) as client:
+        with httpx.Client(base_url=api, headers=auth_headers(), timeout=120) as client:
             return client.post(f"/campaigns/{campaign}/tiles", json={"tiles": batch}).status_code
 
     with ThreadPoolExecutor(100) as pool:

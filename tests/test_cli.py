@@ -70,6 +70,8 @@ def test_demo_runs_to_the_end_resumes_and_goes_down(
 
     # The demo keeps its state beside the cluster; use a private copy of the settings.
     monkeypatch.setenv("TILEKEEPER_DB_DATA_DIR", str(env.settings.data_dir))
+    # Its clients find the admin key `db up` keeps beside the cluster by themselves.
+    monkeypatch.delenv("TILEKEEPER_API_KEY")
     api_port = free_port()
     monkeypatch.setenv("TILEKEEPER_API_PORT", str(api_port))
     ports = f"{free_port()},{free_port()}"
@@ -82,6 +84,9 @@ def test_demo_runs_to_the_end_resumes_and_goes_down(
         assert "progress 4/4" in first.output
         assert f"http://127.0.0.1:{api_port}/campaigns/demo-ndvi-2024-small" in first.output
         assert "/campaigns/demo-ndvi-2024-small/map" in first.output
+        key_file = env.settings.data_dir / "admin-key"
+        assert f"Admin API key:   {key_file}" in first.output
+        assert key_file.stat().st_mode & 0o777 == 0o600
         check_pages(browser, f"http://127.0.0.1:{api_port}", "demo-ndvi-2024-small", 4)
         finished = env.sql(
             "SELECT count(*) FROM pgstac.items WHERE collection = %s "

@@ -11,7 +11,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import Database, bulk, make_collection, make_item, start_api, wait_ready
+from conftest import (
+    Database,
+    auth_headers,
+    bulk,
+    make_collection,
+    make_item,
+    start_api,
+    wait_ready,
+)
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/search", {"params": {"query": '{"status": {"eq": "x"}}', "filter": "status = 'x'"}}),
@@ -157,6 +165,7 @@ def _upsert_while_locked(
         response = httpx.post(
             f"{api}/collections/{cid}/bulk_items",
             json={"method": "upsert", "items": {"x": make_item("x", cid, status="running")}},
+            headers=auth_headers(),
             timeout=30,
         )
     finally:

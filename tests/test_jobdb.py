@@ -20,6 +20,7 @@ from openeo.rest._testing import DummyBackend
 
 from catalog_service import CampaignJobDatabase
 from catalog_service.client.campaigns import Campaigns, tile_records
+from catalog_service.client.credentials import auth_for
 from catalog_service.client.http import HttpSession
 from catalog_service.client.jobdb import JobDatabaseError, PlaceholderFootprint
 from catalog_service.grids import load_aoi, tiles_for
@@ -335,7 +336,7 @@ def test_stock_stac_job_database_fails_loudly_on_a_campaign(api: str) -> None:
     CampaignJobDatabase(campaign, api).initialize_from_df(
         gpd.GeoDataFrame({"item_id": ["a"]}, geometry=gpd.points_from_xy([4], [50]), crs=4326)
     )
-    stock = STACAPIJobDatabase(collection_id=campaign, stac_root_url=api)
+    stock = STACAPIJobDatabase(collection_id=campaign, stac_root_url=api, auth=auth_for(api))
     df = stock.get_by_status(["not_started"])
     assert len(df) == 1
     df.loc[df.index[0], "status"] = "finished"
@@ -349,7 +350,7 @@ def test_stock_stac_job_database_on_a_plain_collection_never_loses_writes_silent
     api: str,
 ) -> None:
     collection = f"stock-plain-{uuid.uuid4().hex[:8]}"
-    stock = STACAPIJobDatabase(collection_id=collection, stac_root_url=api)
+    stock = STACAPIJobDatabase(collection_id=collection, stac_root_url=api, auth=auth_for(api))
     # Its default frame has no geometry: pgstac cannot store that. Upstream answers 200
     # and stores nothing; here the write fails loudly.
     with pytest.raises(requests.HTTPError) as raised:

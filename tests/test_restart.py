@@ -3,12 +3,21 @@ by itself when it returns (a real cluster stopped and started under a running AP
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Database, make_collection, make_database, start_api, wait_ready
+from conftest import (
+    Database,
+    admin_token,
+    auth_headers,
+    make_collection,
+    make_database,
+    start_api,
+    wait_ready,
+)
 
 from catalog_service.api.server import ServerThread
 from catalog_service.database import bring_up
@@ -17,7 +26,10 @@ from catalog_service.database import bring_up
 @pytest.fixture(scope="module")
 def own_database() -> Iterator[Database]:
     db = make_database("tilekeeper-restart-")
+    saved = os.environ["TILEKEEPER_API_KEY"]
+    os.environ["TILEKEEPER_API_KEY"] = admin_token(db)
     yield db
+    os.environ["TILEKEEPER_API_KEY"] = saved
     db.destroy()
 
 
@@ -37,7 +49,12 @@ def _assert_unavailable(server: ServerThread) -> None:
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
     assert "unavailable" in response.json()["description"]
-    write = httpx.post(f"{server.url}/collections", json=make_collection("while-down"), timeout=30)
+    write = httpx.post(
+        f"{server.url}/collections",
+        json=make_collection("while-down"),
+        headers=auth_headers(),
+        timeout=30,
+    )
     assert write.status_code == 503
 
 
@@ -50,7 +67,9 @@ def test_api_starts_before_database_and_survives_restart(own_database: Database)
 
         bring_up(own_database.settings)
         wait_ready(server.url)
-        created = httpx.post(f"{server.url}/collections", json=make_collection("after-start"))
+        created = httpx.post(
+            f"{server.url}/collections", json=make_collection("after-start"), headers=auth_headers()
+        )
         assert created.status_code == 201
 
         own_database.cluster.stop()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import requests_mock
-from conftest import make_database, start_api, wait_ready
+from conftest import admin_token, auth_headers, make_database, start_api, wait_ready
 from openeo.rest._testing import DummyBackend
 from test_jobdb import UDP_URL, catalogue_jobs, dummy_backends
 
@@ -234,8 +234,9 @@ def test_a_repeated_change_is_applied_once(api: str) -> None:
 
 
 @pytest.mark.slow
-def test_runner_outlives_a_database_outage(tmp_path: Any) -> None:
+def test_runner_outlives_a_database_outage(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     db = make_database("tilekeeper-outage-")
+    monkeypatch.setenv("TILEKEEPER_API_KEY", admin_token(db))
     server = start_api(db)
     try:
         wait_ready(server.url)
@@ -261,6 +262,7 @@ def test_runner_outlives_a_database_outage(tmp_path: Any) -> None:
             answer = httpx.post(
                 f"{api}/campaigns/{campaign}/jobs/changes",
                 json={"changes": [{"tile": tiles[0], "set": {"note": "x"}}]},
+                headers=auth_headers(),
                 timeout=60,
             )
             assert answer.status_code == 503, answer.text

@@ -8,14 +8,19 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psycopg
 
+from catalog_service.private_files import write_private
+from catalog_service.settings import DatabaseSettings
+
 # What a key may write. ``admin`` is every scope.
 SCOPES = ("stac:write", "campaigns:write", "products:write", "admin")
 PREFIX = "tk_"
+ADMIN_KEY_NAME = "admin"
 
 
 class KeyRefused(Exception):
@@ -94,6 +99,34 @@ def revoke_key(conn: psycopg.Connection[Any], key_id: str) -> bool:
         [key_id],
     ).fetchone()
     return row is not None
+
+
+_VALID = (
+    "SELECT 1 FROM tilekeeper.api_keys WHERE secret_sha256 = %s AND revoked IS NULL "
+    "AND (expires IS NULL OR expires > now())"
+)
+
+
+def admin_key_path(settings: DatabaseSettings) -> Path | None:
+    """Where `tilekeeper db up` keeps the installation's admin key (mode 0600), for the
+    CLI and the Python API on this machine; None for an external database unless
+    configured (the embedded data directory is not used then)."""
+    if settings.admin_key_file is not None:
+        return settings.admin_key_file
+    return None if settings.external else settings.data_dir / "admin-key"
+
+
+def ensure_admin_key(conn: psycopg.Connection[Any], path: Path) -> bool:
+    """Keep a valid admin key in ``path``: a new one when the file is missing or its key
+    was revoked or expired. Returns True when a key was made."""
+    if path.is_file():
+        token = path.read_text().strip()
+        if conn.execute(_VALID, [digest(token)]).fetchone() is not None:
+            return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _, token = create_key(conn, ADMIN_KEY_NAME, ["admin"], None)
+    write_private(path, token + "\n")
+    return True
 
 
 _IDENTIFY = """

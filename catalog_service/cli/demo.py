@@ -38,6 +38,7 @@ def demo(
 
     The services stay up for browsing. Re-running resumes (or does nothing when all is
     done); Ctrl-C leaves a resumable campaign; `--down` stops what the demo started."""
+    from catalog_service.auth.keys import admin_key_path
     from catalog_service.cli.campaign import status as campaign_status
     from catalog_service.cli.main import db_down, db_up
     from catalog_service.client import Catalog
@@ -145,4 +146,7 @@ def demo(
     for name, backend_url in backends.items():
         console.print(f"Back-end {name}:  {backend_url}  (login tilekeeper / tilekeeper)")
     console.print(f"API docs:        {url}/api.html")
+    key_file = admin_key_path(database)
+    if key_file is not None:
+        console.print(f"Admin API key:   {key_file}  (mode 0600)")
     console.print("Stop everything: tilekeeper demo --down")

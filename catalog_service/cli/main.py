@@ -4,6 +4,7 @@ renders the result; errors become one red line that says what to do."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import typer
@@ -41,6 +42,22 @@ app.command("ingest")(ingest_cli.ingest)
 app.command("export")(ingest_cli.export)
 
 
+@app.callback()
+def main(
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        help="API key (or OIDC / openEO bearer token) to send [TILEKEEPER_API_KEY]; "
+        "default: the admin key of `tilekeeper db up`, for a service on this machine.",
+        show_default=False,
+    ),
+) -> None:
+    """tilekeeper: a STAC catalogue and job tracker for openEO production campaigns."""
+    if api_key:
+        # The environment carries it to every client, including runner children.
+        os.environ["TILEKEEPER_API_KEY"] = api_key
+
+
 @db_app.command("up")
 @friendly_errors
 def db_up() -> UpReport:
@@ -53,6 +70,12 @@ def db_up() -> UpReport:
     where = "external database" if settings.external else f"embedded cluster in {settings.data_dir}"
     with console.status(f"Bringing up the {where}..."):
         report = bring_up(settings)
+    if report.admin_key_created:
+        console.print(
+            f"Admin API key written to {report.admin_key} (mode 0600); the CLI and the "
+            "Python API on this machine use it. Make narrower keys with "
+            "`tilekeeper auth key create`."
+        )
     if not report.changed:
         console.print(
             f"Database already up: {report.logins.writer.redacted()} "

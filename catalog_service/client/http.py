@@ -12,6 +12,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from catalog_service.client.credentials import auth_for
 from catalog_service.errors import TilekeeperError
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,16 @@ class HttpSession:
     503 from a database that is down) for that long, with backoff and one log line per
     attempt, instead of raising after a few seconds: the runner's setting, for which
     every write is safe to repeat (the job store reports a repeated change as applied).
+
+    Without ``auth``, the session sends ``api_key`` or the configured credential
+    (see :mod:`catalog_service.client.credentials`).
     """
 
     def __init__(
         self,
         root_url: str,
         auth: requests.auth.AuthBase | None = None,
+        api_key: str | None = None,
         timeout_s: float = 60.0,
         retries: int = 5,
         patience_s: float = 0.0,
@@ -54,7 +59,7 @@ class HttpSession:
         self.timeout_s = timeout_s
         self.patience_s = patience_s
         self.session = requests.Session()
-        self.session.auth = auth
+        self.session.auth = auth or auth_for(self.root_url, api_key)
         retry = Retry(
             total=retries,
             connect=retries,

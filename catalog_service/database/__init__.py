@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import psycopg
+
+from catalog_service.auth.keys import admin_key_path, ensure_admin_key
 from catalog_service.database.cluster import ClusterStatus, EmbeddedCluster
 from catalog_service.database.connection import (
     ConnectionInfo,
@@ -34,6 +38,8 @@ class UpReport:
     started: bool
     schema: SchemaReport
     logins: DatabaseLogins
+    admin_key: Path | None
+    admin_key_created: bool
 
     @property
     def changed(self) -> bool:
@@ -45,11 +51,21 @@ class UpReport:
         )
 
 
+def _admin_key(logins: DatabaseLogins, settings: DatabaseSettings) -> tuple[Path | None, bool]:
+    path = admin_key_path(settings)
+    if path is None:
+        return None, False
+    with psycopg.connect(logins.admin.dsn, autocommit=True) as conn:
+        return path, ensure_admin_key(conn, path)
+
+
 def bring_up(settings: DatabaseSettings) -> UpReport:
-    """Create (first time), start and migrate the database. A second call changes nothing."""
+    """Create (first time), start and migrate the database, and keep an admin API key
+    beside it. A second call changes nothing."""
     if settings.external:
         logins = resolve_logins(settings)
-        report = UpReport(True, False, False, install(logins.admin, None), logins)
+        schema = install(logins.admin, None)
+        report = UpReport(True, False, False, schema, logins, *_admin_key(logins, settings))
         if settings.writer_password and settings.reader_password:
             ensure_login_roles(
                 logins.admin,
@@ -65,7 +81,7 @@ def bring_up(settings: DatabaseSettings) -> UpReport:
     started = cluster.start()
     logins = resolve_logins(settings)
     schema = install(logins.admin, Credentials.load(credentials_path(settings)))
-    return UpReport(False, created, started, schema, logins)
+    return UpReport(False, created, started, schema, logins, *_admin_key(logins, settings))
 
 
 def bring_down(settings: DatabaseSettings) -> bool:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from psycopg.conninfo import conninfo_to_dict
 
 from catalog_service.errors import ConfigurationError
+from catalog_service.private_files import write_private
 from catalog_service.settings import DatabaseSettings
 
 WRITER_ROLE = "tilekeeper_writer"
@@ -61,12 +62,7 @@ class Credentials:
         return cls(**json.loads(path.read_text()))
 
     def save(self, path: Path) -> None:
-        # Written to a new 0600 file, then renamed: no moment where others may read it.
-        staging = path.with_name(path.name + ".new")
-        staging.unlink(missing_ok=True)
-        with os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(json.dumps(asdict(self)))
-        os.replace(staging, path)
+        write_private(path, json.dumps(asdict(self)))
 
 
 @dataclass(frozen=True)
