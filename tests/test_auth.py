@@ -130,6 +130,8 @@ def _writes(campaign: str, collection: str) -> list[tuple[str, str, str, Any]]:
             {"writes": [{"items": [item]}]},
         ),
         ("products:write", "PUT", f"{k}/jobs/T1/product", {"state": "pending"}),
+        ("campaigns:write", "PATCH", k, {"description": "changed"}),
+        ("campaigns:write", "DELETE", k, None),
     ]
 
 

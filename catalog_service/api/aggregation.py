@@ -35,6 +35,7 @@ from stac_fastapi.pgstac.core import clean_search_args
 from stac_fastapi.types.errors import NotFoundError
 
 from catalog_service.api.clients import require_2d_bbox
+from catalog_service.api.visibility import visible_collections
 
 AGGREGATION_CONFORMANCE = "https://api.stacspec.org/v0.3.0/aggregation"
 
@@ -162,6 +163,7 @@ class AggregationClient:
         require_2d_bbox(search.get("bbox"))
         if collection_id:
             search["collections"] = [collection_id]
+        search["collections"] = await visible_collections(request, search.get("collections"))
         where_input = {k: v for k, v in search.items() if k in _WHERE_KEYS and v is not None}
         async with request.app.state.get_connection(request, "r") as conn:
             if collection_id:

@@ -33,6 +33,7 @@ from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_ha
 from catalog_service.api.mapview import add_map
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
+from catalog_service.api.visibility import hide_private_campaigns
 from catalog_service.database import DatabaseLogins, resolve_logins
 from catalog_service.jobs.store import TileRegistrar
 from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
@@ -102,6 +103,7 @@ def create_app(
     add_browser(app, settings)
     add_map(app)
     add_offline_docs(app)
+    hide_private_campaigns(app)  # last: it guards every route added above
 
     async def managed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"code": "ConflictError", "description": str(exc)}, status_code=409)

@@ -6,6 +6,7 @@ Whether a request without a key may write is the ``TILEKEEPER_API_REQUIRE_KEYS``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.routing import APIRoute
@@ -40,23 +41,38 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+_UNRESOLVED = object()
+
+
+async def current_identity(request: Request) -> keys.Identity | None:
+    """Who sent the request: None without a credential; 401 for one that is presented
+    but not valid (also on reads: a caller who meant to be someone is told)."""
+    known = getattr(request.state, "identity", _UNRESOLVED)
+    if known is not _UNRESOLVED:
+        return cast(keys.Identity | None, known)
+    token = _token(request)
+    identity = None
+    if token is not None:
+        async with request.app.state.get_connection(request, "r") as conn:
+            identity = await keys.identify(conn, token)
+        if identity is None:
+            raise _unauthorized("unknown, expired or revoked API key")
+    request.state.identity = identity
+    return identity
+
+
 def require(scope: str) -> Callable[[Request], Awaitable[keys.Identity | None]]:
     """The dependency of a write route needing ``scope``: the caller's identity (None
     for an anonymous write where keys are not required)."""
 
     async def check(request: Request) -> keys.Identity | None:
-        token = _token(request)
-        if token is None:
+        identity = await current_identity(request)
+        if identity is None:
             if request.app.state.require_keys:
                 raise _unauthorized(f"this write needs an API key with the scope {scope}")
             return None
-        async with request.app.state.get_connection(request, "r") as conn:
-            identity = await keys.identify(conn, token)
-        if identity is None:
-            raise _unauthorized("unknown, expired or revoked API key")
         if not identity.may(scope):
             raise HTTPException(403, f"this key lacks the scope {scope}")
-        request.state.identity = identity
         return identity
 
     return check
@@ -82,5 +98,5 @@ def write_routes(app: FastAPI) -> list[tuple[str, str]]:
 def actor_of(request: Request, claimed: str) -> str:
     """Who the history records: the key's identity; a name the client merely claims is
     marked unverified (an anonymous write where keys are not required)."""
-    identity: keys.Identity | None = getattr(request.state, "identity", None)
-    return identity.name if identity is not None else f"unverified:{claimed}"
+    identity = getattr(request.state, "identity", None)
+    return identity.name if isinstance(identity, keys.Identity) else f"unverified:{claimed}"

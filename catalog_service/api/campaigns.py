@@ -10,7 +10,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import orjson
@@ -18,15 +18,23 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from catalog_service.api.auth import actor_of, require
+from catalog_service.api.auth import actor_of, current_identity, require
 from catalog_service.api.mapview import campaign_list_page, wants_html
+from catalog_service.api.visibility import hidden_collections
 from catalog_service.bulk import paused_gc
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
-from catalog_service.jobs.campaign import ID_PATTERN, CampaignDefinition
+from catalog_service.jobs.campaign import (
+    ID_PATTERN,
+    Backend,
+    CampaignDefinition,
+    ProcessSpec,
+    RetryPolicy,
+)
 from catalog_service.jobs.summary import summarize
+from catalog_service.products import campaign_products_id
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,6 +110,23 @@ class ResetIn(BaseModel):
     below_attempts: int | None = Field(
         default=None, ge=1, description="Only tiles with fewer attempts than this."
     )
+
+
+class CampaignPatch(BaseModel):
+    """What may change in a campaign once it has tiles (not its id, grid, area or time
+    range: its tiles were made from them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    description: str | None = None
+    visibility: Literal["public", "private"] | None = None
+    owners: list[str] | None = None
+    backends: list[Backend] | None = None
+    process: ProcessSpec | None = None
+    job_options: dict[str, Any] | None = None
+    retry: RetryPolicy | None = None
+    order_by: str | None = None
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -213,6 +238,18 @@ async def parse_tiles(request: Request) -> list[dict[str, Any]]:
     return checked
 
 
+async def _with_creator(request: Request, definition: CampaignDefinition) -> CampaignDefinition:
+    """A private campaign is seen by its owners: whoever makes it private is one."""
+    if definition.visibility != "private":
+        return definition
+    identity = await current_identity(request)
+    if identity is None:
+        raise BadRequest("a private campaign needs an owner: send a key or token")
+    if identity.name in definition.owners:
+        return definition
+    return definition.model_copy(update={"owners": [*definition.owners, identity.name]})
+
+
 def _check_worker(worker: str) -> None:
     if not re.match(WORKER_PATTERN, worker):
         raise BadRequest(f"worker id {worker!r} must match {WORKER_PATTERN}")
@@ -229,6 +266,7 @@ def create_router() -> APIRouter:
     )
     async def create_campaign(request: Request) -> JSONResponse:
         definition = await parse_body(request, CampaignDefinition)
+        definition = await _with_creator(request, definition)
         bbox = list(shape(definition.aoi).bounds) if definition.aoi else None
         async with _conn(request, "w") as conn:
             await store.create_campaign(conn, definition, bbox)
@@ -240,8 +278,9 @@ def create_router() -> APIRouter:
         responses={200: {"content": {"text/html": {}}}},
     )
     async def list_campaigns(request: Request) -> Any:
+        hidden = await hidden_collections(request)
         async with _conn(request, "r") as conn:
-            definitions = await store.list_definitions(conn)
+            definitions = [d for d in await store.list_definitions(conn) if d.id not in hidden]
             if wants_html(request):
                 counts = {d.id: await store.status_counts(conn, d.id) for d in definitions}
                 return HTMLResponse(campaign_list_page(request, definitions, counts))
@@ -252,6 +291,56 @@ def create_router() -> APIRouter:
         async with _conn(request, "r") as conn:
             definition = await store.get_definition(conn, campaign_id)
         return _campaign_out(request, definition)
+
+    @router.patch(
+        "/{campaign_id}",
+        dependencies=CAMPAIGN_WRITE,
+        summary="Change a campaign's title, description, visibility, owners, back-ends, "
+        "process, job options, retry policy or order",
+    )
+    async def patch_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
+        patch = (await parse_body(request, CampaignPatch)).model_dump(
+            mode="json", exclude_unset=True
+        )
+        async with _conn(request, "w") as conn:
+            current = await store.get_definition(conn, campaign_id)
+            wanted = CampaignDefinition.model_validate({**current.model_dump(), **patch})
+            wanted = await _with_creator(request, wanted)
+            patch["owners"] = wanted.owners
+            definition = await store.update_definition(conn, campaign_id, patch)
+        return _campaign_out(request, definition)
+
+    @router.delete(
+        "/{campaign_id}",
+        dependencies=CAMPAIGN_WRITE,
+        status_code=204,
+        summary="Delete a campaign with its tile jobs and their history",
+    )
+    async def delete_campaign(
+        request: Request,
+        campaign_id: str,
+        products: bool = Query(
+            False,
+            description="Also delete the catalogue records of its products (their files "
+            "stay in the product store). Without it, a campaign with products is kept.",
+        ),
+    ) -> Response:
+        products_id = campaign_products_id(campaign_id)
+        async with _conn(request, "w") as conn:
+            await store.get_definition(conn, campaign_id)
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pgstac.items WHERE collection = $1", products_id
+            )
+            if count and not products:
+                raise store.CampaignInUse(
+                    f"campaign {campaign_id} has {count} products in {products_id}; "
+                    "delete with ?products=true to remove their records too"
+                )
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pgstac.collections WHERE id = $1", products_id
+            )
+            await store.delete_campaign(conn, campaign_id, products_id if exists else None)
+        return Response(status_code=204)
 
     @router.post(
         "/{campaign_id}/tiles",
@@ -426,7 +515,7 @@ def add_campaign_routes(app: FastAPI) -> None:
             return _error("NotFoundError", str(exc), 404, tiles=exc.tiles)
         if isinstance(exc, store.CampaignNotFound):
             return _error("NotFoundError", str(exc), 404)
-        if isinstance(exc, store.CampaignExists):
+        if isinstance(exc, store.CampaignExists | store.CampaignInUse):
             return _error("ConflictError", str(exc), 409)
         return _error("BadRequest", str(exc), 400)
 

@@ -15,6 +15,11 @@ from stac_fastapi.pgstac.transactions import BulkTransactionsClient, Transaction
 from stac_fastapi.types.errors import InvalidQueryParameter
 
 from catalog_service.api.errors import BulkWriteRejected
+from catalog_service.api.visibility import (
+    hidden_collections,
+    visible_collections,
+    without_hidden,
+)
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
 
 
@@ -41,9 +46,71 @@ async def refuse_campaign_writes(request: Request, collection_id: str) -> None:
         )
 
 
+async def refuse_campaign_collection_writes(request: Request, collection_id: str) -> None:
+    """A campaign's collection is its definition and its tiles: it changes through the
+    campaign routes only (which keep the two consistent and apply their rules)."""
+    async with request.app.state.get_connection(request, "r") as conn:
+        managed = await conn.fetchval(
+            "SELECT content ? $2 FROM pgstac.collections WHERE id = $1", collection_id, CAMPAIGN_KEY
+        )
+    if managed:
+        raise CampaignItemsAreManaged(
+            f"{collection_id} is a tilekeeper campaign: change it with PATCH "
+            f"/campaigns/{collection_id} and delete it with DELETE /campaigns/{collection_id}."
+        )
+
+
+def _refuse_campaign_definition(body: Any) -> None:
+    text = body if isinstance(body, str) else repr(body)
+    if CAMPAIGN_KEY in text:
+        raise HTTPException(
+            400, f"`{CAMPAIGN_KEY}` is made by POST /campaigns, not by a collection write"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A request model as plain JSON values."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_unset=True)
+    return value
+
+
+def _same_id(request: Request, body_id: Any) -> None:
+    path_id = request.path_params.get("collection_id")
+    if body_id is not None and path_id is not None and body_id != path_id:
+        raise HTTPException(400, f"the body's id {body_id!r} differs from the path's {path_id!r}")
+
+
 @attr.s
 class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
-    """Standard STAC transactions, except on campaign items."""
+    """Standard STAC transactions, except on campaigns: their items change through the
+    job store, their collections through the campaign routes."""
+
+    async def create_collection(self, collection: Any, request: Request, **kwargs: Any) -> Any:
+        _refuse_campaign_definition(collection.model_dump(mode="json"))
+        return await super().create_collection(collection, request=request, **kwargs)
+
+    async def update_collection(self, collection: Any, request: Request, **kwargs: Any) -> Any:
+        # Upstream writes whatever id the body names (PUT /collections/A could replace B).
+        _same_id(request, collection.id)
+        await refuse_campaign_collection_writes(request, collection.id)
+        _refuse_campaign_definition(collection.model_dump(mode="json"))
+        return await super().update_collection(collection, request=request, **kwargs)
+
+    async def patch_collection(
+        self, collection_id: str, patch: Any, request: Request, **kwargs: Any
+    ) -> Any:
+        if not isinstance(patch, list):
+            _same_id(request, getattr(patch, "id", None))
+        await refuse_campaign_collection_writes(request, collection_id)
+        _refuse_campaign_definition(_plain(patch))
+        return await super().patch_collection(collection_id, patch, request=request, **kwargs)
+
+    async def delete_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
+        await refuse_campaign_collection_writes(request, collection_id)
+        return await super().delete_collection(collection_id, request=request, **kwargs)
 
     async def create_item(self, collection_id: str, *args: Any, **kwargs: Any) -> Any:
         await refuse_campaign_writes(kwargs["request"], collection_id)
@@ -98,6 +165,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
 
     async def _search_base(self, search_request: Any, request: Request) -> Any:
         require_2d_bbox(getattr(search_request, "bbox", None))
+        search_request.collections = await visible_collections(request, search_request.collections)
         return await super()._search_base(search_request, request=request)
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
@@ -107,6 +175,14 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
 
     async def all_collections(self, request: Request, **kwargs: Any) -> Any:
         result = await super().all_collections(request=request, **kwargs)
+        listed = result.get("collections", [])
+        shown = without_hidden(listed, await hidden_collections(request))
+        if len(shown) != len(listed):
+            # Hidden ones are dropped from the page (which may come out short).
+            result["collections"] = shown
+            for count in ("numberMatched", "numberReturned"):
+                if isinstance(result.get(count), int):
+                    result[count] -= len(listed) - len(shown)
         for collection in result.get("collections", []):
             if isinstance(collection, dict) and "id" in collection:
                 collection.setdefault("links", []).extend(

@@ -23,6 +23,7 @@ import asyncpg
 import psycopg
 from fastapi import FastAPI, Request
 from stac_fastapi.types.errors import NotFoundError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -194,6 +195,17 @@ async def unavailable_connection(
     yield  # pragma: no cover
 
 
+_HTTP_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFoundError",
+    405: "MethodNotAllowed",
+    409: "ConflictError",
+    413: "PayloadTooLarge",
+}
+
+
 def add_exception_handlers(app: FastAPI) -> None:
     async def bulk_rejected(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BulkWriteRejected)
@@ -219,6 +231,17 @@ def add_exception_handlers(app: FastAPI) -> None:
         description = str(exc) or f"{request.url.path} does not exist."
         return JSONResponse({"code": "NotFoundError", "description": description}, status_code=404)
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own shape is {"detail": ...}; the STAC API's is {code, description}.
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "HTTPError")
+        return JSONResponse(
+            {"code": code, "description": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(BulkWriteRejected, bulk_rejected)
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(json.JSONDecodeError, bad_json)

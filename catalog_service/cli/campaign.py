@@ -113,6 +113,12 @@ def create(
         [], help="Job option key=value for retries, e.g. executor-memory=8g (repeatable)."
     ),
     title: str | None = typer.Option(None, help="Human title."),
+    private: bool = typer.Option(
+        False, "--private", help="Only its owners (you, and --owner) and admin keys see it."
+    ),
+    owner: list[str] = typer.Option(
+        [], help="Identity that may see a private campaign, e.g. key:alice (repeatable)."
+    ),
     api: str | None = ApiOption,
 ) -> None:
     """Create a campaign and register every tile of the grid that intersects the AOI."""
@@ -140,6 +146,8 @@ def create(
         "job_options": _pairs(job_option, "--job-option"),
         "retry": {"max_attempts": max_attempts, "escalation": _pairs(escalate, "--escalate")},
         "order_by": order_by,
+        "visibility": "private" if private else "public",
+        "owners": owner,
     }
     if process_id:
         definition["process"] = {
@@ -151,6 +159,23 @@ def create(
     campaigns.create({k: v for k, v in definition.items() if v is not None})
     new = _register(campaigns, campaign_id, tiles)
     console.print(f"[green]Campaign {campaign_id}[/]: {new} tiles registered ({grid}).")
+
+
+@app.command("delete")
+@friendly_errors
+def delete(
+    campaign_id: str = typer.Argument(..., help="Campaign id."),
+    products: bool = typer.Option(
+        False, "--products", help="Also delete its products' catalogue records (files stay)."
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    api: str | None = ApiOption,
+) -> None:
+    """Delete a campaign with its tile jobs and their history."""
+    if not yes:
+        typer.confirm(f"Delete campaign {campaign_id} and all its tile jobs?", abort=True)
+    _campaigns(api).delete(campaign_id, products=products)
+    console.print(f"Deleted campaign {campaign_id}.")
 
 
 @app.command("register")

@@ -45,6 +45,19 @@ class Campaigns:
         result: dict[str, Any] = self.http.post("campaigns", json=definition)
         return result
 
+    def update(self, campaign_id: str, **changes: Any) -> dict[str, Any]:
+        """Change what may change (title, description, visibility, owners, back-ends,
+        process, job options, retry policy, order)."""
+        result: dict[str, Any] = self.http.request(
+            "PATCH", f"campaigns/{campaign_id}", json=changes
+        )
+        return result
+
+    def delete(self, campaign_id: str, products: bool = False) -> None:
+        """Remove the campaign with its tile jobs and history (and, with ``products``,
+        its products' catalogue records)."""
+        self.http.delete(f"campaigns/{campaign_id}", params={"products": str(products).lower()})
+
     def get(self, campaign_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.http.get(f"campaigns/{campaign_id}")
         return result

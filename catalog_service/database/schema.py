@@ -117,6 +117,12 @@ MIGRATIONS: tuple[str, ...] = (
         revoked timestamptz
     );
     """,
+    # pgstac's delete_collection runs as pgstac_admin (SECURITY DEFINER), which may not
+    # enter our schema: the clean-up trigger runs as its owner instead.
+    """
+    ALTER FUNCTION tilekeeper.forget_collection() SECURITY DEFINER
+        SET search_path = tilekeeper, pg_temp;
+    """,
 )
 
 

@@ -73,6 +73,17 @@ class CampaignDefinition(BaseModel):
     job_options: dict[str, Any] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     order_by: str | None = None
+    visibility: Literal["public", "private"] = Field(
+        default="public",
+        description="private: the campaign and its products exist only for its owners and "
+        "admin keys (404 to everybody else, on every read path)",
+    )
+    owners: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Identities (`key:NAME`, `oidc:SUBJECT`) that see a private campaign; "
+        "its creator is added.",
+    )
     created: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
 
     @field_validator("backends")

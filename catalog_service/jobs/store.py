@@ -67,6 +67,10 @@ class InvalidChange(StoreError):
     pass
 
 
+class CampaignInUse(StoreError):
+    """A campaign that cannot be removed as asked (it has products)."""
+
+
 @dataclass
 class Conflict:
     tile: str
@@ -416,6 +420,44 @@ async def create_campaign(
         end,
     )
     return collection
+
+
+async def update_definition(
+    conn: asyncpg.Connection, campaign: str, patch: dict[str, Any]
+) -> CampaignDefinition:
+    """Merge ``patch`` into the campaign's definition (validated as a whole) and store
+    it with the collection's title and description."""
+    async with conn.transaction():
+        raw = await conn.fetchval(
+            "SELECT content FROM pgstac.collections WHERE id = $1 AND content ? $2 FOR UPDATE",
+            campaign,
+            CAMPAIGN_KEY,
+        )
+        if raw is None:
+            raise CampaignNotFound(f"no campaign {campaign!r}")
+        content = _json(raw)
+        merged = {**content[CAMPAIGN_KEY], **patch}
+        try:
+            definition = CampaignDefinition.model_validate(merged)
+        except ValueError as exc:
+            raise InvalidChange(f"the changed campaign is not valid: {exc}") from None
+        fresh = definition.to_collection()
+        content[CAMPAIGN_KEY] = fresh[CAMPAIGN_KEY]
+        content["title"], content["description"] = fresh["title"], fresh["description"]
+        await conn.execute("SELECT pgstac.update_collection($1::text::jsonb)", json.dumps(content))
+    return definition
+
+
+async def delete_campaign(conn: asyncpg.Connection, campaign: str, products: str | None) -> None:
+    """Remove a campaign: its collection with every tile job, their history, and the
+    catalogue records of ``products`` (its product collection) when given."""
+    async with conn.transaction():
+        if not await _campaign_exists(conn, campaign):
+            raise CampaignNotFound(f"no campaign {campaign!r}")
+        await conn.execute("DELETE FROM tilekeeper.job_history WHERE collection = $1", campaign)
+        await conn.execute("SELECT pgstac.delete_collection($1)", campaign)
+        if products is not None:
+            await conn.execute("DELETE FROM pgstac.collections WHERE id = $1", products)
 
 
 # Jobs by status, in processing order: served by the tilekeeper_jobs_queue index.
