@@ -140,6 +140,45 @@ class ApiSettings(BaseSettings):
     )
 
 
+class AuthSettings(BaseSettings):
+    """Who may call the service besides API keys: OIDC bearer tokens (JWTs) of one
+    issuer, also as the openEO bearer ``oidc/<provider>/<token>`` of an openEO session."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TILEKEEPER_AUTH_", extra="ignore", secrets_dir=SECRETS_DIR
+    )
+
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="Issuer whose tokens are accepted (its `iss`), e.g. "
+        "https://identity.dataspace.copernicus.eu/auth/realms/CDSE. Unset: no OIDC.",
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="The issuer's key set; default: `jwks_uri` of its "
+        "/.well-known/openid-configuration.",
+    )
+    oidc_audiences: CommaList = Field(
+        default=(), description="Accepted `aud` values (required with an issuer)."
+    )
+    oidc_scope_claims: CommaList = Field(
+        default=("scope", "roles", "realm_access.roles", "groups"),
+        description="Claims (dotted paths) whose values grant scopes: a value equal to a "
+        "scope, or to the prefix + a scope.",
+    )
+    oidc_scope_prefix: str = Field(
+        default="tilekeeper:", description="Prefix of scope values in those claims."
+    )
+    oidc_name_claim: str = Field(
+        default="sub", description="Claim naming the identity (history: `oidc:<value>`)."
+    )
+    oidc_leeway_s: int = Field(default=60, ge=0, description="Clock skew allowed on exp/nbf.")
+    oidc_algorithms: CommaList = Field(
+        default=("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"),
+        description="Signature algorithms accepted (never `none` or HMAC).",
+    )
+
+
 class ClientSettings(BaseSettings):
     """Where the CLI and the Python API find the service."""
 

@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 from catalog_service.api.pages import DEFAULT_BROWSER_DIR
 from catalog_service.api.server import ServerThread, free_port
 from catalog_service.database import EmbeddedCluster, UpReport, bring_up
-from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
+from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
 
 
 @dataclass
@@ -104,9 +104,11 @@ def products_settings(db: Database) -> ProductSettings:
     return ProductSettings(store=str(db.settings.data_dir.parent / "products"))
 
 
-def start_api(db: Database, **overrides: Any) -> ServerThread:
+def start_api(db: Database, auth: AuthSettings | None = None, **overrides: Any) -> ServerThread:
     settings = ApiSettings(port=free_port(), **overrides)
-    server = ServerThread(settings, logins=db.report.logins, products=products_settings(db))
+    server = ServerThread(
+        settings, logins=db.report.logins, products=products_settings(db), auth=auth
+    )
     return server.start()
 
 

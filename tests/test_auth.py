@@ -57,7 +57,7 @@ def test_without_a_key_clients_say_what_to_do(api: str, monkeypatch: pytest.Monk
     with pytest.raises(ApiError) as refused:
         Campaigns(HttpSession(api)).create({"id": "anonymous-try"})
     assert refused.value.status == 401
-    assert "needs an API key" in str(refused.value)
+    assert "needs a credential" in str(refused.value)
 
 
 def _key(database: Database, scopes: list[str], expires: datetime | None = None) -> str:

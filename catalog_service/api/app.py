@@ -36,7 +36,7 @@ from catalog_service.api.products import add_product_routes
 from catalog_service.api.visibility import hide_private_campaigns
 from catalog_service.database import DatabaseLogins, resolve_logins
 from catalog_service.jobs.store import TileRegistrar
-from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
+from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
 
 # stac-fastapi logs every handled 4xx at ERROR with a traceback; those are the client's
 # mistakes and already answered with a message, so only real failures are logged.
@@ -79,6 +79,7 @@ def create_app(
     db_settings: DatabaseSettings | None = None,
     logins: DatabaseLogins | None = None,
     products: ProductSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """Build the ASGI app. Nothing connects until start-up; the pools then come up in
     the background, so the app starts even while the database does not answer yet."""
@@ -96,7 +97,7 @@ def create_app(
     )
     app: FastAPI = api.app
     app.state.tile_registrar = TileRegistrar(logins.writer.dsn)
-    protect_routes(app, api, settings.require_keys)
+    protect_routes(app, api, settings.require_keys, auth)
     add_exception_handlers(app)
     add_campaign_routes(app)
     add_product_routes(app, products or ProductSettings())

@@ -1,7 +1,8 @@
-"""Write access: a FastAPI dependency per scope. A request's API key comes as
-``Authorization: Bearer tk_...`` or ``X-API-Key: tk_...``; a key that is presented is
-always checked (401 when unknown, expired or revoked; 403 without the route's scope).
-Whether a request without a key may write is the ``TILEKEEPER_API_REQUIRE_KEYS`` setting."""
+"""Who calls, and write access: a FastAPI dependency per scope. A credential comes as
+``Authorization: Bearer <token>`` (an API key ``tk_...``, an OIDC JWT, or an openEO
+bearer ``oidc/<provider>/<jwt>``) or ``X-API-Key: tk_...``; one that is presented is
+always checked (401 when not valid; 403 without the route's scope). Whether a request
+without one may write is the ``TILEKEEPER_API_REQUIRE_KEYS`` setting."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from fastapi.routing import APIRoute
 from stac_fastapi.api.app import StacApi
 
 from catalog_service.auth import keys
+from catalog_service.auth.oidc import (
+    OidcVerifier,
+    TokenRefused,
+    looks_like_jwt,
+    unwrap_openeo_bearer,
+)
+from catalog_service.settings import AuthSettings
 
 STAC_WRITES = [
     {"path": "/collections", "method": "POST"},
@@ -51,14 +59,26 @@ async def current_identity(request: Request) -> keys.Identity | None:
     if known is not _UNRESOLVED:
         return cast(keys.Identity | None, known)
     token = _token(request)
-    identity = None
-    if token is not None:
+    identity = None if token is None else await _identify(request, token)
+    request.state.identity = identity
+    return identity
+
+
+async def _identify(request: Request, token: str) -> keys.Identity:
+    verifier: OidcVerifier | None = request.app.state.oidc
+    if token.startswith(keys.PREFIX):
         async with request.app.state.get_connection(request, "r") as conn:
             identity = await keys.identify(conn, token)
         if identity is None:
             raise _unauthorized("unknown, expired or revoked API key")
-    request.state.identity = identity
-    return identity
+        return identity
+    if verifier is not None and looks_like_jwt(unwrap_openeo_bearer(token)):
+        try:
+            return await verifier.identify(token)
+        except TokenRefused as exc:
+            raise _unauthorized(str(exc)) from None
+    accepted = "an API key (tk_...) or an OIDC token" if verifier else "an API key (tk_...)"
+    raise _unauthorized(f"the credential is not {accepted}")
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[keys.Identity | None]]:
@@ -69,19 +89,25 @@ def require(scope: str) -> Callable[[Request], Awaitable[keys.Identity | None]]:
         identity = await current_identity(request)
         if identity is None:
             if request.app.state.require_keys:
-                raise _unauthorized(f"this write needs an API key with the scope {scope}")
+                raise _unauthorized(
+                    f"this write needs a credential (API key or token) with the scope {scope}"
+                )
             return None
         if not identity.may(scope):
-            raise HTTPException(403, f"this key lacks the scope {scope}")
+            raise HTTPException(403, f"{identity.name} lacks the scope {scope}")
         return identity
 
     return check
 
 
-def protect_routes(app: FastAPI, api: StacApi, require_keys: bool) -> None:
+def protect_routes(
+    app: FastAPI, api: StacApi, require_keys: bool, auth: AuthSettings | None = None
+) -> None:
     """Every write route gets its scope: STAC transactions and bulk writes need
     ``stac:write``; our routers declare theirs on each route."""
     app.state.require_keys = require_keys
+    auth = auth or AuthSettings()
+    app.state.oidc = OidcVerifier(auth) if auth.oidc_issuer else None
     api.add_route_dependencies(STAC_WRITES, [Depends(require("stac:write"))])  # type: ignore[arg-type]
 
 

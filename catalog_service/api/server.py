@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from catalog_service import children
 from catalog_service.api.app import create_app
 from catalog_service.database import DatabaseLogins
-from catalog_service.settings import ApiSettings, DatabaseSettings, ProductSettings
+from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -50,9 +50,10 @@ class ServerThread:
         settings: ApiSettings,
         logins: DatabaseLogins | None = None,
         products: ProductSettings | None = None,
+        auth: AuthSettings | None = None,
     ) -> None:
         self.settings = settings
-        self.app = create_app(settings, logins=logins, products=products)
+        self.app = create_app(settings, logins=logins, products=products, auth=auth)
         self.server = uvicorn.Server(uvicorn_config(self.app, settings))
         self.thread = threading.Thread(target=self.server.run, name="tilekeeper-api", daemon=True)
 
