@@ -55,6 +55,8 @@ def issuer() -> Iterator[Issuer]:
                 body: dict[str, Any] = {"issuer": url, "jwks_uri": f"{url}/certs"}
             elif self.path.endswith("/certs"):
                 body = {"keys": [key.as_dict(private=False)]}
+            elif self.path.rstrip("/") == "/openeo":  # capabilities, for the openEO client
+                body = {"api_version": "1.2.0", "backend_version": "test", "stac_version": "1.0.0", "id": "test", "title": "test", "description": "test", "endpoints": [], "links": []}  # fmt: skip
             else:
                 self.send_error(404)
                 return
@@ -155,6 +157,36 @@ def test_a_token_subject_owns_its_private_campaign(
     # A presented token that is not valid is refused on reads too, not taken for anonymous.
     expired = {"Authorization": "Bearer " + issuer.token(sub="carol", exp=int(time.time()) - 120)}
     assert httpx.get(f"{oidc_api}/collections", headers=expired, timeout=30).status_code == 401
+
+
+def test_a_logged_in_openeo_session_is_the_credential_and_is_refreshed(
+    oidc_api: str, database: Database, issuer: Issuer
+) -> None:
+    import openeo
+    from openeo.rest.auth.auth import OidcBearerAuth
+
+    from catalog_service.client.campaigns import Campaigns
+    from catalog_service.client.credentials import OpenEOSession
+    from catalog_service.client.http import HttpSession
+
+    campaign = _campaign(oidc_api, database)
+    connection = openeo.connect(issuer.url.split("/realms")[0] + "/openeo")
+    stale = issuer.token(sub="erin", scope="tilekeeper:campaigns:write", exp=int(time.time()) - 300)
+    connection.auth = OidcBearerAuth(provider_id="egi", access_token=stale)
+    refreshed = []
+
+    def refresh(**_: Any) -> bool:
+        # What the client does with its refresh token store, minus the OIDC provider.
+        connection.auth = OidcBearerAuth(provider_id="egi", access_token=issuer.token(sub="erin", scope="tilekeeper:campaigns:write"))  # fmt: skip
+        refreshed.append(True)
+        return True
+
+    connection.try_access_token_refresh = refresh  # type: ignore[method-assign]
+    campaigns = Campaigns(HttpSession(oidc_api, auth=OpenEOSession(connection)))
+    campaigns.change(campaign, [{"tile": "T1", "status": "queued_for_start"}])
+    assert refreshed == [True]
+    history = campaigns.history(campaign, "T1")
+    assert [h["by"] for h in history] == ["oidc:erin"]
 
 
 def test_an_issuer_without_audiences_is_a_configuration_error(database: Database) -> None:

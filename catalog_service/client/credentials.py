@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from catalog_service.auth.keys import admin_key_path
+from catalog_service.errors import TilekeeperError
 from catalog_service.settings import ClientSettings, DatabaseSettings
 
 
@@ -61,3 +63,43 @@ def api_token(root_url: str, explicit: str | None = None) -> str | None:
 def auth_for(root_url: str, explicit: str | None = None) -> BearerToken | None:
     token = api_token(root_url, explicit)
     return BearerToken(token) if token else None
+
+
+class OpenEOSession(requests.auth.AuthBase):
+    """Sends the bearer of a logged-in openEO connection (``oidc/<provider>/<token>``),
+    so a script that logged in to openEO needs no other credential; when the service
+    refuses it (expired), the connection refreshes its token once and the request is
+    sent again."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def _bearer(self) -> str:
+        bearer = getattr(self.connection.auth, "bearer", None)
+        if not isinstance(bearer, str) or not bearer.startswith("oidc/"):
+            raise TilekeeperError(
+                "the openEO connection is not logged in with OIDC: "
+                "call connection.authenticate_oidc() first, or use an API key"
+            )
+        return bearer
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._bearer()}"
+        request.register_hook("response", self._retry_refreshed)  # type: ignore[no-untyped-call]
+        return request
+
+    def _retry_refreshed(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        if response.status_code != 401 or response.request.headers.get(_RETRIED):
+            return response
+        if not self.connection.try_access_token_refresh():
+            return response
+        retry = response.request.copy()
+        retry.headers[_RETRIED] = "1"
+        retry.headers["Authorization"] = f"Bearer {self._bearer()}"
+        response.close()
+        again: requests.Response = response.connection.send(retry, **kwargs)
+        again.history.append(response)
+        return again
+
+
+_RETRIED = "X-Tilekeeper-Token-Refreshed"
