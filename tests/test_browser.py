@@ -246,3 +246,29 @@ def test_the_map_shows_finished_tiles_products(
     )
     shot(page, "map-product", full_page=False)
     assert offline.left == [], offline.left
+
+
+def test_stac_browser_signs_in_to_show_a_private_campaign(
+    api: str, database: Database, browser: Browser
+) -> None:
+    from conftest import admin_token
+
+    campaign = f"hidden-{uuid.uuid4().hex[:6]}"
+    Campaigns(HttpSession(api)).create(
+        {"id": campaign, "title": f"Private {campaign}", "visibility": "private"}
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    offline = Offline(page)
+    # Anonymous, the campaign does not exist: the browser's request for it answers 404.
+    with page.expect_response(lambda r: r.url.endswith(f"/collections/{campaign}")) as seen:
+        page.goto(f"{api}/browser/#/collections/{campaign}")
+    assert seen.value.status == 404
+    page.get_by_role("button", name="Log in").first.click()
+    form = page.get_by_role("button", name="Submit").locator("xpath=ancestor::form")
+    form.locator("input").first.fill(admin_token(database))  # a key, or an OIDC token
+    shot(page, "browser-sign-in")
+    page.get_by_role("button", name="Submit").click()
+    page.goto(f"{api}/browser/#/collections/{campaign}")
+    page.get_by_text(f"Private {campaign}").first.wait_for(timeout=30_000)
+    shot(page, "browser-signed-in")
+    assert offline.left == [], offline.left

@@ -29,6 +29,16 @@ def browser_config(request: Request, title: str) -> str:
         "catalogTitle": title,
         "allowExternalAccess": False,
         "displayGeoTiffByDefault": False,
+        # "Sign in" takes an API key or an OIDC access token, sent as a bearer token to
+        # this service only: for private campaigns (and writes).
+        "authConfig": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "formatter": "Bearer",
+            "description": "An API key (`tilekeeper auth key create`) or an OIDC access "
+            "token. Public campaigns need none; private ones show for their owners.",
+        },
     }
     return f"window.STAC_BROWSER_CONFIG = {json.dumps(config)};\n"
 
