@@ -8,14 +8,14 @@ from pathlib import Path
 
 import yaml
 
-from catalog_service.settings import ApiSettings, DatabaseSettings
+from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _known_env() -> set[str]:
     names = set()
-    for cls in (ApiSettings, DatabaseSettings):
+    for cls in (ApiSettings, AuthSettings, DatabaseSettings):
         prefix = cls.model_config["env_prefix"]
         names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
     return names
