@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,25 +21,27 @@ def start(
     detach: bool = False,
     timeout_s: float = 60.0,
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` and wait until ``ready()``. Output goes to ``log_path`` (else
-    nowhere; stderr is kept to report an early exit). ``detach`` puts it in a session
-    of its own, so it keeps running after this process ends (the demo's services)."""
+    """Start ``command`` and wait until ``ready()``. Output goes to ``log_path``, else
+    stdout nowhere and stderr to an unnamed temporary file (kept to report an early
+    exit; never a pipe, which blocks the child once full and nobody reads it).
+    ``detach`` puts it in a session of its own, so it keeps running after this process
+    ends (the demo's services)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    errors = None if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(
         command,
         env=env,
         stdout=out,
-        stderr=subprocess.STDOUT if log_path else subprocess.PIPE,
+        stderr=subprocess.STDOUT if log_path else errors,
         start_new_session=detach,
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            detail = (
-                f"see {log_path}"
-                if log_path
-                else (process.stderr.read().decode()[-2000:] if process.stderr else "")
-            )
+            detail = f"see {log_path}"
+            if errors is not None:
+                errors.seek(0)
+                detail = errors.read().decode(errors="replace")[-2000:]
             raise TilekeeperError(f"{what} exited with {process.returncode}: {detail}")
         if ready():
             return process

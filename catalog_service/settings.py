@@ -128,6 +128,12 @@ class ApiSettings(BaseSettings):
         description="STAC Browser's build, served at /browser/ (default: web/stac-browser/dist "
         "of the checkout, made by scripts/build_web.sh).",
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (413 above it): 100,000 tiles of a registration "
+        "are ~35 MB.",
+    )
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
     statement_timeout_ms: int = Field(default=60_000, description="Per-statement timeout.")
     lock_timeout_ms: int = Field(default=10_000, description="Per-statement lock wait limit.")

@@ -30,7 +30,9 @@ from catalog_service.api.clients import (
 )
 from catalog_service.api.db import database_lifespan
 from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
+from catalog_service.api.limits import RequestBodyGuard
 from catalog_service.api.mapview import add_map
+from catalog_service.api.openapi import complete_openapi
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
 from catalog_service.api.visibility import hide_private_campaigns
@@ -105,11 +107,13 @@ def create_app(
     add_map(app)
     add_offline_docs(app)
     hide_private_campaigns(app)  # last: it guards every route added above
+    complete_openapi(app)
 
     async def managed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"code": "ConflictError", "description": str(exc)}, status_code=409)
 
     app.add_exception_handler(CampaignItemsAreManaged, managed)
+    app.user_middleware.append(Middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes))
     # Innermost of the user middlewares: its 503/400 answers still pass through CORS.
     app.user_middleware.append(
         Middleware(

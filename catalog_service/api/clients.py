@@ -7,12 +7,14 @@ from typing import Any
 from urllib.parse import urljoin
 
 import attr
+import orjson
 from fastapi import HTTPException, Request
 from stac_fastapi.extensions.bulk_transactions import BulkTransactionMethod, Items
 from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.pgstac.db import dbfunc
 from stac_fastapi.pgstac.transactions import BulkTransactionsClient, TransactionsClient
 from stac_fastapi.types.errors import InvalidQueryParameter
+from starlette.responses import JSONResponse, Response
 
 from catalog_service.api.errors import BulkWriteRejected
 from catalog_service.api.visibility import (
@@ -77,6 +79,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+COLLECTION_REQUIRED = ("type", "stac_version", "id", "description", "links", "license", "extent")
+ITEM_REQUIRED = ("type", "stac_version", "id", "properties", "links", "assets")
+
+
+def _keeps_required(patch: Any, required: tuple[str, ...]) -> None:
+    """A patch may not remove (or null) what STAC requires: the stored object would be
+    invalid and every later read of it would fail its schema."""
+    if isinstance(patch, dict):
+        gone = [key for key in required if key in patch and patch[key] is None]
+    else:
+        gone = [
+            op.get("path", "").strip("/")
+            for op in patch
+            if isinstance(op, dict)
+            and op.get("path", "").strip("/") in required
+            and (op.get("op") in ("remove", "move") or op.get("value", ...) is None)
+        ]
+    if gone:
+        raise HTTPException(400, f"a patch may not remove required fields: {', '.join(gone)}")
+
+
 def _same_id(request: Request, body_id: Any) -> None:
     path_id = request.path_params.get("collection_id")
     if body_id is not None and path_id is not None and body_id != path_id:
@@ -106,15 +129,26 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
             _same_id(request, getattr(patch, "id", None))
         await refuse_campaign_collection_writes(request, collection_id)
         _refuse_campaign_definition(_plain(patch))
+        _keeps_required(_plain(patch), COLLECTION_REQUIRED)
         return await super().patch_collection(collection_id, patch, request=request, **kwargs)
 
     async def delete_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         await refuse_campaign_collection_writes(request, collection_id)
         return await super().delete_collection(collection_id, request=request, **kwargs)
 
-    async def create_item(self, collection_id: str, *args: Any, **kwargs: Any) -> Any:
-        await refuse_campaign_writes(kwargs["request"], collection_id)
-        return await super().create_item(collection_id, *args, **kwargs)
+    async def create_item(
+        self, collection_id: str, item: Any, request: Request, **kwargs: Any
+    ) -> Any:
+        await refuse_campaign_writes(request, collection_id)
+        features = getattr(item, "features", None)
+        if features is None:
+            return await super().create_item(collection_id, item, request=request, **kwargs)
+        # A FeatureCollection: upstream answers an empty 201, even for no features.
+        if not features:
+            raise HTTPException(400, "the FeatureCollection has no features; nothing was stored")
+        await super().create_item(collection_id, item, request=request, **kwargs)
+        ids = [feature.id for feature in features]
+        return JSONResponse({"created": len(ids), "ids": ids}, status_code=201)
 
     async def update_item(
         self, request: Request, collection_id: str, *args: Any, **kwargs: Any
@@ -122,9 +156,12 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
         await refuse_campaign_writes(request, collection_id)
         return await super().update_item(request, collection_id, *args, **kwargs)
 
-    async def patch_item(self, collection_id: str, *args: Any, **kwargs: Any) -> Any:
-        await refuse_campaign_writes(kwargs["request"], collection_id)
-        return await super().patch_item(collection_id, *args, **kwargs)
+    async def patch_item(
+        self, collection_id: str, item_id: str, patch: Any, request: Request, **kwargs: Any
+    ) -> Any:
+        await refuse_campaign_writes(request, collection_id)
+        _keeps_required(_plain(patch), ITEM_REQUIRED)
+        return await super().patch_item(collection_id, item_id, patch, request=request, **kwargs)
 
     async def delete_item(self, item_id: str, collection_id: str, *args: Any, **kwargs: Any) -> Any:
         await refuse_campaign_writes(kwargs["request"], collection_id)
@@ -174,9 +211,17 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         return collection
 
     async def all_collections(self, request: Request, **kwargs: Any) -> Any:
-        result = await super().all_collections(request=request, **kwargs)
+        hidden = await hidden_collections(request)
+        fields = kwargs.get("fields")
+        if fields:
+            # The id stays: upstream links each collection by it (KeyError without), and
+            # hidden collections are recognised by it.
+            kwargs["fields"] = [f for f in fields if f.strip() != "-id"] + ["id"]
+        answer = await super().all_collections(request=request, **kwargs)
+        # With `fields`, upstream answers a ready JSONResponse.
+        result = orjson.loads(answer.body) if isinstance(answer, Response) else answer
         listed = result.get("collections", [])
-        shown = without_hidden(listed, await hidden_collections(request))
+        shown = without_hidden(listed, hidden)
         if len(shown) != len(listed):
             # Hidden ones are dropped from the page (which may come out short).
             result["collections"] = shown
@@ -188,7 +233,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
                 collection.setdefault("links", []).extend(
                     _aggregation_links(request, collection["id"])
                 )
-        return result
+        return JSONResponse(result) if isinstance(answer, Response) else result
 
 
 def _check_item_shape(item: Any) -> None:

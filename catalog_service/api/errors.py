@@ -20,8 +20,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import asyncpg
+import jsonpatch
+import jsonpointer
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from stac_fastapi.types.errors import NotFoundError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
@@ -70,6 +73,9 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
             if sqlstate in UNAVAILABLE_SQLSTATES or sqlstate.startswith("08"):
                 return Failure.UNAVAILABLE, seen
             if sqlstate in BAD_INPUT_SQLSTATES or sqlstate.startswith("22"):
+                return Failure.BAD_INPUT, seen
+            if sqlstate == "42601" and "tsquery" in str(seen):
+                # Free-text search (`q`) that PostgreSQL cannot parse.
                 return Failure.BAD_INPUT, seen
         if isinstance(
             seen,
@@ -241,7 +247,28 @@ def add_exception_handlers(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ())) or 'request'}: {err.get('msg')}"
+            for err in exc.errors()[:10]
+        )
+        return JSONResponse(
+            {"code": "BadRequest", "description": f"invalid request: {problems}"},
+            status_code=400,
+        )
+
+    async def bad_patch(request: Request, exc: Exception) -> JSONResponse:
+        # A JSON Patch whose path does not exist in the document, or a failed `test`.
+        return JSONResponse(
+            {"code": "BadRequest", "description": f"the patch does not apply: {exc}"},
+            status_code=400,
+        )
+
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(jsonpatch.JsonPatchException, bad_patch)
+    app.add_exception_handler(jsonpointer.JsonPointerException, bad_patch)
     app.add_exception_handler(BulkWriteRejected, bulk_rejected)
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(json.JSONDecodeError, bad_json)

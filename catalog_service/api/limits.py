@@ -1,0 +1,100 @@
+"""What one request may send: a body size limit (413 before the body is read past it),
+and a JSON body that is an object where the routes take objects (400), checked on the
+raw bytes before any route parses them."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+# Routes that take a POST without a body.
+_NO_BODY_SUFFIXES = ("/aggregations",)
+
+
+def _error(status: int, code: str, description: str) -> tuple[int, bytes]:
+    return status, json.dumps({"code": code, "description": description}).encode()
+
+
+class RequestBodyGuard:
+    """Pure ASGI: reads the body once (refusing it past ``max_bytes``), checks it and
+    hands it on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in _WRITES:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._answer(send, *self._too_large())
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._answer(send, *self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = self._check(scope, headers.get("content-type", ""), body)
+        if problem is not None:
+            await self._answer(send, *problem)
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> tuple[int, bytes]:
+        return _error(
+            413,
+            "PayloadTooLarge",
+            f"the request body is over {self.max_bytes:,} bytes "
+            "(TILEKEEPER_API_MAX_BODY_BYTES); send it in batches",
+        )
+
+    @staticmethod
+    def _check(scope: Scope, content_type: str, body: bytes) -> tuple[int, bytes] | None:
+        start = body.lstrip()[:1]
+        if not start:
+            if str(scope.get("path", "")).endswith(_NO_BODY_SUFFIXES):
+                return None
+            return _error(400, "BadRequest", "this request needs a JSON body")
+        media = content_type.split(";")[0].strip().lower()
+        if media in ("", "application/json") and start != b"{":
+            return _error(400, "BadRequest", "the body must be a JSON object")
+        return None
+
+    @staticmethod
+    async def _answer(send: Send, status: int, body: bytes) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
