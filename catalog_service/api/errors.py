@@ -30,6 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from catalog_service.api.asgi import replaying
+
 logger = logging.getLogger(__name__)
 
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "23514", "42P01", "55P03", "55006"})
@@ -122,15 +124,8 @@ class DatabaseErrorMiddleware:
         method = scope.get("method", "GET")
 
         for attempt in range(1, self.attempts + 1):
-            delivered = False
             started = False
-
-            async def replay() -> Message:
-                nonlocal delivered
-                if not delivered:
-                    delivered = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+            replay = replaying(body, receive)
 
             async def tracked_send(message: Message) -> None:
                 nonlocal started

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from catalog_service.api.asgi import replaying
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Routes that take a POST without a body.
@@ -53,16 +55,7 @@ class RequestBodyGuard:
         if problem is not None:
             await self._answer(send, *problem)
             return
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     def _too_large(self) -> tuple[int, bytes]:
         return _error(
