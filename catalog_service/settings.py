@@ -134,6 +134,10 @@ class ApiSettings(BaseSettings):
         description="Largest request body (413 above it): 100,000 tiles of a registration "
         "are ~35 MB.",
     )
+    max_ids: int = Field(default=10_000, ge=1, description="Most ids one search may list.")
+    max_filter_terms: int = Field(
+        default=1_000, ge=10, description="Most terms (JSON nodes) of one CQL2 filter."
+    )
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
     statement_timeout_ms: int = Field(default=60_000, description="Per-statement timeout.")
     lock_timeout_ms: int = Field(default=10_000, description="Per-statement lock wait limit.")

@@ -182,7 +182,7 @@ def test_new_string_queryable_gets_a_frequency(
         ("/aggregate", {"aggregations": "nope_frequency"}, 400),
         ("/collections/no-such-collection/aggregate", {}, 404),
         ("/aggregate", {"filter": "status = "}, 400),
-        ("/aggregate", {"bbox": "0,0,0,1,1,1"}, 400),
+        ("/aggregate", {"bbox": "nan,0,1,1"}, 400),
         ("/aggregate", {"datetime": "yesterday"}, 400),
         ("/aggregate", {"query": "{not json"}, 400),
         ("/aggregate", {"intersects": "{not json"}, 400),

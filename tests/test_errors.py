@@ -21,6 +21,7 @@ from conftest import (
     wait_ready,
 )
 
+WIDE_OR = [{"op": "=", "args": [{"property": "id"}, f"i{n}"]} for n in range(2_000)]
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/search", {"params": {"query": '{"status": {"eq": "x"}}', "filter": "status = 'x'"}}),
     (
@@ -33,8 +34,10 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
             }
         },
     ),
-    ("GET", "/search", {"params": {"bbox": "0,0,0,1,1,1"}}),
-    ("POST", "/search", {"json": {"bbox": [0, 0, 0, 1, 1, 1]}}),
+    ("GET", "/search", {"params": {"bbox": "nan,0,1,1"}}),
+    ("POST", "/search", {"json": {"bbox": [0, 0, 1e308, 1]}}),
+    ("POST", "/search", {"json": {"ids": [f"i{n}" for n in range(10_001)]}}),
+    ("POST", "/search", {"json": {"filter": {"op": "or", "args": WIDE_OR}}}),
     ("GET", "/search", {"params": {"bbox": "1,2,3"}}),
     ("GET", "/search", {"params": {"filter": "status = = 'x'"}}),
     ("GET", "/search", {"params": {"filter": "nosuchfn(status) = 1"}}),
@@ -67,7 +70,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"method": "insert", "items": {"k": {"id": 1}}}},
     ),
     ("POST", "/collections/{cid}/bulk_items", {"json": {"method": "explode", "items": {}}}),
-    ("GET", "/collections/{cid}/items", {"params": {"bbox": "0,0,0,1,1,1"}}),
+    ("GET", "/collections/{cid}/items", {"params": {"bbox": "0,95,1,96"}}),
     ("GET", "/collections/{cid}/items", {"params": {"filter": "status ="}}),
 ]
 
@@ -95,6 +98,31 @@ def test_bad_input_is_4xx_with_message(
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     body = response.json()
     assert body.get("description") or body.get("detail")
+
+
+def test_a_6_number_bbox_searches_by_its_2d_part(
+    http: httpx.Client, new_collection: Callable[[], str]
+) -> None:
+    cid = new_collection()
+    assert bulk(http, cid, [make_item("a", cid, lon=4.0, lat=50.0)]).status_code == 200
+    flat = http.get("/search", params={"collections": cid, "bbox": "3.9,49.9,4.2,50.2"}).json()
+    tall = http.get("/search", params={"collections": cid, "bbox": "3.9,49.9,-10,4.2,50.2,10"})
+    assert tall.status_code == 200, tall.text
+    assert (
+        [f["id"] for f in tall.json()["features"]] == [f["id"] for f in flat["features"]] == ["a"]
+    )
+    posted = http.post("/search", json={"collections": [cid], "bbox": [3.9, 49.9, -10, 4.2, 50.2, 10]})  # fmt: skip
+    assert [f["id"] for f in posted.json()["features"]] == ["a"]
+
+
+def test_limits_are_named_in_the_answer(http: httpx.Client) -> None:
+    many = http.post("/search", json={"ids": [f"i{n}" for n in range(10_001)]})
+    assert many.status_code == 400 and "TILEKEEPER_API_MAX_IDS" in many.json()["description"]
+    terms = [{"op": "=", "args": [{"property": "id"}, f"i{n}"]} for n in range(2_000)]
+    wide = http.post("/search", json={"filter": {"op": "or", "args": terms}})
+    assert wide.status_code == 400 and "MAX_FILTER_TERMS" in wide.json()["description"]
+    nan = http.get("/search", params={"bbox": "nan,0,1,1"})
+    assert nan.status_code == 400 and "finite" in nan.json()["description"]
 
 
 def test_bulk_with_invalid_items_stores_nothing(

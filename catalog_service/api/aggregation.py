@@ -34,7 +34,7 @@ from stac_fastapi.extensions.query.request import (
 from stac_fastapi.pgstac.core import clean_search_args
 from stac_fastapi.types.errors import NotFoundError
 
-from catalog_service.api.clients import require_2d_bbox
+from catalog_service.api.clients import checked_search
 from catalog_service.api.visibility import visible_collections
 
 AGGREGATION_CONFORMANCE = "https://api.stacspec.org/v0.3.0/aggregation"
@@ -160,7 +160,7 @@ class AggregationClient:
         search: dict[str, Any],
         names: list[str] | None,
     ) -> dict[str, Any]:
-        require_2d_bbox(search.get("bbox"))
+        checked_search(request, search)
         if collection_id:
             search["collections"] = [collection_id]
         search["collections"] = await visible_collections(request, search.get("collections"))

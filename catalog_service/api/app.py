@@ -98,6 +98,7 @@ def create_app(
         settings=stac,
     )
     app: FastAPI = api.app
+    app.state.api_settings = settings  # (app.state.settings is stac-fastapi's)
     app.state.tile_registrar = TileRegistrar(logins.writer.dsn)
     protect_routes(app, api, settings.require_keys, auth)
     add_exception_handlers(app)

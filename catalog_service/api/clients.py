@@ -13,10 +13,10 @@ from stac_fastapi.extensions.bulk_transactions import BulkTransactionMethod, Ite
 from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.pgstac.db import dbfunc
 from stac_fastapi.pgstac.transactions import BulkTransactionsClient, TransactionsClient
-from stac_fastapi.types.errors import InvalidQueryParameter
 from starlette.responses import JSONResponse, Response
 
 from catalog_service.api.errors import BulkWriteRejected
+from catalog_service.api.search_input import check_filter, check_ids, flat_bbox
 from catalog_service.api.visibility import (
     hidden_collections,
     visible_collections,
@@ -186,13 +186,20 @@ def _aggregation_links(request: Request, collection_id: str) -> list[dict[str, s
     ]
 
 
-def require_2d_bbox(bbox: Any) -> None:
-    """pgstac stores 2D footprints and fails inside PostGIS on a 6-number bbox."""
-    if bbox is not None and len(bbox) == 6:
-        raise InvalidQueryParameter(
-            "A 3D bbox (6 numbers) is not supported: this catalogue stores 2D footprints. "
-            "Send bbox as minx,miny,maxx,maxy."
-        )
+def checked_search(request: Request, search: Any) -> None:
+    """A search model (or dict) made safe for pgstac: a 2D bbox, bounded ids and filter."""
+    settings = request.app.state.api_settings
+
+    def get(name: str) -> Any:
+        return search.get(name) if isinstance(search, dict) else getattr(search, name, None)
+
+    bbox = flat_bbox(get("bbox"))
+    if isinstance(search, dict):
+        search["bbox"] = bbox
+    elif bbox is not None:
+        search.bbox = bbox
+    check_ids(get("ids"), settings.max_ids)
+    check_filter(get("filter") or get("filter_expr"), settings.max_filter_terms)
 
 
 @attr.s
@@ -201,7 +208,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     and searches are checked for what pgstac cannot answer."""
 
     async def _search_base(self, search_request: Any, request: Request) -> Any:
-        require_2d_bbox(getattr(search_request, "bbox", None))
+        checked_search(request, search_request)
         search_request.collections = await visible_collections(request, search_request.collections)
         return await super()._search_base(search_request, request=request)
 
