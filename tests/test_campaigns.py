@@ -124,7 +124,10 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
         ({"tiles": [{"id": "a", "geometry": {"type": "Nope"}}]}, "not GeoJSON"),
         ({"tiles": [{"id": "a"}]}, "geometry"),
         ({"tiles": {"id": "a"}}, '{"tiles": [...]}'),
-        ({"tiles": [{"id": "a", "geometry": {"type": "Polygon", "coordinates": []}}]}, "empty"),
+        (
+            {"tiles": [{"id": "a", "geometry": {"type": "Polygon", "coordinates": []}}]},
+            "at least one ring",
+        ),
         (
             # The first tile is fine; PostGIS cannot read the second: neither is stored.
             {
@@ -137,7 +140,7 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
                     },
                 ]
             },
-            "not valid GeoJSON",
+            "tile b: a polygon ring",
         ),
         (
             {
@@ -145,11 +148,43 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
                     {
                         "id": "a",
                         "geometry": {"type": "Point", "coordinates": [0, 0]},
-                        "properties": {"status": "bogus"},
+                        "properties": {"status": "finished"},
                     }
                 ]
             },
-            "unknown status",
+            "tiles enter as not_started",
+        ),
+        (
+            {
+                "tiles": [
+                    {
+                        "id": "bowtie",
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]],
+                        },
+                    }
+                ]
+            },
+            "Self-intersection",
+        ),
+        (
+            {"tiles": [{"id": "far", "geometry": {"type": "Point", "coordinates": [1e308, 0]}}]},
+            "outside longitude",
+        ),
+        (
+            {
+                "tiles": [
+                    {
+                        "id": "open",
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]],
+                        },
+                    }
+                ]
+            },
+            "must be closed",
         ),
     ],
 )

@@ -301,6 +301,9 @@ def test_initialize_from_plain_frame_and_frames_never_hold_nan(api: str) -> None
     with pytest.warns(PlaceholderFootprint):
         job_db.initialize_from_df(frame)
     assert job_db.count_by_status() == {"not_started": 2, "finished": 1}
+    # The finished row entered as not_started and moved on by legal, marked steps.
+    history = job_db.campaigns.history(campaign, "1")
+    assert [(h["to"], h["details"].get("imported")) for h in history] == [("created", True), ("finished", True)]  # fmt: skip
     df = job_db.get_by_status(["not_started"])
     assert df["item_id"].tolist() == ["0", "2"]  # integer index -> string ids, kept
     assert df.index.tolist() == [0, 2]

@@ -20,6 +20,7 @@ from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from catalog_service import geojson_check
 from catalog_service.api.auth import actor_of, current_identity, require
 from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.api.visibility import hidden_collections
@@ -213,8 +214,11 @@ def _check_tile(raw: Any, n: int) -> dict[str, Any]:
     if not isinstance(properties, dict):
         raise BadRequest(f"tile {tile_id}: properties must be an object")
     given = properties.get("status")
-    if given is not None and given not in job_status.ALL:
-        raise BadRequest(f"tile {tile_id}: unknown status {given!r}")
+    if given is not None and given != job_status.NOT_STARTED:
+        raise BadRequest(
+            f"tile {tile_id}: tiles enter as {job_status.NOT_STARTED}; a status changes only "
+            f"through job changes (POST /campaigns/{{id}}/jobs/changes), not {given!r}"
+        )
     return {"id": tile_id, "geometry": geometry, "bbox": bbox, "properties": properties}
 
 
@@ -235,6 +239,12 @@ async def parse_tiles(request: Request) -> list[dict[str, Any]]:
         checked = [_check_tile(t, n) for n, t in enumerate(tiles)]
     if len({t["id"] for t in checked}) != len(checked):
         raise BadRequest("tile ids must be unique within a request")
+    found = geojson_check.problems([t["geometry"] for t in checked])
+    if found:
+        listed = "; ".join(
+            f"tile {checked[n]['id']}: {why}" for n, why in sorted(found.items())[:10]
+        )
+        raise BadRequest(f"{len(found)} tiles have a geometry that cannot be stored: {listed}")
     return checked
 
 

@@ -15,6 +15,7 @@ from stac_fastapi.pgstac.db import dbfunc
 from stac_fastapi.pgstac.transactions import BulkTransactionsClient, TransactionsClient
 from starlette.responses import JSONResponse, Response
 
+from catalog_service import geojson_check
 from catalog_service.api.errors import BulkWriteRejected
 from catalog_service.api.search_input import check_filter, check_ids, flat_bbox
 from catalog_service.api.visibility import (
@@ -68,6 +69,14 @@ def _refuse_campaign_definition(body: Any) -> None:
         raise HTTPException(
             400, f"`{CAMPAIGN_KEY}` is made by POST /campaigns, not by a collection write"
         )
+
+
+def _check_geometry(item: Any) -> None:
+    geometry = _plain(item).get("geometry") if item is not None else None
+    if geometry is not None:
+        reason = geojson_check.problem(geometry)
+        if reason:
+            raise HTTPException(400, f"item {getattr(item, 'id', '')}: {reason}")
 
 
 def _plain(value: Any) -> Any:
@@ -141,6 +150,8 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
     ) -> Any:
         await refuse_campaign_writes(request, collection_id)
         features = getattr(item, "features", None)
+        for feature in features or [item]:
+            _check_geometry(feature)
         if features is None:
             return await super().create_item(collection_id, item, request=request, **kwargs)
         # A FeatureCollection: upstream answers an empty 201, even for no features.
@@ -151,10 +162,11 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
         return JSONResponse({"created": len(ids), "ids": ids}, status_code=201)
 
     async def update_item(
-        self, request: Request, collection_id: str, *args: Any, **kwargs: Any
+        self, request: Request, collection_id: str, item_id: str, item: Any, **kwargs: Any
     ) -> Any:
         await refuse_campaign_writes(request, collection_id)
-        return await super().update_item(request, collection_id, *args, **kwargs)
+        _check_geometry(item)
+        return await super().update_item(request, collection_id, item_id, item, **kwargs)
 
     async def patch_item(
         self, collection_id: str, item_id: str, patch: Any, request: Request, **kwargs: Any
@@ -252,8 +264,10 @@ def _check_item_shape(item: Any) -> None:
     if item.get("type") != "Feature":
         raise HTTPException(400, "`type` must be 'Feature'")
     geometry = item.get("geometry")
-    if geometry is not None and not (isinstance(geometry, dict) and "type" in geometry):
-        raise HTTPException(400, "`geometry` must be a GeoJSON geometry object")
+    if geometry is not None:
+        reason = geojson_check.problem(geometry)
+        if reason:
+            raise HTTPException(400, f"item {item['id']}: {reason}")
     props = item.get("properties")
     if not isinstance(props, dict):
         raise HTTPException(400, "`properties` must be an object")

@@ -35,6 +35,7 @@ from catalog_service.bulk import paused_gc
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
+from catalog_service.jobs import status as job_status
 from catalog_service.jobs.campaign import MANAGED_KEYS, MANAGED_PREFIX, ORDER_KEY
 
 WORLD = {
@@ -131,7 +132,9 @@ class CampaignJobDatabase(JobDatabaseInterface):
     ) -> CampaignJobDatabase:
         """Create the campaign from a (Geo)DataFrame: ``item_id`` column (else the index)
         for tile ids, geometry as footprints, other columns as tile properties; given
-        ``status`` values are kept. ``on_exists``: error, skip or append."""
+        ``status`` values are kept: tiles enter as not_started and then move, through
+        legal job changes marked ``imported`` in their history, to the status given.
+        ``on_exists``: error, skip or append."""
         if on_exists not in ("error", "skip", "append"):
             raise ValueError(f"Invalid on_exists={on_exists!r}")
         if self.exists():
@@ -143,8 +146,25 @@ class CampaignJobDatabase(JobDatabaseInterface):
             self.campaigns.create({"id": self.collection_id})
         with paused_gc():
             tiles = self._tiles_from_df(df)
+        given = {t["id"]: t["properties"].pop("status", None) for t in tiles}
         self.campaigns.register(self.collection_id, tiles)
+        self._import_statuses({k: v for k, v in given.items() if v and v != "not_started"})
         return self
+
+    def _import_statuses(self, statuses: dict[str, str]) -> None:
+        """Move imported tiles to the status their frame gave, one legal step at a time."""
+        paths = {tile: job_status.steps_from_not_started(s) for tile, s in statuses.items()}
+        step = 0
+        while True:
+            changes = [
+                {"tile": tile, "status": path[step], "details": {"imported": True}}
+                for tile, path in paths.items()
+                if len(path) > step
+            ]
+            if not changes:
+                return
+            self.campaigns.change(self.collection_id, changes, self.actor)
+            step += 1
 
     def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
         counts = self.campaigns.counts(self.collection_id)

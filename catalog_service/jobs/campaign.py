@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalog_service import geojson_check
 from catalog_service.jobs import status
 
 CAMPAIGN_KEY = "tilekeeper:campaign"
@@ -92,6 +93,17 @@ class CampaignDefinition(BaseModel):
         names = [b.name for b in value]
         if len(set(names)) != len(names):
             raise ValueError("back-end names must be unique")
+        return value
+
+    @field_validator("aoi")
+    @classmethod
+    def _storable_aoi(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            reason = geojson_check.problem(value)
+            if reason:
+                raise ValueError(
+                    f"{reason} (the CLI repairs areas it reads from files with make_valid)"
+                )
         return value
 
     @model_validator(mode="after")

@@ -68,6 +68,22 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
 }
 
 
+def steps_from_not_started(target: str) -> list[str]:
+    """The shortest legal path from not_started to ``target`` (without it: []), for
+    importing a job database whose jobs already moved on."""
+    paths: dict[str, list[str]] = {NOT_STARTED: []}
+    queue = [NOT_STARTED]
+    while queue:
+        current = queue.pop(0)
+        if current == target:
+            return paths[current]
+        for nxt in sorted(TRANSITIONS.get(current, frozenset())):
+            if nxt not in paths:
+                paths[nxt] = [*paths[current], nxt]
+                queue.append(nxt)
+    raise IllegalTransition(f"no legal path from {NOT_STARTED} to {target!r}")
+
+
 class IllegalTransition(ValueError):
     """The requested status change is not allowed from the tile's current status."""
 
