@@ -134,12 +134,19 @@ class ApiSettings(BaseSettings):
         description="Largest request body (413 above it): 100,000 tiles of a registration "
         "are ~35 MB.",
     )
+    max_string_chars: int = Field(
+        default=100_000,
+        ge=1_000,
+        description="Longest string (description, property, ...) a write may store.",
+    )
     max_ids: int = Field(default=10_000, ge=1, description="Most ids one search may list.")
     max_filter_terms: int = Field(
         default=1_000, ge=10, description="Most terms (JSON nodes) of one CQL2 filter."
     )
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
-    statement_timeout_ms: int = Field(default=60_000, description="Per-statement timeout.")
+    statement_timeout_ms: int = Field(
+        default=20_000, description="Per-statement timeout (503 at once when exceeded)."
+    )
     lock_timeout_ms: int = Field(default=10_000, description="Per-statement lock wait limit.")
     retry_attempts: int = Field(
         default=6, description="Tries for a request that hits a transient database error."

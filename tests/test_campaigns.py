@@ -119,7 +119,7 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
     [
         (
             {"tiles": [{"id": "a/b", "geometry": {"type": "Point", "coordinates": [0, 0]}}]},
-            "refuses",
+            "is not valid: an id has",
         ),
         ({"tiles": [{"id": "a", "geometry": {"type": "Nope"}}]}, "not GeoJSON"),
         ({"tiles": [{"id": "a"}]}, "geometry"),

@@ -221,3 +221,18 @@ def test_persistent_lock_answers_503_with_retry_after(
     assert response.headers["retry-after"] == "7"
     assert "nothing was changed" in response.json()["description"]
     assert stored == "queued"
+
+
+def test_a_statement_over_the_timeout_answers_503_at_once_saying_so(database: Database) -> None:
+    server = start_api(database, statement_timeout_ms=1, retry_attempts=6)
+    params = {"aggregations": "total_count,datetime_frequency,datetime_min,datetime_max"}
+    try:
+        for _ in range(100):  # until the pools are up (their own queries may time out too)
+            answer = httpx.get(f"{server.url}/aggregate", params=params, timeout=60)
+            if "unavailable" not in answer.text:
+                break
+            time.sleep(0.3)
+        assert answer.status_code == 503, answer.text
+        assert "STATEMENT_TIMEOUT_MS" in answer.json()["description"]
+    finally:
+        server.stop()

@@ -22,13 +22,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from catalog_service import geojson_check
 from catalog_service.api.auth import actor_of, current_identity, require
+from catalog_service.api.limits import string_limit_problem
 from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.api.visibility import hidden_collections
 from catalog_service.bulk import paused_gc
+from catalog_service.ids import id_problem
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
 from catalog_service.jobs.campaign import (
-    ID_PATTERN,
     Backend,
     CampaignDefinition,
     ProcessSpec,
@@ -39,8 +40,6 @@ from catalog_service.products import campaign_products_id
 
 M = TypeVar("M", bound=BaseModel)
 
-# pgstac refuses these in ids (stac-fastapi-pgstac's INVALID_ID_CHARS), so do we, early.
-_INVALID_ID = re.compile(r"[:/?#\[\]@!$&'()*+,;=\s]")
 MAX_TILES_PER_REQUEST = 100_000
 # Loader runs hold a database connection and a thread each; a few at a time is plenty.
 CONCURRENT_REGISTRATIONS = 2
@@ -131,12 +130,16 @@ class CampaignPatch(BaseModel):
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
-    """Strict JSON (NaN and Infinity are refused, unlike json.loads) into ``model``."""
+    """Strict JSON (NaN and Infinity are refused, unlike json.loads) into ``model``, with
+    no string over the service's limit."""
     raw = await request.body()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON (NaN/Infinity are not JSON): {exc}") from None
+    too_long = string_limit_problem(data, request.app.state.api_settings.max_string_chars, "body")
+    if too_long:
+        raise BadRequest(too_long)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -179,16 +182,15 @@ _GEOMETRY_TYPES = frozenset(
 )
 
 
-def _check_tile(raw: Any, n: int) -> dict[str, Any]:
+def _check_tile(raw: Any, n: int, max_chars: int) -> dict[str, Any]:
     """One tile of a registration, checked by hand: a pydantic model per tile costs
     more than storing it. PostGIS reads the coordinates (errors become 400s)."""
     if not isinstance(raw, dict):
         raise BadRequest(f"tiles.{n}: a tile is an object with id, geometry, bbox, properties")
     tile_id, geometry = raw.get("id"), raw.get("geometry")
-    if not isinstance(tile_id, str) or not 0 < len(tile_id) <= 200:
-        raise BadRequest(f"tiles.{n}.id: a string of 1 to 200 characters is required")
-    if _INVALID_ID.search(tile_id):
-        raise BadRequest(f"tile id {tile_id!r} contains a character pgstac refuses (: / ? # ...)")
+    bad_id = id_problem(tile_id, f"tiles.{n}.id")
+    if bad_id:
+        raise BadRequest(bad_id)
     if not isinstance(geometry, dict):
         raise BadRequest(f"tile {tile_id}: a GeoJSON geometry is required")
     if geometry.get("type") not in _GEOMETRY_TYPES or not isinstance(
@@ -213,6 +215,9 @@ def _check_tile(raw: Any, n: int) -> dict[str, Any]:
     properties = raw.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRequest(f"tile {tile_id}: properties must be an object")
+    too_long = string_limit_problem(properties, max_chars, f"tile {tile_id}")
+    if too_long:
+        raise BadRequest(too_long)
     given = properties.get("status")
     if given is not None and given != job_status.NOT_STARTED:
         raise BadRequest(
@@ -236,7 +241,8 @@ async def parse_tiles(request: Request) -> list[dict[str, Any]]:
             raise BadRequest('the body must be {"tiles": [...]}')
         if len(tiles) > MAX_TILES_PER_REQUEST:
             raise BadRequest(f"at most {MAX_TILES_PER_REQUEST:,} tiles per request; send batches")
-        checked = [_check_tile(t, n) for n, t in enumerate(tiles)]
+        max_chars = request.app.state.api_settings.max_string_chars
+        checked = [_check_tile(t, n, max_chars) for n, t in enumerate(tiles)]
     if len({t["id"] for t in checked}) != len(checked):
         raise BadRequest("tile ids must be unique within a request")
     found = geojson_check.problems([t["geometry"] for t in checked])
@@ -533,4 +539,4 @@ def add_campaign_routes(app: FastAPI) -> None:
     app.add_exception_handler(store.StoreError, store_error)
 
 
-__all__ = ["ID_PATTERN", "add_campaign_routes"]
+__all__ = ["add_campaign_routes"]

@@ -17,12 +17,14 @@ from starlette.responses import JSONResponse, Response
 
 from catalog_service import geojson_check
 from catalog_service.api.errors import BulkWriteRejected
+from catalog_service.api.limits import string_limit_problem
 from catalog_service.api.search_input import check_filter, check_ids, flat_bbox
 from catalog_service.api.visibility import (
     hidden_collections,
     visible_collections,
     without_hidden,
 )
+from catalog_service.ids import id_problem
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
 
 
@@ -71,12 +73,24 @@ def _refuse_campaign_definition(body: Any) -> None:
         )
 
 
-def _check_geometry(item: Any) -> None:
-    geometry = _plain(item).get("geometry") if item is not None else None
-    if geometry is not None:
-        reason = geojson_check.problem(geometry)
-        if reason:
-            raise HTTPException(400, f"item {getattr(item, 'id', '')}: {reason}")
+def _check_item(request: Request, item: Any) -> None:
+    """An item (request model) as the catalogue stores it: id rule, geometry, strings."""
+    plain = _plain(item) if item is not None else {}
+    _check_item_shape(plain, _max_chars(request))
+
+
+def _max_chars(request: Request) -> int:
+    limit: int = request.app.state.api_settings.max_string_chars
+    return limit
+
+
+def _check_collection(request: Request, collection: Any) -> None:
+    plain = _plain(collection)
+    problem = id_problem(plain.get("id"), "collection id") or string_limit_problem(
+        plain, _max_chars(request), "collection"
+    )
+    if problem:
+        raise HTTPException(400, problem)
 
 
 def _plain(value: Any) -> Any:
@@ -121,10 +135,12 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
     job store, their collections through the campaign routes."""
 
     async def create_collection(self, collection: Any, request: Request, **kwargs: Any) -> Any:
+        _check_collection(request, collection)
         _refuse_campaign_definition(collection.model_dump(mode="json"))
         return await super().create_collection(collection, request=request, **kwargs)
 
     async def update_collection(self, collection: Any, request: Request, **kwargs: Any) -> Any:
+        _check_collection(request, collection)
         # Upstream writes whatever id the body names (PUT /collections/A could replace B).
         _same_id(request, collection.id)
         await refuse_campaign_collection_writes(request, collection.id)
@@ -139,6 +155,9 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
         await refuse_campaign_collection_writes(request, collection_id)
         _refuse_campaign_definition(_plain(patch))
         _keeps_required(_plain(patch), COLLECTION_REQUIRED)
+        too_long = string_limit_problem(_plain(patch), _max_chars(request), "patch")
+        if too_long:
+            raise HTTPException(400, too_long)
         return await super().patch_collection(collection_id, patch, request=request, **kwargs)
 
     async def delete_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
@@ -151,7 +170,7 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
         await refuse_campaign_writes(request, collection_id)
         features = getattr(item, "features", None)
         for feature in features or [item]:
-            _check_geometry(feature)
+            _check_item(request, feature)
         if features is None:
             return await super().create_item(collection_id, item, request=request, **kwargs)
         # A FeatureCollection: upstream answers an empty 201, even for no features.
@@ -165,7 +184,7 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
         self, request: Request, collection_id: str, item_id: str, item: Any, **kwargs: Any
     ) -> Any:
         await refuse_campaign_writes(request, collection_id)
-        _check_geometry(item)
+        _check_item(request, item)
         return await super().update_item(request, collection_id, item_id, item, **kwargs)
 
     async def patch_item(
@@ -255,12 +274,15 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         return JSONResponse(result) if isinstance(answer, Response) else result
 
 
-def _check_item_shape(item: Any) -> None:
+def _check_item_shape(item: Any, max_chars: int) -> None:
     """What pgstac needs of a raw item, checked before anything is written."""
     if not isinstance(item, dict):
         raise HTTPException(400, "an item must be a JSON object")
-    if not isinstance(item.get("id"), str) or not item["id"]:
-        raise HTTPException(400, "`id` must be a non-empty string")
+    bad = id_problem(item.get("id"), "item id") or string_limit_problem(
+        item, max_chars, f"item {item.get('id')}"
+    )
+    if bad:
+        raise HTTPException(400, bad)
     if item.get("type") != "Feature":
         raise HTTPException(400, "`type` must be 'Feature'")
     geometry = item.get("geometry")
@@ -305,7 +327,7 @@ class AtomicBulkTransactionsClient(BulkTransactionsClient):  # type: ignore[misc
         errors: list[dict[str, Any]] = []
         for key, item in items.items.items():
             try:
-                _check_item_shape(item)
+                _check_item_shape(item, _max_chars(request))
                 self._validate_item(request, item, collection_id, key)
             except HTTPException as exc:
                 errors.append({"id": key, "msg": exc.detail})

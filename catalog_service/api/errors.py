@@ -35,7 +35,9 @@ from catalog_service.api.asgi import replaying
 logger = logging.getLogger(__name__)
 
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "23514", "42P01", "55P03", "55006"})
-UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "57014"})
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# A statement over statement_timeout: asking again would take as long.
+TIMEOUT_SQLSTATE = "57014"
 BAD_INPUT_SQLSTATES = frozenset({"P0001", "42883", "42703", "22P02", "22023", "22007", "22008"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -58,6 +60,7 @@ class Failure(enum.Enum):
     UNAVAILABLE = "unavailable"
     BAD_INPUT = "bad_input"
     NO_PARTITION = "no_partition"
+    TIMEOUT = "timeout"
 
 
 def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
@@ -72,6 +75,8 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
                 return Failure.NO_PARTITION, seen
             if sqlstate in TRANSIENT_SQLSTATES:
                 return Failure.TRANSIENT, seen
+            if sqlstate == TIMEOUT_SQLSTATE:
+                return Failure.TIMEOUT, seen
             if sqlstate in UNAVAILABLE_SQLSTATES or sqlstate.startswith("08"):
                 return Failure.UNAVAILABLE, seen
             if sqlstate in BAD_INPUT_SQLSTATES or sqlstate.startswith("22"):
@@ -170,7 +175,14 @@ class DatabaseErrorMiddleware:
         else:
             status = 503
             headers.append((b"retry-after", str(self.retry_after_s).encode()))
-            if kind is Failure.TRANSIENT:
+            if kind is Failure.TIMEOUT:
+                logger.warning("statement timeout: %s", cause)
+                description = (
+                    "The request needed longer than the statement timeout "
+                    "(TILEKEEPER_API_STATEMENT_TIMEOUT_MS) and was stopped; nothing was "
+                    "changed. Narrow it (fewer collections, a smaller area or period)."
+                )
+            elif kind is Failure.TRANSIENT:
                 logger.warning("transient database error after %d attempts: %r", attempts, cause)
                 description = (
                     f"The database stayed busy ({type(cause).__name__}) after {attempts} attempts; "

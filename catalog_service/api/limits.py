@@ -5,6 +5,7 @@ raw bytes before any route parses them."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -13,6 +14,31 @@ from catalog_service.api.asgi import replaying
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Routes that take a POST without a body.
 _NO_BODY_SUFFIXES = ("/aggregations",)
+
+
+def long_string(value: Any, limit: int) -> str | None:
+    """A description of the first string (or key) longer than ``limit`` in ``value``."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if len(node) > limit:
+                return f"a string of {len(node):,} characters"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and len(key) > limit:
+                    return f"a key of {len(key):,} characters"
+                stack.append(child)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def string_limit_problem(value: Any, limit: int, where: str) -> str | None:
+    found = long_string(value, limit)
+    if found is None:
+        return None
+    return f"{where}: {found} is over the limit of {limit:,} (TILEKEEPER_API_MAX_STRING_CHARS)"
 
 
 def _error(status: int, code: str, description: str) -> tuple[int, bytes]:

@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
 from catalog_service.api.auth import require
-from catalog_service.jobs.campaign import ID_PATTERN
+from catalog_service.ids import ID_PATTERN
 from catalog_service.settings import ProductSettings
 
 MAX_PRODUCTS_PER_REQUEST = 1000

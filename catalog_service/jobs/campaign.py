@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalog_service import geojson_check
+from catalog_service.ids import ID_PATTERN
 from catalog_service.jobs import status
 
 CAMPAIGN_KEY = "tilekeeper:campaign"
@@ -21,7 +22,6 @@ MANAGED_KEYS = frozenset({"status", "datetime", "start_datetime", "end_datetime"
 MANAGED_PREFIX = "tilekeeper:"
 # What a reset (retry) clears: the previous attempt's job, not the tile's history.
 ATTEMPT_KEYS = ("id", "backend_name", "start_time", "running_start_time", "finish_time", "costs")
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 class Backend(BaseModel):
