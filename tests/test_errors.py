@@ -39,6 +39,65 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/search", {"json": {"ids": [f"i{n}" for n in range(10_001)]}}),
     ("POST", "/search", {"json": {"filter": {"op": "or", "args": WIDE_OR}}}),
     ("GET", "/search", {"params": {"bbox": "1,2,3"}}),
+    ("GET", "/collections", {"params": {"filter": "false"}}),
+    ("GET", "/collections", {"params": {"q": "^yFC:Ìg"}}),
+    (
+        "PATCH",
+        "/collections/{cid}",
+        {
+            "json": [{"op": "remove", "path": "/properties/foo"}],
+            "headers": {"content-type": "application/json-patch+json"},
+        },
+    ),
+    (
+        "PATCH",
+        "/collections/{cid}",
+        {
+            "json": {"description": None},
+            "headers": {"content-type": "application/merge-patch+json"},
+        },
+    ),
+    ("PUT", "/collections/{cid}", {}),
+    ("POST", "/aggregate", {"json": [None, None]}),
+    ("POST", "/collections/{cid}/items", {"json": {"type": "FeatureCollection", "features": []}}),
+    (
+        "POST",
+        "/collections/{cid}/items",
+        {
+            "json": {
+                **make_item("bowtie", "{cid}"),
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]],
+                },
+            }
+        },
+    ),
+    (
+        "POST",
+        "/collections/{cid}/items",
+        {
+            "json": {
+                **make_item("far", "{cid}"),
+                "geometry": {"type": "Point", "coordinates": [1e308, 0]},
+            }
+        },
+    ),
+    (
+        "POST",
+        "/collections/{cid}/items",
+        {
+            "json": {
+                **make_item("long", "{cid}"),
+                "properties": {"datetime": "2025-01-01T00:00:00Z", "x": "y" * 200_000},
+            }
+        },
+    ),
+    (
+        "POST",
+        "/collections",
+        {"json": {**make_collection("long-description"), "description": "d" * 200_000}},
+    ),
     ("GET", "/search", {"params": {"filter": "status = = 'x'"}}),
     ("GET", "/search", {"params": {"filter": "nosuchfn(status) = 1"}}),
     (
@@ -97,7 +156,12 @@ def test_bad_input_is_4xx_with_message(
     response = http.request(method, _fill(path, cid), **_fill(kwargs, cid))
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     body = response.json()
-    assert body.get("description") or body.get("detail")
+    assert body.get("description")
+    # Nothing changed: the collection is as made, without items; no new collection.
+    stored = http.get(f"/collections/{cid}").json()
+    assert stored["description"] == "test collection" and "extent" in stored
+    assert http.get(f"/collections/{cid}/items").json()["features"] == []
+    assert http.get("/collections/long-description").status_code == 404
 
 
 def test_a_6_number_bbox_searches_by_its_2d_part(
@@ -121,6 +185,9 @@ def test_limits_are_named_in_the_answer(http: httpx.Client) -> None:
     terms = [{"op": "=", "args": [{"property": "id"}, f"i{n}"]} for n in range(2_000)]
     wide = http.post("/search", json={"filter": {"op": "or", "args": terms}})
     assert wide.status_code == 400 and "MAX_FILTER_TERMS" in wide.json()["description"]
+    # Upstream answered 500 without ids; they stay (links are built from them).
+    fields = http.get("/collections", params={"fields": "-id"})
+    assert fields.status_code == 200 and all("id" in c for c in fields.json()["collections"])
     nan = http.get("/search", params={"bbox": "nan,0,1,1"})
     assert nan.status_code == 400 and "finite" in nan.json()["description"]
 

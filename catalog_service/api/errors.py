@@ -38,7 +38,10 @@ TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "23514", "42P01", "55P03", "5
 UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 # A statement over statement_timeout: asking again would take as long.
 TIMEOUT_SQLSTATE = "57014"
-BAD_INPUT_SQLSTATES = frozenset({"P0001", "42883", "42703", "22P02", "22023", "22007", "22008"})
+BAD_INPUT_SQLSTATES = frozenset(
+    # 42804: a filter pgstac turns into SQL of the wrong type (`filter=false`).
+    {"P0001", "42883", "42703", "42804", "22P02", "22023", "22007", "22008"}
+)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
