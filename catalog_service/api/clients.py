@@ -228,7 +228,7 @@ def checked_search(request: Request, search: Any) -> None:
     if isinstance(search, dict):
         search["bbox"] = bbox
     elif bbox is not None:
-        search.bbox = bbox
+        search.bbox = tuple(bbox)
     check_ids(get("ids"), settings.max_ids)
     check_filter(get("filter") or get("filter_expr"), settings.max_filter_terms)
 
