@@ -24,9 +24,10 @@ from catalog_service import geojson_check
 from catalog_service.api.auth import actor_of, current_identity, require
 from catalog_service.api.limits import string_limit_problem
 from catalog_service.api.mapview import campaign_list_page, wants_html
+from catalog_service.api.openapi import json_body
 from catalog_service.api.visibility import hidden_collections
 from catalog_service.bulk import paused_gc
-from catalog_service.ids import id_problem
+from catalog_service.ids import ID_PATTERN, id_problem
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
 from catalog_service.jobs.campaign import (
@@ -112,6 +113,19 @@ class ResetIn(BaseModel):
     )
 
 
+class TileIn(BaseModel):
+    """A tile to register (documentation: registrations are checked by hand, fast)."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    geometry: dict[str, Any] = Field(description="GeoJSON geometry in WGS84")
+    bbox: list[float] | None = Field(default=None, min_length=4, max_length=4)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class TilesIn(BaseModel):
+    tiles: list[TileIn] = Field(max_length=MAX_TILES_PER_REQUEST)
+
+
 class CampaignPatch(BaseModel):
     """What may change in a campaign once it has tiles (not its id, grid, area or time
     range: its tiles were made from them)."""
@@ -143,11 +157,14 @@ async def parse_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()[:10]
-        )
-        raise BadRequest(f"invalid request body: {problems}") from None
+        raise BadRequest(f"invalid request body: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+        for err in exc.errors()[:10]
+    )
 
 
 @asynccontextmanager
@@ -279,6 +296,7 @@ def create_router() -> APIRouter:
         dependencies=CAMPAIGN_WRITE,
         status_code=201,
         summary="Create a campaign (a collection of tile jobs)",
+        openapi_extra=json_body(CampaignDefinition),
     )
     async def create_campaign(request: Request) -> JSONResponse:
         definition = await parse_body(request, CampaignDefinition)
@@ -313,6 +331,7 @@ def create_router() -> APIRouter:
         dependencies=CAMPAIGN_WRITE,
         summary="Change a campaign's title, description, visibility, owners, back-ends, "
         "process, job options, retry policy or order",
+        openapi_extra=json_body(CampaignPatch),
     )
     async def patch_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
         patch = (await parse_body(request, CampaignPatch)).model_dump(
@@ -320,7 +339,10 @@ def create_router() -> APIRouter:
         )
         async with _conn(request, "w") as conn:
             current = await store.get_definition(conn, campaign_id)
-            wanted = CampaignDefinition.model_validate({**current.model_dump(), **patch})
+            try:
+                wanted = CampaignDefinition.model_validate({**current.model_dump(), **patch})
+            except ValidationError as exc:
+                raise BadRequest(f"the changed campaign is not valid: {_problems(exc)}") from None
             wanted = await _with_creator(request, wanted)
             patch["owners"] = wanted.owners
             definition = await store.update_definition(conn, campaign_id, patch)
@@ -362,6 +384,7 @@ def create_router() -> APIRouter:
         "/{campaign_id}/tiles",
         dependencies=CAMPAIGN_WRITE,
         summary="Register tiles as not_started jobs",
+        openapi_extra=json_body(TilesIn),
     )
     async def register_tiles(request: Request, campaign_id: str) -> dict[str, Any]:
         tiles = await parse_tiles(request)
@@ -408,6 +431,7 @@ def create_router() -> APIRouter:
         "/{campaign_id}/jobs/changes",
         dependencies=CAMPAIGN_WRITE,
         summary="Apply status changes, all or nothing",
+        openapi_extra=json_body(ChangesIn),
     )
     async def change_jobs(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ChangesIn)
@@ -437,6 +461,7 @@ def create_router() -> APIRouter:
         "/{campaign_id}/workers/{worker}",
         dependencies=CAMPAIGN_WRITE,
         summary="Renew a worker's lease",
+        openapi_extra=json_body(HeartbeatIn),
     )
     async def heartbeat(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
         body = await parse_body(request, HeartbeatIn)
@@ -461,6 +486,7 @@ def create_router() -> APIRouter:
         "/{campaign_id}/workers/{worker}/claim",
         dependencies=CAMPAIGN_WRITE,
         summary="Renew the lease and claim free tiles of some statuses, in processing order",
+        openapi_extra=json_body(ClaimIn),
     )
     async def claim(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
         body = await parse_body(request, ClaimIn)
@@ -485,6 +511,7 @@ def create_router() -> APIRouter:
         "/{campaign_id}/reset",
         dependencies=CAMPAIGN_WRITE,
         summary="Reset finished-with-failure tiles for a retry",
+        openapi_extra=json_body(ResetIn),
     )
     async def reset(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ResetIn)

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 ERROR_SCHEMA = {
     "title": "Error",
@@ -54,8 +55,23 @@ _PARTIAL_COLLECTIONS = {
 }
 
 
+_DEFS = "x-tilekeeper-defs"
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the JSON body of a route that parses its
+    body itself (strict JSON: NaN and Infinity refused), so clients and fuzzers see it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}},
+        _DEFS: {**schema.pop("$defs", {}), model.__name__: schema},
+    }
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
-    document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
     listing = document.get("paths", {}).get("/collections", {}).get("get", {})
     ok = listing.get("responses", {}).get("200", {}).get("content", {}).get("application/json")
     if ok is not None:
@@ -68,6 +84,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            for name, schema in operation.pop(_DEFS, {}).items():
+                schemas.setdefault(name, schema)
             responses = operation["responses"]
             responses.pop("422", None)
             if method == "delete":
