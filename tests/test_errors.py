@@ -303,3 +303,24 @@ def test_a_statement_over_the_timeout_answers_503_at_once_saying_so(database: Da
         assert "STATEMENT_TIMEOUT_MS" in answer.json()["description"]
     finally:
         server.stop()
+
+
+def test_a_bug_answers_500_in_the_stac_shape_and_says_the_connection_ends(
+    database: Database,
+) -> None:
+    server = start_api(database)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")  # a route that fails: no real route is known to
+
+    server.app.add_api_route("/boom", boom)
+    try:
+        wait_ready(server.url)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            answer = client.get("/boom")
+            assert answer.status_code == 500
+            assert answer.json()["code"] == "InternalServerError"
+            assert answer.headers["connection"] == "close"
+            assert client.get("/_mgmt/ping").status_code == 200  # a new connection works
+    finally:
+        server.stop()

@@ -275,6 +275,16 @@ def add_exception_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: answered in the STAC shape, and the client is told the connection ends
+        # (uvicorn closes it after an unhandled exception; clients otherwise see a reset).
+        return JSONResponse(
+            {"code": "InternalServerError", "description": "An unexpected error; it is logged."},
+            status_code=500,
+            headers={"Connection": "close"},
+        )
+
+    app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(jsonpatch.JsonPatchException, bad_patch)
