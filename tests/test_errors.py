@@ -39,6 +39,27 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/search", {"json": {"ids": [f"i{n}" for n in range(10_001)]}}),
     ("POST", "/search", {"json": {"filter": {"op": "or", "args": WIDE_OR}}}),
     ("GET", "/search", {"params": {"bbox": "1,2,3"}}),
+    (
+        "POST",
+        "/collections/{cid}/products",
+        {
+            "json": {
+                "writes": [
+                    {
+                        "items": [
+                            {
+                                **make_item("p", "{cid}"),
+                                "geometry": {
+                                    "type": "Polygon",
+                                    "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]],
+                                },
+                            }
+                        ]
+                    }
+                ]
+            }
+        },
+    ),
     ("GET", "/collections", {"params": {"filter": "false"}}),
     ("GET", "/collections", {"params": {"q": "^yFC:Ìg"}}),
     (
@@ -324,3 +345,19 @@ def test_a_bug_answers_500_in_the_stac_shape_and_says_the_connection_ends(
             assert client.get("/_mgmt/ping").status_code == 200  # a new connection works
     finally:
         server.stop()
+
+
+def test_a_patch_cannot_give_an_item_a_geometry_that_cannot_be_stored(
+    http: httpx.Client, new_collection: Callable[[], str]
+) -> None:
+    cid = new_collection()
+    assert bulk(http, cid, [make_item("a", cid)]).status_code == 200
+    before = http.get(f"/collections/{cid}/items/a").json()["geometry"]
+    merge = {"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}}  # fmt: skip
+    json_patch = [{"op": "replace", "path": "/geometry/coordinates", "value": [[]]}]
+    for body, media in ((merge, "application/merge-patch+json"), (json_patch, "application/json-patch+json")):  # fmt: skip
+        answer = http.patch(f"/collections/{cid}/items/a", json=body, headers={"content-type": media})  # fmt: skip
+        assert answer.status_code == 400 and "geometry" in answer.json()["description"]
+    assert http.get(f"/collections/{cid}/items/a").json()["geometry"] == before
+    # The listing still renders (a stored bad geometry broke every later search).
+    assert http.get(f"/collections/{cid}/items").status_code == 200

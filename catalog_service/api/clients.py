@@ -76,7 +76,7 @@ def _refuse_campaign_definition(body: Any) -> None:
 def _check_item(request: Request, item: Any) -> None:
     """An item (request model) as the catalogue stores it: id rule, geometry, strings."""
     plain = _plain(item) if item is not None else {}
-    _check_item_shape(plain, _max_chars(request))
+    check_item_shape(plain, _max_chars(request))
 
 
 def _max_chars(request: Request) -> int:
@@ -121,6 +121,30 @@ def _keeps_required(patch: Any, required: tuple[str, ...]) -> None:
         ]
     if gone:
         raise HTTPException(400, f"a patch may not remove required fields: {', '.join(gone)}")
+
+
+def _patched_geometry_is_storable(patch: Any) -> None:
+    """A patch sets an item's geometry whole, to a geometry that can be stored."""
+    if isinstance(patch, dict):
+        if "geometry" in patch:
+            reason = geojson_check.problem(patch["geometry"])
+            if reason:
+                raise HTTPException(400, f"geometry: {reason}")
+        return
+    for op in patch:
+        if not isinstance(op, dict):
+            continue
+        path = str(op.get("path", ""))
+        if path == "/geometry" and op.get("op") in ("add", "replace"):
+            reason = geojson_check.problem(op.get("value"))
+            if reason:
+                raise HTTPException(400, f"geometry: {reason}")
+        elif path.startswith("/geometry") or str(op.get("from", "")).startswith("/geometry"):
+            raise HTTPException(
+                400,
+                "a patch replaces the geometry whole "
+                '({"op": "replace", "path": "/geometry", "value": {...}})',
+            )
 
 
 def _same_id(request: Request, body_id: Any) -> None:
@@ -192,6 +216,10 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
     ) -> Any:
         await refuse_campaign_writes(request, collection_id)
         _keeps_required(_plain(patch), ITEM_REQUIRED)
+        _patched_geometry_is_storable(_plain(patch))
+        too_long = string_limit_problem(_plain(patch), _max_chars(request), "patch")
+        if too_long:
+            raise HTTPException(400, too_long)
         return await super().patch_item(collection_id, item_id, patch, request=request, **kwargs)
 
     async def delete_item(self, item_id: str, collection_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -274,7 +302,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         return JSONResponse(result) if isinstance(answer, Response) else result
 
 
-def _check_item_shape(item: Any, max_chars: int) -> None:
+def check_item_shape(item: Any, max_chars: int) -> None:
     """What pgstac needs of a raw item, checked before anything is written."""
     if not isinstance(item, dict):
         raise HTTPException(400, "an item must be a JSON object")
@@ -327,7 +355,7 @@ class AtomicBulkTransactionsClient(BulkTransactionsClient):  # type: ignore[misc
         errors: list[dict[str, Any]] = []
         for key, item in items.items.items():
             try:
-                _check_item_shape(item, _max_chars(request))
+                check_item_shape(item, _max_chars(request))
                 self._validate_item(request, item, collection_id, key)
             except HTTPException as exc:
                 errors.append({"id": key, "msg": exc.detail})

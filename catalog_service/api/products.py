@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
 from catalog_service.api.auth import require
+from catalog_service.api.clients import check_item_shape
 from catalog_service.ids import ID_PATTERN
 from catalog_service.settings import ProductSettings
 
@@ -71,12 +72,13 @@ class HarvestOut(BaseModel):
     tiles: list[HarvestTile]
 
 
-def _check_items(items: list[dict[str, Any]]) -> None:
+def _check_items(items: list[dict[str, Any]], max_chars: int) -> None:
+    """Product items as every item write checks them (id, geometry, strings, datetime),
+    with a bbox."""
     for item in items:
-        if item.get("type") != "Feature" or not isinstance(item.get("id"), str):
-            raise HTTPException(400, "each product must be a STAC item with a string id")
-        if not isinstance(item.get("bbox"), list) or not isinstance(item.get("properties"), dict):
-            raise HTTPException(400, f"product {item['id']}: bbox and properties are required")
+        check_item_shape(item, max_chars)
+        if not isinstance(item.get("bbox"), list) or item.get("geometry") is None:
+            raise HTTPException(400, f"product {item['id']}: bbox and geometry are required")
 
 
 def create_router(products_dir: Path | None) -> APIRouter:
@@ -95,7 +97,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
             raise HTTPException(400, f"at most {MAX_PRODUCTS_PER_REQUEST} items per request")
         writes = []
         for write in body.writes:
-            _check_items(write.items)
+            _check_items(write.items, request.app.state.api_settings.max_string_chars)
             job = (write.job.campaign, write.job.tile) if write.job else None
             writes.append(products.ProductWrite(write.items, job))
         base = str(request.base_url).rstrip("/")
