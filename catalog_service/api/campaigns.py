@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from catalog_service import geojson_check
 from catalog_service.api.auth import actor_of, current_identity, require
+from catalog_service.api.errors import error_response, validation_problems
 from catalog_service.api.limits import string_limit_problem
 from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.api.openapi import json_body
@@ -157,14 +158,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(f"invalid request body: {_problems(exc)}") from None
-
-
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-        for err in exc.errors()[:10]
-    )
+        raise BadRequest(f"invalid request body: {validation_problems(exc.errors())}") from None
 
 
 @asynccontextmanager
@@ -342,7 +336,9 @@ def create_router() -> APIRouter:
             try:
                 wanted = CampaignDefinition.model_validate({**current.model_dump(), **patch})
             except ValidationError as exc:
-                raise BadRequest(f"the changed campaign is not valid: {_problems(exc)}") from None
+                raise BadRequest(
+                    f"the changed campaign is not valid: {validation_problems(exc.errors())}"
+                ) from None
             wanted = await _with_creator(request, wanted)
             patch["owners"] = wanted.owners
             definition = await store.update_definition(conn, campaign_id, patch)
@@ -538,29 +534,25 @@ def create_router() -> APIRouter:
     return router
 
 
-def _error(code: str, message: str, status_code: int, **extra: Any) -> JSONResponse:
-    return JSONResponse({"code": code, "description": message, **extra}, status_code=status_code)
-
-
 def add_campaign_routes(app: FastAPI) -> None:
     # Per app (not per module): an asyncio semaphore belongs to one event loop.
     app.state.registrations = asyncio.Semaphore(CONCURRENT_REGISTRATIONS)
     app.include_router(create_router())
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
-        return _error("BadRequest", str(exc), 400)
+        return error_response("BadRequest", str(exc), 400)
 
     async def store_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, store.ChangesRejected):
             conflicts = [c.__dict__ for c in exc.conflicts]
-            return _error("TransitionRejected", str(exc), 409, conflicts=conflicts)
+            return error_response("TransitionRejected", str(exc), 409, conflicts=conflicts)
         if isinstance(exc, store.TilesNotFound):
-            return _error("NotFoundError", str(exc), 404, tiles=exc.tiles)
+            return error_response("NotFoundError", str(exc), 404, tiles=exc.tiles)
         if isinstance(exc, store.CampaignNotFound):
-            return _error("NotFoundError", str(exc), 404)
+            return error_response("NotFoundError", str(exc), 404)
         if isinstance(exc, store.CampaignExists | store.CampaignInUse):
-            return _error("ConflictError", str(exc), 409)
-        return _error("BadRequest", str(exc), 400)
+            return error_response("ConflictError", str(exc), 409)
+        return error_response("BadRequest", str(exc), 400)
 
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(store.StoreError, store_error)

@@ -15,7 +15,7 @@ import enum
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -104,8 +104,29 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
     return None
 
 
-def _error_body(code: str, description: str, **extra: Any) -> bytes:
+def error_body(code: str, description: str, **extra: Any) -> bytes:
+    """An error in the STAC API's shape, for pure ASGI answers."""
     return json.dumps({"code": code, "description": description, **extra}).encode()
+
+
+def error_response(
+    code: str,
+    description: str,
+    status: int,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """An error in the STAC API's shape: {code, description, ...}."""
+    body = {"code": code, "description": description, **extra}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_problems(errors: Sequence[Any]) -> str:
+    """pydantic's errors as one line: ``where: what; ...`` (the first ten)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ())) or 'body'}: {err.get('msg')}"
+        for err in errors[:10]
+    )
 
 
 class DatabaseErrorMiddleware:
@@ -165,14 +186,14 @@ class DatabaseErrorMiddleware:
         headers = [(b"content-type", b"application/json")]
         if kind is Failure.NO_PARTITION:
             status = 404
-            body = _error_body(
+            body = error_body(
                 "NotFoundError",
                 "The collection does not exist (create it first with POST /collections).",
             )
         elif kind is Failure.BAD_INPUT:
             status = 400
             message = getattr(cause, "message", None) or str(cause)
-            body = _error_body(
+            body = error_body(
                 "InvalidQueryParameter", f"The database rejected the request: {message}"
             )
         else:
@@ -197,7 +218,7 @@ class DatabaseErrorMiddleware:
                 description = (
                     "The catalogue database is unavailable; retry after the Retry-After delay."
                 )
-            body = _error_body("ServiceUnavailable", description)
+            body = error_body("ServiceUnavailable", description)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -225,64 +246,39 @@ _HTTP_CODES = {
 def add_exception_handlers(app: FastAPI) -> None:
     async def bulk_rejected(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BulkWriteRejected)
-        return JSONResponse(
-            {
-                "code": "BulkWriteRejected",
-                "description": str(exc),
-                "received": exc.received,
-                "errors": exc.errors,
-            },
-            status_code=400,
+        return error_response(
+            "BulkWriteRejected", str(exc), 400, received=exc.received, errors=exc.errors
         )
 
     async def bad_json(request: Request, exc: Exception) -> JSONResponse:
         # stac-fastapi-pgstac parses `intersects` and `query` GET parameters without a guard.
-        return JSONResponse(
-            {"code": "InvalidQueryParameter", "description": f"Invalid JSON in a parameter: {exc}"},
-            status_code=400,
-        )
+        return error_response("InvalidQueryParameter", f"Invalid JSON in a parameter: {exc}", 400)
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         # pgstac's "no data found" reaches us as a NotFoundError without a message.
         description = str(exc) or f"{request.url.path} does not exist."
-        return JSONResponse({"code": "NotFoundError", "description": description}, status_code=404)
+        return error_response("NotFoundError", description, 404)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI's own shape is {"detail": ...}; the STAC API's is {code, description}.
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "HTTPError")
-        return JSONResponse(
-            {"code": code, "description": str(exc.detail)},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        return error_response(code, str(exc.detail), exc.status_code, exc.headers)
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ())) or 'request'}: {err.get('msg')}"
-            for err in exc.errors()[:10]
-        )
-        return JSONResponse(
-            {"code": "BadRequest", "description": f"invalid request: {problems}"},
-            status_code=400,
-        )
+        problems = validation_problems(exc.errors())
+        return error_response("BadRequest", f"invalid request: {problems}", 400)
 
     async def bad_patch(request: Request, exc: Exception) -> JSONResponse:
         # A JSON Patch whose path does not exist in the document, or a failed `test`.
-        return JSONResponse(
-            {"code": "BadRequest", "description": f"the patch does not apply: {exc}"},
-            status_code=400,
-        )
+        return error_response("BadRequest", f"the patch does not apply: {exc}", 400)
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         # A bug: answered in the STAC shape, and the client is told the connection ends
         # (uvicorn closes it after an unhandled exception; clients otherwise see a reset).
-        return JSONResponse(
-            {"code": "InternalServerError", "description": "An unexpected error; it is logged."},
-            status_code=500,
-            headers={"Connection": "close"},
-        )
+        description = "An unexpected error; it is logged."
+        return error_response("InternalServerError", description, 500, {"Connection": "close"})
 
     app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

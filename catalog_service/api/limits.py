@@ -4,12 +4,12 @@ raw bytes before any route parses them."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from catalog_service.api.asgi import replaying
+from catalog_service.api.errors import error_body
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Routes that take a POST without a body.
@@ -42,7 +42,7 @@ def string_limit_problem(value: Any, limit: int, where: str) -> str | None:
 
 
 def _error(status: int, code: str, description: str) -> tuple[int, bytes]:
-    return status, json.dumps({"code": code, "description": description}).encode()
+    return status, error_body(code, description)
 
 
 class RequestBodyGuard:

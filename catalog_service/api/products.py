@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, JSONResponse
 from catalog_service import products
 from catalog_service.api.auth import require
 from catalog_service.api.clients import check_item_shape
+from catalog_service.api.errors import error_response
 from catalog_service.ids import ID_PATTERN
 from catalog_service.settings import ProductSettings
 
@@ -159,6 +160,6 @@ def add_product_routes(app: FastAPI, settings: ProductSettings) -> None:
     async def product_error(request: Request, exc: Exception) -> JSONResponse:
         code = 404 if isinstance(exc, products.CollectionNotFound | products.JobNotFound) else 400
         name = "NotFoundError" if code == 404 else "BadRequest"
-        return JSONResponse({"code": name, "description": str(exc)}, status_code=code)
+        return error_response(name, str(exc), code)
 
     app.add_exception_handler(products.ProductError, product_error)
