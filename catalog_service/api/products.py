@@ -13,8 +13,8 @@ from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
 from catalog_service.api.auth import require
-from catalog_service.api.clients import check_item_shape
 from catalog_service.api.errors import error_response
+from catalog_service.api.write_checks import check_item_shape
 from catalog_service.ids import ID_PATTERN
 from catalog_service.settings import ProductSettings
 
