@@ -10,39 +10,57 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from catalog_service import geojson_check
 from catalog_service.api.auth import actor_of, current_identity, require
+from catalog_service.api.campaign_models import (
+    MAX_TILES_PER_REQUEST,
+    WORKER_PATTERN,
+    CampaignOut,
+    CampaignPatch,
+    CampaignsOut,
+    ChangesIn,
+    ChangesOut,
+    ClaimIn,
+    CountsOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    HistoryOut,
+    JobsOut,
+    LeaveOut,
+    ResetIn,
+    ResetOut,
+    SummaryOut,
+    TilesIn,
+    TilesRegistered,
+    WorkersOut,
+)
 from catalog_service.api.errors import error_response, validation_problems
 from catalog_service.api.limits import string_limit_problem
 from catalog_service.api.mapview import campaign_list_page, wants_html
-from catalog_service.api.openapi import json_body
+from catalog_service.api.openapi import answers, json_body
 from catalog_service.api.visibility import hidden_collections
 from catalog_service.bulk import paused_gc
-from catalog_service.ids import ID_PATTERN, id_problem
+from catalog_service.ids import id_problem
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
 from catalog_service.jobs.campaign import (
-    Backend,
     CampaignDefinition,
-    ProcessSpec,
-    RetryPolicy,
 )
 from catalog_service.jobs.summary import summarize
 from catalog_service.products import campaign_products_id
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_TILES_PER_REQUEST = 100_000
 # Loader runs hold a database connection and a thread each; a few at a time is plenty.
 CONCURRENT_REGISTRATIONS = 2
 
@@ -51,97 +69,6 @@ CAMPAIGN_WRITE = [Depends(require("campaigns:write"))]
 
 class BadRequest(Exception):
     """Input the routes reject before anything is written."""
-
-
-class ChangeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tile: str
-    status: str | None = None
-    set: dict[str, Any] = Field(default_factory=dict)
-    expect_status: str | None = None
-    expect_revision: int | None = None
-    reset: bool = False
-    links: list[dict[str, Any]] = Field(default_factory=list)
-    details: dict[str, Any] | None = None
-
-
-WORKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
-
-
-class ChangesIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    actor: str = Field(default="anonymous", max_length=200)
-    changes: list[ChangeIn] = Field(min_length=1, max_length=100_000)
-    worker: str | None = Field(
-        default=None,
-        pattern=WORKER_PATTERN,
-        description="The runner worker making the changes: tiles another live worker "
-        "holds are refused, the others become this worker's.",
-    )
-    partial: bool = Field(
-        default=False,
-        description="Apply the changes that obey the rules and report the others as "
-        "conflicts (instead of refusing the whole request).",
-    )
-
-
-class HeartbeatIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    lease_s: float = Field(default=300, gt=0, le=86_400)
-    info: dict[str, Any] | None = None
-
-
-class ClaimIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    statuses: list[str] = Field(min_length=1)
-    limit: int = Field(default=1000, ge=1, le=100_000)
-    lease_s: float = Field(default=300, gt=0, le=86_400)
-
-
-class ResetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    statuses: list[str] = Field(default_factory=lambda: sorted(job_status.FAILED), min_length=1)
-    set: dict[str, Any] = Field(default_factory=dict)
-    actor: str = Field(default="anonymous", max_length=200)
-    tiles: list[str] | None = Field(default=None, description="Only these tiles.")
-    below_attempts: int | None = Field(
-        default=None, ge=1, description="Only tiles with fewer attempts than this."
-    )
-
-
-class TileIn(BaseModel):
-    """A tile to register (documentation: registrations are checked by hand, fast)."""
-
-    id: str = Field(pattern=ID_PATTERN)
-    geometry: dict[str, Any] = Field(description="GeoJSON geometry in WGS84")
-    bbox: list[float] | None = Field(default=None, min_length=4, max_length=4)
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-
-class TilesIn(BaseModel):
-    tiles: list[TileIn] = Field(max_length=MAX_TILES_PER_REQUEST)
-
-
-class CampaignPatch(BaseModel):
-    """What may change in a campaign once it has tiles (not its id, grid, area or time
-    range: its tiles were made from them)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    title: str | None = None
-    description: str | None = None
-    visibility: Literal["public", "private"] | None = None
-    owners: list[str] | None = None
-    backends: list[Backend] | None = None
-    process: ProcessSpec | None = None
-    job_options: dict[str, Any] | None = None
-    retry: RetryPolicy | None = None
-    order_by: str | None = None
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -290,6 +217,8 @@ def create_router() -> APIRouter:
         dependencies=CAMPAIGN_WRITE,
         status_code=201,
         summary="Create a campaign (a collection of tile jobs)",
+        response_model=None,
+        responses=answers(CampaignOut, 201),
         openapi_extra=json_body(CampaignDefinition),
     )
     async def create_campaign(request: Request) -> JSONResponse:
@@ -303,7 +232,8 @@ def create_router() -> APIRouter:
     @router.get(
         "",
         summary="List campaigns (an HTML page with their maps when a browser asks)",
-        responses={200: {"content": {"text/html": {}}}},
+        response_model=None,
+        responses={200: {"model": CampaignsOut, "content": {"text/html": {}}}},
     )
     async def list_campaigns(request: Request) -> Any:
         hidden = await hidden_collections(request)
@@ -314,7 +244,12 @@ def create_router() -> APIRouter:
                 return HTMLResponse(campaign_list_page(request, definitions, counts))
         return {"campaigns": [_campaign_out(request, d) for d in definitions]}
 
-    @router.get("/{campaign_id}", summary="A campaign's definition")
+    @router.get(
+        "/{campaign_id}",
+        summary="A campaign's definition",
+        response_model=None,
+        responses=answers(CampaignOut),
+    )
     async def get_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
             definition = await store.get_definition(conn, campaign_id)
@@ -325,6 +260,8 @@ def create_router() -> APIRouter:
         dependencies=CAMPAIGN_WRITE,
         summary="Change a campaign's title, description, visibility, owners, back-ends, "
         "process, job options, retry policy or order",
+        response_model=None,
+        responses=answers(CampaignOut),
         openapi_extra=json_body(CampaignPatch),
     )
     async def patch_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
@@ -380,6 +317,8 @@ def create_router() -> APIRouter:
         "/{campaign_id}/tiles",
         dependencies=CAMPAIGN_WRITE,
         summary="Register tiles as not_started jobs",
+        response_model=None,
+        responses=answers(TilesRegistered),
         openapi_extra=json_body(TilesIn),
     )
     async def register_tiles(request: Request, campaign_id: str) -> dict[str, Any]:
@@ -391,7 +330,12 @@ def create_router() -> APIRouter:
             new = await run_in_threadpool(registrar.register, definition, tiles)
         return {"received": len(tiles), "registered": new, "existing": len(tiles) - new}
 
-    @router.get("/{campaign_id}/jobs", summary="Tile jobs by status, order number or tile id")
+    @router.get(
+        "/{campaign_id}/jobs",
+        summary="Tile jobs by status, order number or tile id",
+        response_model=None,
+        responses=answers(JobsOut),
+    )
     async def list_jobs(
         request: Request,
         campaign_id: str,
@@ -427,6 +371,8 @@ def create_router() -> APIRouter:
         "/{campaign_id}/jobs/changes",
         dependencies=CAMPAIGN_WRITE,
         summary="Apply status changes, all or nothing",
+        response_model=None,
+        responses=answers(ChangesOut),
         openapi_extra=json_body(ChangesIn),
     )
     async def change_jobs(request: Request, campaign_id: str) -> dict[str, Any]:
@@ -442,12 +388,22 @@ def create_router() -> APIRouter:
             "conflicts": [c.__dict__ for c in outcome.conflicts],
         }
 
-    @router.get("/{campaign_id}/counts", summary="Tiles per status (maintained counters)")
+    @router.get(
+        "/{campaign_id}/counts",
+        summary="Tiles per status (maintained counters)",
+        response_model=None,
+        responses=answers(CountsOut),
+    )
     async def counts(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
             return {"counts": await store.status_counts(conn, campaign_id)}
 
-    @router.get("/{campaign_id}/workers", summary="The runner workers holding a live lease")
+    @router.get(
+        "/{campaign_id}/workers",
+        summary="The runner workers holding a live lease",
+        response_model=None,
+        responses=answers(WorkersOut),
+    )
     async def list_workers(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
             await store.get_definition(conn, campaign_id)
@@ -457,6 +413,8 @@ def create_router() -> APIRouter:
         "/{campaign_id}/workers/{worker}",
         dependencies=CAMPAIGN_WRITE,
         summary="Renew a worker's lease",
+        response_model=None,
+        responses=answers(HeartbeatOut),
         openapi_extra=json_body(HeartbeatIn),
     )
     async def heartbeat(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
@@ -471,6 +429,8 @@ def create_router() -> APIRouter:
         "/{campaign_id}/workers/{worker}",
         dependencies=CAMPAIGN_WRITE,
         summary="End a worker's lease now",
+        response_model=None,
+        responses=answers(LeaveOut),
     )
     async def leave(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
         _check_worker(worker)
@@ -482,6 +442,8 @@ def create_router() -> APIRouter:
         "/{campaign_id}/workers/{worker}/claim",
         dependencies=CAMPAIGN_WRITE,
         summary="Renew the lease and claim free tiles of some statuses, in processing order",
+        response_model=None,
+        responses=answers(JobsOut),
         openapi_extra=json_body(ClaimIn),
     )
     async def claim(request: Request, campaign_id: str, worker: str) -> dict[str, Any]:
@@ -497,7 +459,12 @@ def create_router() -> APIRouter:
             )
         return {"jobs": jobs}
 
-    @router.get("/{campaign_id}/jobs/{tile_id}/history", summary="A tile's status history")
+    @router.get(
+        "/{campaign_id}/jobs/{tile_id}/history",
+        summary="A tile's status history",
+        response_model=None,
+        responses=answers(HistoryOut),
+    )
     async def tile_history(request: Request, campaign_id: str, tile_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
             rows = await store.history(conn, campaign_id, tile_id)
@@ -507,6 +474,8 @@ def create_router() -> APIRouter:
         "/{campaign_id}/reset",
         dependencies=CAMPAIGN_WRITE,
         summary="Reset finished-with-failure tiles for a retry",
+        response_model=None,
+        responses=answers(ResetOut),
         openapi_extra=json_body(ResetIn),
     )
     async def reset(request: Request, campaign_id: str) -> dict[str, Any]:
@@ -523,7 +492,12 @@ def create_router() -> APIRouter:
             )
         return {"reset": count, "statuses": body.statuses}
 
-    @router.get("/{campaign_id}/summary", summary="Progress, runtime, cost and ETA figures")
+    @router.get(
+        "/{campaign_id}/summary",
+        summary="Progress, runtime, cost and ETA figures",
+        response_model=None,
+        responses=answers(SummaryOut),
+    )
     async def summary(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
             definition = await store.get_definition(conn, campaign_id)

@@ -138,18 +138,23 @@ def create_router(products_dir: Path | None) -> APIRouter:
     if products_dir is not None:
         root = products_dir.resolve()
 
-        @router.api_route(
-            "/products/files/{key:path}",
-            methods=["GET", "HEAD"],
-            summary="A product file of the local store (Range requests answered with 206)",
-            response_class=FileResponse,
-        )
         async def product_file(key: str) -> FileResponse:
             path = (root / key).resolve()
             if not path.is_relative_to(root) or not path.is_file() or ".staging" in path.parts:
                 raise HTTPException(404, f"no product file {key}")
             media = "image/tiff; application=geotiff; profile=cloud-optimized"
             return FileResponse(path, media_type=media if path.suffix == ".tif" else None)
+
+        # One route per method: one operation id each in the OpenAPI document.
+        for method in ("GET", "HEAD"):
+            router.add_api_route(
+                "/products/files/{key:path}",
+                product_file,
+                methods=[method],
+                operation_id=f"product_file_{method.lower()}",
+                summary="A product file of the local store (Range requests answered with 206)",
+                response_class=FileResponse,
+            )
 
     return router
 

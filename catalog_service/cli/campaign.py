@@ -16,7 +16,7 @@ from catalog_service.cli.errors import friendly_errors
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
-from catalog_service.grids import TileSet
+from catalog_service.grids import FittedArea, TileSet
 from catalog_service.jobs import status as job_status
 from catalog_service.settings import ClientSettings
 
@@ -81,6 +81,58 @@ def _register(campaigns: Campaigns, campaign_id: str, tiles: TileSet) -> int:
         )
 
 
+AoiOption = typer.Option(
+    ...,
+    help="Vector file (anything GDAL reads), GeoJSON text, west,south,east,north, or a "
+    "named area: eu27, country:BE,NL (ISO 3166-1 codes).",
+)
+PictureOption = typer.Option(
+    None, "--png", help="Write a picture of the tiles over the AOI's outlines here."
+)
+
+
+def _cut(aoi: str, grid: str) -> tuple[FittedArea, TileSet]:
+    """The AOI fitted for the grid, and its tiles; says what was repaired or dropped."""
+    from catalog_service.grids import fit_area, tiles_for
+
+    with console.status(f"Cutting the AOI into {grid} tiles..."):
+        fitted = fit_area(grid, aoi)
+        tiles = tiles_for(grid, fitted.geometry)
+    for line in fitted.notes(grid):
+        console.print(f"[yellow]{line}[/]", soft_wrap=True)
+    if not len(tiles):
+        raise TilekeeperError(f"no tile of {grid} intersects the AOI")
+    return fitted, tiles
+
+
+def _report_cut(fitted: FittedArea, tiles: TileSet, grid: str, picture: Path | None) -> None:
+    from catalog_service.grids.preview import preview_png
+
+    console.print(
+        f"{len(tiles):,} tiles of {grid} cover the AOI of {fitted.area_km2():,.0f} km² "
+        f"({fitted.parts:,} parts; {len(fitted.dropped)} dropped, {len(fitted.clipped)} clipped, "
+        f"{len(fitted.repaired)} repaired)."
+    )
+    if picture is not None:
+        picture.write_bytes(preview_png(tiles, fitted.geometry))
+        console.print(f"Picture of the tiles: {picture}")
+
+
+@app.command("preview")
+@friendly_errors
+def preview(
+    aoi: str = AoiOption,
+    grid: str = typer.Option(
+        "utm-20km", help="utm-10km|utm-20km|utm-100km|eea-10km|eea-20km|eea-100km"
+    ),
+    picture: Path | None = PictureOption,
+) -> None:
+    """How many tiles an AOI makes on a grid, over how much area, and what had to be
+    repaired or dropped, before anything is stored (no service needed)."""
+    fitted, tiles = _cut(aoi, grid)
+    _report_cut(fitted, tiles, grid, picture)
+
+
 @app.command("create")
 @friendly_errors
 def create(
@@ -88,9 +140,7 @@ def create(
     grid: str = typer.Option(
         "utm-20km", help="utm-10km|utm-20km|utm-100km|eea-10km|eea-20km|eea-100km"
     ),
-    aoi: str = typer.Option(
-        ..., help="GeoJSON/GeoPackage file, GeoJSON text, or west,south,east,north."
-    ),
+    aoi: str = AoiOption,
     start: str = typer.Option(..., help="Start of the temporal extent (YYYY-MM-DD)."),
     end: str = typer.Option(..., help="End of the temporal extent (YYYY-MM-DD)."),
     process_id: str | None = typer.Option(None, help="Process each tile job runs (a UDP id)."),
@@ -113,26 +163,36 @@ def create(
         [], help="Job option key=value for retries, e.g. executor-memory=8g (repeatable)."
     ),
     title: str | None = typer.Option(None, help="Human title."),
+    budget: float | None = typer.Option(
+        None, help="Credits the campaign may spend; the runner starts no job beyond them."
+    ),
     private: bool = typer.Option(
         False, "--private", help="Only its owners (you, and --owner) and admin keys see it."
     ),
     owner: list[str] = typer.Option(
         [], help="Identity that may see a private campaign, e.g. key:alice (repeatable)."
     ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only say what would be created (see `campaign preview`)."
+    ),
+    picture: Path | None = PictureOption,
     api: str | None = ApiOption,
 ) -> None:
-    """Create a campaign and register every tile of the grid that intersects the AOI."""
-    from catalog_service.grids import join_attributes, load_aoi, order_tiles, tiles_for
+    """Create a campaign and register every tile of the grid that intersects the AOI.
+    Invalid outlines are repaired part by part; parts the grid cannot represent are
+    dropped, and named."""
+    from catalog_service.grids import join_attributes, order_tiles
     from catalog_service.grids.aoi import read_table
 
-    area = load_aoi(aoi)
-    with console.status(f"Cutting the AOI into {grid} tiles..."):
-        tiles = tiles_for(grid, area)
-        if attributes:
-            tiles = join_attributes(tiles, read_table(attributes), attributes_key)
-        tiles = order_tiles(tiles, order_by)
-    if not len(tiles):
-        raise typer.BadParameter("no tile of this grid intersects the AOI")
+    fitted, tiles = _cut(aoi, grid)
+    if attributes:
+        tiles = join_attributes(tiles, read_table(attributes), attributes_key)
+    tiles = order_tiles(tiles, order_by)
+    _report_cut(fitted, tiles, grid, picture)
+    if dry_run:
+        console.print("Dry run: nothing was stored.")
+        return
+    area = fitted.geometry
     definition: dict[str, Any] = {
         "id": campaign_id,
         "title": title,
@@ -146,6 +206,7 @@ def create(
         "job_options": _pairs(job_option, "--job-option"),
         "retry": {"max_attempts": max_attempts, "escalation": _pairs(escalate, "--escalate")},
         "order_by": order_by,
+        "budget": budget,
         "visibility": "private" if private else "public",
         "owners": owner,
     }
@@ -182,15 +243,13 @@ def delete(
 @friendly_errors
 def register(
     campaign_id: str = typer.Argument(..., help="Campaign id."),
-    aoi: str = typer.Option(..., help="More area: file, GeoJSON text or bbox."),
+    aoi: str = AoiOption,
     api: str | None = ApiOption,
 ) -> None:
     """Add the tiles of more area to a campaign (existing tiles stay as they are)."""
-    from catalog_service.grids import load_aoi, tiles_for
-
     campaigns = _campaigns(api)
     definition = campaigns.definition(campaign_id)
-    tiles = tiles_for(definition.grid or "utm-20km", load_aoi(aoi))
+    _, tiles = _cut(aoi, definition.grid or "utm-20km")
     new = _register(campaigns, campaign_id, tiles)
     console.print(f"{new} new tiles, {len(tiles) - new} already registered.")
 
@@ -257,6 +316,7 @@ def status(
         f" | ETA {_duration(summary['eta_s'])} (by parallelism {_duration(summary['eta_by_parallelism_s'])})"
         f" | projected cost {_money(summary['projected_costs'])}"
     )
+    console.print(_budget_line(summary["budget"]))
     workers = summary.get("workers") or []
     if workers:
         table = Table("worker", "host", "pid", "since", "last seen", title="live runner workers")
@@ -273,6 +333,31 @@ def status(
     else:
         console.print("no runner worker is live")
     _harvest_status(_campaigns(api).http, campaign_id)
+
+
+def _budget_line(figures: dict[str, Any]) -> str:
+    if figures["credits"] is None:
+        return f"credits spent {_money(figures['spent'])} (no budget)"
+    line = (
+        f"budget {_money(figures['credits'])}: spent {_money(figures['spent'])}, "
+        f"committed with {figures['active_jobs']} active job(s) {_money(figures['committed'])}"
+    )
+    if figures["reached"]:
+        line += " [red]- reached: no new job starts[/]"
+    return line
+
+
+@app.command("budget")
+@friendly_errors
+def set_budget(
+    campaign_id: str,
+    credits: float = typer.Argument(..., min=0.000001, help="Credits the campaign may spend."),
+    api: str | None = ApiOption,
+) -> None:
+    """Set a campaign's credit budget; running workers apply it from their next round."""
+    campaigns = _campaigns(api)
+    campaigns.update(campaign_id, budget=credits)
+    console.print(_budget_line(campaigns.summary(campaign_id)["budget"]))
 
 
 def _harvest_status(http: HttpSession, campaign_id: str) -> None:
@@ -328,6 +413,11 @@ def run(
     )
     stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep, worker=worker, lease_s=lease)
     console.print(f"Done: {dict(stats)}")
+    if stats.get("stopped: budget reached"):
+        console.print(
+            f"[red]Stopped at the budget[/]: tiles are left not started. Raise it with "
+            f"`tilekeeper campaign budget {campaign_id} CREDITS` and run again."
+        )
     status(campaign_id, as_json=False, api=url)
 
 

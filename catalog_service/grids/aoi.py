@@ -22,7 +22,8 @@ class AoiError(ValueError):
 def _from_geojson(obj: dict[str, Any]) -> BaseGeometry:
     kind = obj.get("type")
     if kind == "FeatureCollection":
-        return shapely.union_all([_from_geojson(f) for f in obj.get("features", [])])
+        features = [_from_geojson(f) for f in obj.get("features", [])]
+        return shapely.GeometryCollection(features)
     if kind == "Feature":
         return _from_geojson(obj.get("geometry") or {})
     try:
@@ -44,41 +45,26 @@ def _parse_bbox(text: str) -> BaseGeometry | None:
     return box(west, south, east, north)
 
 
-def load_aoi(spec: str | Path | dict[str, Any] | BaseGeometry) -> BaseGeometry:
-    """An AOI in WGS84 from a geometry, a GeoJSON object, a ``west,south,east,north``
-    bbox, or a vector file (GeoJSON, GeoPackage, anything GDAL reads)."""
+def parse_geometry(spec: str | dict[str, Any] | BaseGeometry) -> BaseGeometry:
+    """A geometry in WGS84 from a geometry, a GeoJSON object or text, or a
+    ``west,south,east,north`` bbox (as given: not repaired, see ``areas``)."""
     if isinstance(spec, BaseGeometry):
-        geometry = spec
-    elif isinstance(spec, dict):
-        geometry = _from_geojson(spec)
-    else:
-        text = str(spec).strip()
-        bbox = _parse_bbox(text)
-        if bbox is not None:
-            geometry = bbox
-        elif text.startswith("{"):
-            try:
-                geometry = _from_geojson(json.loads(text))
-            except json.JSONDecodeError as exc:
-                raise AoiError(f"AOI is not valid JSON: {exc}") from exc
-        else:
-            path = Path(text)
-            if not path.exists():
-                raise AoiError(
-                    f"AOI {text!r} is neither a file nor a bbox (west,south,east,north) "
-                    "nor a GeoJSON geometry"
-                )
-            import geopandas as gpd
-
-            frame = gpd.read_file(path)
-            if frame.crs is not None and frame.crs.to_epsg() != 4326:
-                frame = frame.to_crs(4326)
-            geometry = shapely.union_all(frame.geometry.values)
-    if geometry.is_empty:
-        raise AoiError("the AOI is empty")
-    if not geometry.is_valid:
-        geometry = shapely.make_valid(geometry)
-    return geometry
+        return spec
+    if isinstance(spec, dict):
+        return _from_geojson(spec)
+    text = spec.strip()
+    bbox = _parse_bbox(text)
+    if bbox is not None:
+        return bbox
+    if text.startswith("{"):
+        try:
+            return _from_geojson(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise AoiError(f"AOI is not valid JSON: {exc}") from exc
+    raise AoiError(
+        f"AOI {text!r} is neither a file nor a bbox (west,south,east,north) nor a GeoJSON "
+        "geometry nor a named area (eu27, country:BE,NL)"
+    )
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from catalog_service.grids.areas import area_of_use
 from catalog_service.grids.geometry import candidate_cells, footprints, project
 from catalog_service.grids.tiles import TileSet
 
@@ -29,6 +30,7 @@ def _zeros(size_m: int) -> int:
 class EeaGrid:
     def __init__(self, name: str, size_m: int) -> None:
         self.name = name
+        self.area_of_use = area_of_use(EPSG)
         self.size = float(size_m)
         self.label = f"{size_m // 1000}km" if size_m >= 1000 else f"{size_m}m"
         self.divisor = 10 ** _zeros(size_m)

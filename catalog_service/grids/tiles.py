@@ -39,6 +39,7 @@ class TileSet:
 
     @classmethod
     def concat(cls, grid: str, parts: Sequence[TileSet]) -> TileSet:
+        parts = [p for p in parts if len(p)]  # an empty set has no extra columns
         if not parts:
             return cls.empty(grid)
         names = set(parts[0].extra)

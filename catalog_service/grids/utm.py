@@ -60,6 +60,8 @@ class UtmGrid:
         if 100_000 % size_m:
             raise ValueError("UTM cell size must divide 100 km")
         self.name = name
+        # The UTM zones reach from 80S to 84N (beyond: the polar stereographic grids).
+        self.area_of_use = box(-180, -80, 180, 84)
         self.size = float(size_m)
         self.split = 100_000 // size_m
 

@@ -74,6 +74,12 @@ class CampaignDefinition(BaseModel):
     job_options: dict[str, Any] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     order_by: str | None = None
+    budget: float | None = Field(
+        default=None,
+        gt=0,
+        description="Credits the campaign may spend: the runner starts no job that would "
+        "take the credits spent plus the projected cost of the active jobs over it",
+    )
     visibility: Literal["public", "private"] = Field(
         default="public",
         description="private: the campaign and its products exist only for its owners and "

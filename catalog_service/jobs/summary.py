@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from catalog_service.jobs import status
+from catalog_service.jobs import budget, status
 from catalog_service.jobs.campaign import CampaignDefinition
 
 _COUNTS = """
@@ -38,6 +38,11 @@ SELECT count(*) AS n,
        min(started) AS first_start,
        max(finished) AS last_finish
 FROM f
+"""
+_SPENT = """
+SELECT coalesce(sum(CASE WHEN jsonb_typeof(content->'properties'->'costs') = 'number'
+                         THEN (content->'properties'->>'costs')::float8 END), 0) AS spent
+FROM pgstac.items WHERE collection = $1 AND content->'properties' ? 'costs'
 """
 _FIRST_START = """
 SELECT min((content->'properties'->>'start_time')::timestamptz)
@@ -86,4 +91,10 @@ async def summarize(conn: asyncpg.Connection, definition: CampaignDefinition) ->
         "parallel_jobs": parallel,
         "projected_costs": mean_costs * total if mean_costs is not None else None,
         "first_start": first_start.isoformat() if first_start else None,
+        "budget": budget.figures(
+            definition.budget,
+            float(await conn.fetchval(_SPENT, definition.id)),
+            sum(n for s, n in by_status.items() if s in status.ACTIVE),
+            mean_costs,
+        ),
     }

@@ -37,7 +37,7 @@ from openeo.rest.job import BatchJob
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
-from catalog_service.jobs import status
+from catalog_service.jobs import budget, status
 from catalog_service.jobs.campaign import Backend, CampaignDefinition
 from catalog_service.runner.creator import CampaignJobCreator, job_title
 from catalog_service.runner.jobdb import WorkerJobDatabase
@@ -105,6 +105,7 @@ class CampaignJobManager(MultiBackendJobManager):
         self._stop = threading.Event()
         # Finished tiles become products on the harvester's own threads (see ingest/).
         self.harvester: Harvester | None = None
+        self.budget = BudgetGuard(self.campaigns, definition.id)
         for backend in definition.backends:
             self.add_backend(
                 backend.name,
@@ -136,6 +137,9 @@ class CampaignJobManager(MultiBackendJobManager):
         tile = self.job_db.tile_of(order)
         if not link.usable():
             stats["launch deferred (back-end unavailable)"] += 1
+            return
+        if not self.budget.allows_one_more():
+            stats["launch deferred (budget reached)"] += 1
             return
         title = job_title(self.definition.id, tile)
         if not self.job_db.record_intent(order, backend_name, title, now()):
@@ -174,6 +178,7 @@ class CampaignJobManager(MultiBackendJobManager):
             self._sync_row(df, i)
             return
         logger.info("tile %s: job %s created on %s", tile, job.job_id, backend_name)
+        self.budget.launched()
         self.job_db.update(order, status.CREATED, {"id": job.job_id})
         new_status = self._start(job, tile, stats)
         if new_status != status.CREATED:
@@ -375,11 +380,24 @@ class CampaignJobManager(MultiBackendJobManager):
                 reconcile_creating(self, stats)
                 self.retry_failed()
                 self._offer_capacity()
+                self.budget.refresh()
                 self._job_update_loop(job_db=self.job_db, start_job=creator, stats=stats)
                 stats["run_jobs loop"] += 1
                 counts = self.job_db.count_by_status()
                 logger.info("tiles: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-                pending = sum(counts.get(s, 0) for s in status.ACTIVE | {status.NOT_STARTED})
+                active = sum(counts.get(s, 0) for s in status.ACTIVE)
+                if self.budget.blocked and not active:
+                    logger.warning(
+                        "stopping: the budget is reached and no job is active; %d tile(s) "
+                        "not started. Raise it with `tilekeeper campaign budget %s CREDITS` "
+                        "and run again.",
+                        counts.get(status.NOT_STARTED, 0),
+                        self.definition.id,
+                    )
+                    stats["stopped: budget reached"] = 1
+                    self._finish_harvest(stats)
+                    break
+                pending = active + counts.get(status.NOT_STARTED, 0)
                 # The last active tile may have failed in this very round: retry it
                 # before calling the campaign done.
                 if pending == 0 and not self.retry_failed():
@@ -405,6 +423,53 @@ class CampaignJobManager(MultiBackendJobManager):
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class BudgetGuard:
+    """The campaign's credit budget as the runner applies it: refreshed from the
+    catalogue every round (a budget raised meanwhile counts at once), with the jobs this
+    worker launched since counted at the projected cost of a tile."""
+
+    def __init__(self, campaigns: Campaigns, campaign_id: str) -> None:
+        self.campaigns = campaigns
+        self.campaign_id = campaign_id
+        self.credits: float | None = None
+        self.committed = 0.0
+        self.mean_cost: float | None = None
+        self.blocked = False
+
+    def refresh(self) -> None:
+        self.credits = self.campaigns.definition(self.campaign_id).budget
+        if self.credits is None:  # no budget: spare the service the summary's scans
+            self.blocked = False
+            return
+        summary = self.campaigns.summary(self.campaign_id)
+        figures = summary["budget"]
+        self.credits = figures["credits"]
+        self.committed = float(figures["committed"])
+        self.mean_cost = summary["finished"]["mean_costs"]
+        self._update_blocked()
+
+    def launched(self) -> None:
+        self.committed += self.mean_cost or 0.0
+        self._update_blocked()
+
+    def allows_one_more(self) -> bool:
+        return not self.blocked
+
+    def _update_blocked(self) -> None:
+        blocked = not budget.may_start(self.credits, self.committed, self.mean_cost)
+        if blocked and not self.blocked:
+            logger.warning(
+                "budget reached: %.2f credits spent or committed to active jobs of %.2f "
+                "(a tile costs %.2f on average); no new job starts",
+                self.committed,
+                self.credits or 0.0,
+                self.mean_cost or 0.0,
+            )
+        elif self.blocked and not blocked:
+            logger.info("budget allows new jobs again (%.2f of %.2f)", self.committed, self.credits)
+        self.blocked = blocked
 
 
 class Heartbeat(threading.Thread):

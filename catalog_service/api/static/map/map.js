@@ -160,6 +160,15 @@
   function text(s) { const d = document.createElement("div"); d.textContent = s; return d.innerHTML; }
   function attr(s) { return text(s).replace(/"/g, "&quot;").replace(/'/g, "&#39;"); }
 
+  function budgetLine(budget) {
+    if (budget.credits === null || budget.credits === undefined) {
+      return `<span id="budget">spent ${fmt(budget.spent, 2)} credits (no budget)</span>`;
+    }
+    const state = budget.reached ? ' <b class="over">budget reached: no new job starts</b>' : "";
+    return `<span id="budget">spent ${fmt(budget.spent, 2)} of budget ${fmt(budget.credits, 2)} ` +
+      `(${fmt(budget.committed, 2)} with active jobs)${state}</span>`;
+  }
+
   function renderSummary(summary) {
     const backends = Object.keys(summary.by_backend || {}).sort();
     let html = "<table><tr><th>status</th><th class='n'>tiles</th>" +
@@ -176,7 +185,8 @@
       `progress ${summary.done}/${summary.tiles}<br>` +
       `throughput ${fmt(summary.throughput_per_hour)} tiles/h<br>` +
       `ETA ${duration(summary.eta_s)}<br>` +
-      `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}`;
+      `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}<br>` +
+      budgetLine(summary.budget || {});
     el("backends").innerHTML = backends.map((b) =>
       `<label><input type="checkbox" data-backend="${attr(b)}" ${hiddenBackend.has(b) ? "" : "checked"}>${text(b)}</label>`).join("");
   }
