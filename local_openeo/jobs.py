@@ -301,7 +301,7 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
             (folder / stale).unlink(missing_ok=True)
         started = time.monotonic()
         failure = self._planned_failure(state)
-        cpu = 0.0
+        cpu = peak_gb = 0.0
         if failure is None:
             env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
             command = [sys.executable, "-m", "local_openeo.executor", str(folder)]
@@ -312,6 +312,7 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
             _, wait_status, rusage = os.wait4(process.pid, 0)
             code = process.returncode = os.waitstatus_to_exitcode(wait_status)
             cpu = rusage.ru_utime + rusage.ru_stime
+            peak_gb = rusage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
             with self._lock:
                 self._processes.pop(job_id, None)
         else:
@@ -334,6 +335,8 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
                 usage={
                     "cpu": {"value": round(cpu, 3), "unit": "cpu-seconds"},
                     "duration": {"value": round(duration, 3), "unit": "seconds"},
+                    # As Geotrellis back-ends (CDSE, Terrascope) report it.
+                    "max_executor_memory": {"value": round(peak_gb, 4), "unit": "gb"},
                 },
                 costs=round(max(cpu, 0.1) * self.knobs.credits_per_cpu_second, 4),
             )

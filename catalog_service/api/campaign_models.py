@@ -60,6 +60,9 @@ class ClaimIn(BaseModel):
     statuses: list[str] = Field(min_length=1)
     limit: int = Field(default=1000, ge=1, le=100_000)
     lease_s: float = Field(default=300, gt=0, le=86_400)
+    tiles: list[str] | None = Field(
+        default=None, max_length=100_000, description="Only these tiles (a pilot run)."
+    )
 
 
 class ResetIn(BaseModel):
@@ -103,6 +106,7 @@ class CampaignPatch(BaseModel):
     retry: RetryPolicy | None = None
     order_by: str | None = None
     budget: float | None = Field(default=None, gt=0, description="Credits the campaign may spend")
+    pilot_tiles: list[str] | None = Field(default=None, max_length=10_000)
 
 
 # Answers

@@ -455,7 +455,7 @@ def create_router() -> APIRouter:
         async with _conn(request, "w") as conn:
             await store.get_definition(conn, campaign_id)
             jobs = await workers.claim(
-                conn, campaign_id, worker, body.statuses, body.limit, body.lease_s
+                conn, campaign_id, worker, body.statuses, body.limit, body.lease_s, body.tiles
             )
         return {"jobs": jobs}
 

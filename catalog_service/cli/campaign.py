@@ -316,7 +316,7 @@ def status(
         f" | ETA {_duration(summary['eta_s'])} (by parallelism {_duration(summary['eta_by_parallelism_s'])})"
         f" | projected cost {_money(summary['projected_costs'])}"
     )
-    console.print(_budget_line(summary["budget"]))
+    console.print(_budget_line(summary["budget"]), soft_wrap=True)
     workers = summary.get("workers") or []
     if workers:
         table = Table("worker", "host", "pid", "since", "last seen", title="live runner workers")
@@ -357,7 +357,7 @@ def set_budget(
     """Set a campaign's credit budget; running workers apply it from their next round."""
     campaigns = _campaigns(api)
     campaigns.update(campaign_id, budget=credits)
-    console.print(_budget_line(campaigns.summary(campaign_id)["budget"]))
+    console.print(_budget_line(campaigns.summary(campaign_id)["budget"]), soft_wrap=True)
 
 
 def _harvest_status(http: HttpSession, campaign_id: str) -> None:
@@ -419,6 +419,96 @@ def run(
             f"`tilekeeper campaign budget {campaign_id} CREDITS` and run again."
         )
     status(campaign_id, as_json=False, api=url)
+
+
+@app.command("pilot")
+@friendly_errors
+def pilot(
+    campaign_id: str,
+    tiles: int = typer.Option(8, "--tiles", min=1, help="How many tiles the pilot runs."),
+    by: str | None = typer.Option(
+        None, help="Also spread the sample over this tile attribute (e.g. a crop-mask share)."
+    ),
+    poll_sleep: float = typer.Option(60, help="Seconds between rounds of polling the back-ends."),
+    log_file: Path | None = typer.Option(None, help="Also write the log to this file."),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR."),
+    api: str | None = ApiOption,
+) -> None:
+    """Run a pilot: a sample of tiles spread over the area (and over --by), before the
+    whole campaign; then print the plan it gives. Run again to resume an interrupted
+    pilot, or, once it is done, to run a new sample."""
+    from catalog_service.logs import configure_logging
+    from catalog_service.planning.pilot import choose_pilot
+    from catalog_service.runner import run_campaign
+
+    configure_logging(log_level, log_file)
+    url = api or ClientSettings().api_url
+    chosen = choose_pilot(_campaigns(url), campaign_id, tiles, by)
+    console.print(f"Pilot of {len(chosen)} tiles: {', '.join(chosen)}")
+    stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep, only_tiles=chosen)
+    console.print(f"Pilot done: {dict(stats)}")
+    plan(campaign_id, parallel=None, as_json=False, api=url)
+
+
+def _interval(value: dict[str, float] | None, show: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{show(value['mean'])} (90%: {show(value['low'])} - {show(value['high'])})"
+
+
+@app.command("plan")
+@friendly_errors
+def plan(
+    campaign_id: str,
+    parallel: int | None = typer.Option(
+        None, min=1, help="Jobs at once over all back-ends (default: the campaign's slots)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    api: str | None = ApiOption,
+) -> None:
+    """Project the campaign's duration and credits from its pilot (or finished tiles),
+    with a 90% interval; say which job options ran and how much memory headroom the jobs
+    had where the back-end reports their peak memory."""
+    from catalog_service.planning.pilot import plan as make_plan
+
+    figures = make_plan(_campaigns(api), campaign_id, parallel).to_dict()
+    if as_json:
+        console.print_json(json.dumps(figures))
+        return
+    table = Table("", "per tile", "whole campaign", "tiles left", title=(
+        f"{campaign_id}: plan from {figures['sample']} {figures['source']} tile(s), "
+        f"{figures['parallel']} jobs at once"
+    ))  # fmt: skip
+    table.add_row(
+        "duration",
+        _interval(figures["runtime_s"], _duration),
+        _interval(figures["duration_s"], _duration),
+        _interval(figures["duration_left_s"], _duration),
+    )
+    table.add_row(
+        "credits",
+        _interval(figures["costs"], _money),
+        _interval(figures["credits"], _money),
+        _interval(figures["credits_left"], _money),
+    )
+    console.print(table)
+    console.print(
+        f"{figures['tiles']:,} tiles, {figures['tiles_left']:,} left; "
+        f"{figures['attempts_per_tile']:.2f} attempts per tile; runtime from "
+        f"{figures['runtime_from'] or '-'}; mean wait in the back-ends' queues "
+        f"{_duration(figures['queue_s'])}"
+    )
+    console.print(f"job options: {json.dumps(figures['job_options']) or '{}'}")
+    memory = figures["memory"]
+    if memory["peak_gb"] is None:
+        console.print("memory: the back-ends report no peak memory")
+    else:
+        line = f"memory: peak {memory['peak_gb']:.2f} GiB"
+        if memory["requested_gb"]:
+            line += (
+                f" of {memory['requested_gb']:.2f} GiB asked ({memory['headroom']:.0%} headroom)"
+            )
+        console.print(line)
 
 
 def _tiles(value: str | None) -> list[str] | None:

@@ -172,11 +172,15 @@ class Campaigns:
         statuses: Sequence[str],
         limit: int,
         lease_s: float,
+        tiles: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Renew the worker's lease and claim its own or free tiles in ``statuses``."""
+        """Renew the worker's lease and claim its own or free tiles in ``statuses``
+        (only ``tiles`` when given)."""
+        body: dict[str, Any] = {"statuses": list(statuses), "limit": limit, "lease_s": lease_s}
+        if tiles is not None:
+            body["tiles"] = list(tiles)
         result: list[dict[str, Any]] = self.http.post(
-            f"campaigns/{campaign_id}/workers/{worker}/claim",
-            json={"statuses": list(statuses), "limit": limit, "lease_s": lease_s},
+            f"campaigns/{campaign_id}/workers/{worker}/claim", json=body
         )["jobs"]
         return result
 

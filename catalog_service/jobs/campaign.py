@@ -80,6 +80,12 @@ class CampaignDefinition(BaseModel):
         description="Credits the campaign may spend: the runner starts no job that would "
         "take the credits spent plus the projected cost of the active jobs over it",
     )
+    pilot_tiles: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="The tiles of the pilot run (`tilekeeper campaign pilot`), whose "
+        "runtimes and costs `tilekeeper campaign plan` projects from",
+    )
     visibility: Literal["public", "private"] = Field(
         default="public",
         description="private: the campaign and its products exist only for its owners and "

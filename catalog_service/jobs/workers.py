@@ -41,6 +41,7 @@ WITH free AS (
       AND content->'properties' ? '{ORDER_KEY}'
       AND content->'properties'->>'status' = $2
       AND coalesce(content->'properties'->>'{WORKER_KEY}', '') <> ALL($5::text[])
+      AND ($6::text[] IS NULL OR id = ANY($6::text[]))
     ORDER BY content->'properties'->>'status',
              (content->'properties'->>'{ORDER_KEY}')::bigint, id
     LIMIT $4
@@ -104,9 +105,10 @@ async def claim(
     statuses: Sequence[str],
     limit: int,
     lease_s: float,
+    tiles: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Renew the worker's lease and hand it up to ``limit`` tiles per status that are
-    its own or free, in processing order."""
+    its own or free, in processing order (only ``tiles`` when given: a pilot)."""
     jobs: list[dict[str, Any]] = []
     async with conn.transaction():
         # Claims of one campaign take turns: a claim that ran beside another would judge
@@ -116,7 +118,8 @@ async def claim(
         await heartbeat(conn, campaign, worker, lease_s)
         others = sorted((await live(conn, campaign)) - {worker})
         for st in sorted(set(statuses)):
-            rows = await conn.fetch(_CLAIM, campaign, st, worker, limit, others)
+            wanted = list(tiles) if tiles is not None else None
+            rows = await conn.fetch(_CLAIM, campaign, st, worker, limit, others, wanted)
             jobs.extend({"tile": r["id"], "properties": _decoded(r["props"])} for r in rows)
     jobs.sort(key=lambda j: (int(j["properties"].get(ORDER_KEY, 0)), j["tile"]))
     return jobs

@@ -7,8 +7,10 @@ tracks the active jobs it holds or that a dead worker left."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -38,6 +40,8 @@ class WorkerJobDatabase(CampaignJobDatabase):
         self.lease_s = lease_s
         # How many not_started tiles to claim at most per loop (the back-ends' slots).
         self.launch_capacity = 200
+        # A pilot run: only these tiles are launched (None: every tile).
+        self.only_tiles: list[str] | None = None
         self._links: dict[int, list[dict[str, Any]]] = {}
 
     def get_by_status(self, statuses: list[str], max: int | None = None) -> pd.DataFrame:
@@ -62,8 +66,16 @@ class WorkerJobDatabase(CampaignJobDatabase):
 
     def _claim(self, statuses: list[str], limit: int) -> list[dict[str, Any]]:
         return self.campaigns.claim(
-            self.collection_id, self.worker_id, statuses, limit, self.lease_s
+            self.collection_id, self.worker_id, statuses, limit, self.lease_s, self.only_tiles
         )
+
+    def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
+        if self.only_tiles is None:
+            return super().count_by_status(statuses)
+        jobs = self.campaigns.jobs_by_tile(self.collection_id, self.only_tiles)
+        counts = collections.Counter(str(j["properties"]["status"]) for j in jobs)
+        wanted = set(statuses)
+        return {s: n for s, n in counts.items() if not wanted or s in wanted}
 
     def record_intent(self, order: int, backend: str, title: str, when: str) -> bool:
         """Tile ``order`` is about to get a job on ``backend``; False when another

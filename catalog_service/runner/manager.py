@@ -318,6 +318,8 @@ class CampaignJobManager(MultiBackendJobManager):
                 active.loc[i, "costs"] = metadata["costs"]
             stats["job describe"] += 1
         self.job_db.persist(active)
+        # Between tracking and launching: the costs of jobs that just ended count.
+        self.budget.refresh()
         if self.harvester is not None:
             for _job, row in done:
                 self.harvester.submit(str(row["item_id"]), _plain(row))
@@ -359,6 +361,7 @@ class CampaignJobManager(MultiBackendJobManager):
             props,
             actor=self.job_db.actor,
             below_attempts=policy.max_attempts,
+            tiles=self.job_db.only_tiles,
         )
         if count:
             logger.info("%d failed tile(s) reset for another attempt", count)
@@ -380,7 +383,6 @@ class CampaignJobManager(MultiBackendJobManager):
                 reconcile_creating(self, stats)
                 self.retry_failed()
                 self._offer_capacity()
-                self.budget.refresh()
                 self._job_update_loop(job_db=self.job_db, start_job=creator, stats=stats)
                 stats["run_jobs loop"] += 1
                 counts = self.job_db.count_by_status()
@@ -461,14 +463,14 @@ class BudgetGuard:
         blocked = not budget.may_start(self.credits, self.committed, self.mean_cost)
         if blocked and not self.blocked:
             logger.warning(
-                "budget reached: %.2f credits spent or committed to active jobs of %.2f "
-                "(a tile costs %.2f on average); no new job starts",
+                "budget reached: %.4g credits spent or committed to active jobs of %.4g "
+                "(a tile costs %.4g on average); no new job starts",
                 self.committed,
                 self.credits or 0.0,
                 self.mean_cost or 0.0,
             )
         elif self.blocked and not blocked:
-            logger.info("budget allows new jobs again (%.2f of %.2f)", self.committed, self.credits)
+            logger.info("budget allows new jobs again (%.4g of %.4g)", self.committed, self.credits)
         self.blocked = blocked
 
 
@@ -506,11 +508,13 @@ def build_manager(
     connect: Callable[[Backend], Connection] = login,
     auth: requests.auth.AuthBase | None = None,
     harvest: bool = True,
+    only_tiles: list[str] | None = None,
 ) -> CampaignJobManager:
     lease = lease_s or max(60.0, 4 * poll_sleep)
     job_db = WorkerJobDatabase(
         campaign_id, root_url, worker=worker or default_worker_id(), lease_s=lease, auth=auth
     )
+    job_db.only_tiles = only_tiles
     definition = job_db.campaigns.definition(campaign_id)
     if not definition.backends:
         raise TilekeeperError(
