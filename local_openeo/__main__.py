@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> None:
         fail_state_dir=Path(args.fail_state_dir) if args.fail_state_dir else None,
         failure_rate=args.failure_rate,
         namespaces=args.allow_namespace,
+        collections=[c for c in args.collections.split(",") if c],
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -92,6 +93,11 @@ def main() -> None:
         help="Where failed-once marks live (share it to fail once in all).",
     )
     serve.add_argument("--failure-rate", type=float, default=0.0, help="Share of jobs that fail.")
+    serve.add_argument(
+        "--collections",
+        default="",
+        help="Offer only these catalogue collections (comma-separated).",
+    )
     serve.set_defaults(run=_serve)
     sample = commands.add_parser(
         "sample", help="Generate the synthetic S2 sample (once), print its STAC."

@@ -16,8 +16,9 @@ from local_openeo.settings import BackendSettings
 log = logging.getLogger("local_openeo")
 
 
-def _collections(stac_url: str) -> list[dict[str, Any]]:
-    """The catalogue's collections as the openEO collection listing (read at start)."""
+def _collections(stac_url: str, offered: list[str]) -> list[dict[str, Any]]:
+    """The catalogue's collections as the openEO collection listing (read at start),
+    only those ``offered`` when it names any."""
     try:
         response = requests.get(stac_url.rstrip("/") + "/collections", timeout=30)
         response.raise_for_status()
@@ -25,7 +26,11 @@ def _collections(stac_url: str) -> list[dict[str, Any]]:
         log.warning("cannot list collections at %s: %s", stac_url, exc)
         return []
     collections: list[dict[str, Any]] = response.json().get("collections", [])
-    return [c for c in collections if "tilekeeper:campaign" not in c]
+    return [
+        c
+        for c in collections
+        if "tilekeeper:campaign" not in c and (not offered or c.get("id") in offered)
+    ]
 
 
 GTIFF = {
@@ -126,7 +131,7 @@ def create_app(settings: BackendSettings | None = None) -> Flask:
     )
     batch_jobs = LocalBatchJobs(settings.jobs_dir / "jobs", settings.stac_url, knobs, udps)
     backend = LocalBackend(
-        catalog=CollectionCatalog(_collections(settings.stac_url)),
+        catalog=CollectionCatalog(_collections(settings.stac_url, settings.collections)),
         batch_jobs=batch_jobs,
         user_defined_processes=udps,
         processing=LocalProcessing(),

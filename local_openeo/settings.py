@@ -35,6 +35,8 @@ class BackendSettings:
     fail_tiles: list[str] = field(default_factory=list)
     fail_state_dir: Path | None = None
     failure_rate: float = 0.0
+    # Collections of the catalogue this back-end offers; empty: all of them.
+    collections: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls) -> BackendSettings:
@@ -56,6 +58,7 @@ class BackendSettings:
             if env.get(PREFIX + "FAIL_STATE_DIR")
             else None,
             failure_rate=float(env.get(PREFIX + "FAILURE_RATE", default.failure_rate)),
+            collections=_list(env.get(PREFIX + "COLLECTIONS", "")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -73,6 +76,7 @@ class BackendSettings:
             PREFIX + "FAIL_TILES": ",".join(self.fail_tiles),
             PREFIX + "FAIL_STATE_DIR": str(self.fail_state_dir or ""),
             PREFIX + "FAILURE_RATE": str(self.failure_rate),
+            PREFIX + "COLLECTIONS": ",".join(self.collections),
         }
 
     def with_secret(self) -> BackendSettings:

@@ -151,3 +151,47 @@ def test_a_budget_stops_new_jobs_and_says_so(
     stats = run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
     assert stats["stopped: budget reached"] == 1
     assert campaigns.summary(campaign)["by_status"] == {"finished": 3, "not_started": 1}
+
+
+def test_a_backend_without_the_collection_gets_no_tiles_and_pins_hold(
+    api: str,
+    slow_backends: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    from catalog_service.client.campaigns import tile_records
+    from catalog_service.demo.scenario import connect
+
+    gamma = LocalBackend(
+        name="gamma",
+        port=free_port(),
+        jobs_dir=tmp_path / "gamma",
+        stac_url=f"{api}/",
+        collections=["SOMETHING_ELSE"],
+    )
+    gamma.start(log_path=tmp_path / "gamma.log")
+    try:
+        store_login([gamma.url])
+        install_udp([gamma.url])
+        campaigns = Campaigns(HttpSession(api))
+        campaign = f"fit-{uuid.uuid4().hex[:6]}"
+        urls = [("gamma", gamma.url), *slow_backends.items()]
+        campaigns.create(campaign_definition(campaign, TEST_AREA, urls, parallel_jobs=2))
+        records = list(tile_records(TEST_AREA.tiles()))
+        records[0]["properties"]["only_backends"] = "beta"
+        records[1]["properties"]["exclude_backends"] = ["alpha", "gamma"]
+        campaigns.register(campaign, records)
+        with caplog.at_level("INFO", logger="catalog_service.runner"):
+            run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
+        assert (
+            "back-end gamma gets no tiles: it lacks the input collection(s) "
+            "SENTINEL2_L2A_SYNTHETIC" in caplog.text
+        )
+        jobs = {j["tile"]: j["properties"] for j in campaigns.jobs_by_status(campaign, ["finished"])}  # fmt: skip
+        assert len(jobs) == 4
+        assert {p["backend_name"] for p in jobs.values()} <= {"alpha", "beta"}
+        assert jobs[records[0]["id"]]["backend_name"] == "beta"
+        assert jobs[records[1]["id"]]["backend_name"] == "beta"
+        assert connect(gamma.url).list_jobs() == []
+    finally:
+        gamma.stop()

@@ -49,6 +49,7 @@ class LocalBackend:
     max_running: int = 1
     min_runtime_s: float = 0.0
     fail_tiles: list[str] = field(default_factory=list)
+    collections: list[str] = field(default_factory=list)  # offered; empty: all
     # Shared by back-ends that should fail a tile once between them.
     fail_state_dir: Path | None = None
     host: str = "127.0.0.1"
@@ -71,6 +72,7 @@ class LocalBackend:
             "--min-runtime", str(self.min_runtime_s),
             "--fail-tiles", ",".join(self.fail_tiles),
             "--fail-state-dir", str(self.fail_state_dir or self.jobs_dir),
+            "--collections", ",".join(self.collections),
         ]  # fmt: skip
 
     def alive(self) -> bool:

@@ -40,6 +40,7 @@ from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import budget, status
 from catalog_service.jobs.campaign import Backend, CampaignDefinition
 from catalog_service.runner.creator import CampaignJobCreator, job_title
+from catalog_service.runner.fitness import allowed_backends, unfit_reason
 from catalog_service.runner.jobdb import WorkerJobDatabase
 from catalog_service.runner.logins import UNREACHABLE, BackendDown, BackendLink, login
 from catalog_service.runner.reconcile import reconcile_creating
@@ -106,6 +107,12 @@ class CampaignJobManager(MultiBackendJobManager):
         # Finished tiles become products on the harvester's own threads (see ingest/).
         self.harvester: Harvester | None = None
         self.budget = BudgetGuard(self.campaigns, definition.id)
+        # Back-ends that cannot run the process (see fitness.py): no tile goes there.
+        self.unfit: dict[str, str] = {}
+        # Jobs launched this round on a back-end other than the one MBJM dealt the tile
+        # to (pinned tiles), and the back-ends' active jobs when first needed.
+        self._taken: dict[str, int] = {}
+        self._active_by_backend: dict[str, int] | None = None
         for backend in definition.backends:
             self.add_backend(
                 backend.name,
@@ -132,9 +139,16 @@ class CampaignJobManager(MultiBackendJobManager):
         stats: dict[str, int] | None = None,
     ) -> None:
         stats = stats if stats is not None else collections.defaultdict(int)
-        link = self.links[backend_name]
         order = int(i)
         tile = self.job_db.tile_of(order)
+        chosen = self._backend_for(df.loc[i], backend_name)
+        if chosen is None:
+            stats["launch deferred (no allowed back-end free)"] += 1
+            return
+        if chosen != backend_name:
+            self._taken[chosen] = self._taken.get(chosen, 0) + 1
+        backend_name = chosen
+        link = self.links[backend_name]
         if not link.usable():
             stats["launch deferred (back-end unavailable)"] += 1
             return
@@ -343,11 +357,34 @@ class CampaignJobManager(MultiBackendJobManager):
         """No capacity on a paused or down back-end: MBJM hands tiles to back-ends in
         order, and tiles dealt to one that cannot take them would wait for it while
         the others idle."""
+        self._taken, self._active_by_backend = {}, None
         for backend in self.definition.backends:
-            capacity = backend.parallel_jobs if self.links[backend.name].usable() else 0
+            usable = self.links[backend.name].usable() and backend.name not in self.unfit
+            capacity = backend.parallel_jobs if usable else 0
             self.backends[backend.name] = self.backends[backend.name]._replace(
                 parallel_jobs=capacity
             )
+
+    def _backend_for(self, row: pd.Series, dealt: str) -> str | None:
+        """The back-end a tile's job goes to: the one MBJM dealt it to when the tile
+        may run there, else the first allowed, fit back-end with a free slot."""
+        names = [b.name for b in self.definition.backends if b.name not in self.unfit]
+        allowed = allowed_backends(dict(row.items()), names)
+        if dealt in allowed:
+            return dealt
+        if self._active_by_backend is None:
+            by_backend = self.campaigns.summary(self.definition.id)["by_backend"]
+            self._active_by_backend = {
+                b: sum(n for s, n in counts.items() if s in status.ACTIVE)
+                for b, counts in by_backend.items()
+            }
+        for backend in self.definition.backends:
+            if backend.name not in allowed or not self.links[backend.name].usable():
+                continue
+            busy = self._active_by_backend.get(backend.name, 0) + self._taken.get(backend.name, 0)
+            if busy < backend.parallel_jobs:
+                return backend.name
+        return None
 
     def retry_failed(self) -> int:
         """Reset failed tiles that have attempts left, with the escalated options."""
@@ -529,12 +566,36 @@ def build_manager(
     manager = CampaignJobManager(
         definition, job_db, links, poll_sleep=poll_sleep, root_dir=root_dir
     )
+    manager.unfit = check_fitness(definition, links)
     if harvest:
         store = open_store(ProductSettings(), root_url)
         manager.harvester = Harvester(
             HttpSession(root_url, auth=auth), campaign_id, store, lambda name: links[name].get()
         )
     return manager
+
+
+def check_fitness(definition: CampaignDefinition, links: dict[str, BackendLink]) -> dict[str, str]:
+    """Back-ends that cannot run the campaign's process, with why; each is logged.
+    A back-end that cannot be asked now (down) is not held against it."""
+    unfit: dict[str, str] = {}
+    if definition.process is None:
+        return unfit
+    for name, link in links.items():
+        try:
+            reason = unfit_reason(link.get(), definition.process)
+        except (BackendDown, OpenEoApiError, *UNREACHABLE) as exc:
+            logger.warning("back-end %s: its fitness could not be checked (%s)", name, exc)
+            continue
+        if reason:
+            unfit[name] = reason
+            logger.warning("back-end %s gets no tiles: %s", name, reason)
+    if unfit and len(unfit) == len(links):
+        raise TilekeeperError(
+            "no back-end of the campaign can run it: "
+            + "; ".join(f"{name}: {reason}" for name, reason in unfit.items())
+        )
+    return unfit
 
 
 def run_campaign(root_url: str, campaign_id: str, **kwargs: Any) -> dict[str, int]:
