@@ -126,11 +126,27 @@ def test_a_pilot_projects_the_demo_campaign_within_30_percent(
 
 
 def test_a_budget_stops_new_jobs_and_says_so(
-    api: str, slow_backends: dict[str, str], caplog: pytest.LogCaptureFixture, tmp_path: Path
+    api: str,
+    slow_backends: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from test_notify import Receiver
+
+    monkeypatch.setenv("TILEKEEPER_OUTBOX_DIR", str(tmp_path / "outbox"))
+    receiver = Receiver(free_port())
+    receiver.start()
     campaigns = Campaigns(HttpSession(api))
     # A budget any job exceeds: the first jobs start (no cost is known yet), no more.
-    campaign = _campaign(api, slow_backends, TEST_AREA, parallel=1, budget=0.0001)
+    campaign = _campaign(
+        api,
+        slow_backends,
+        TEST_AREA,
+        parallel=1,
+        budget=0.0001,
+        notify={"webhooks": [receiver.url]},
+    )
     with caplog.at_level("INFO", logger="catalog_service.runner"):
         stats = run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
     assert stats["stopped: budget reached"] == 1
@@ -141,6 +157,11 @@ def test_a_budget_stops_new_jobs_and_says_so(
     assert figures["reached"] and figures["spent"] > figures["credits"]
     status = runner.invoke(app, ["campaign", "status", campaign, "--api", api])
     assert "reached: no new job starts" in status.output
+    # The webhook was told, once.
+    receiver.wait_for(1)
+    assert [e["type"] for e in receiver.received] == ["campaign.budget_reached"]
+    assert receiver.received[0]["campaign"] == campaign
+    receiver.stop()
 
     # Room for one more job at the mean cost: exactly one starts.
     mean = summary["finished"]["mean_costs"]

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from catalog_service.ids import ID_PATTERN
 from catalog_service.jobs import status as job_status
-from catalog_service.jobs.campaign import Backend, CampaignDefinition, ProcessSpec, RetryPolicy
+from catalog_service.jobs.campaign import (
+    Backend,
+    CampaignDefinition,
+    NotifyPolicy,
+    ProcessSpec,
+    RetryPolicy,
+)
 
 MAX_TILES_PER_REQUEST = 100_000
 WORKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
@@ -107,6 +113,7 @@ class CampaignPatch(BaseModel):
     order_by: str | None = None
     budget: float | None = Field(default=None, gt=0, description="Credits the campaign may spend")
     pilot_tiles: list[str] | None = Field(default=None, max_length=10_000)
+    notify: NotifyPolicy | None = None
 
 
 # Answers

@@ -58,6 +58,29 @@ class RetryPolicy(BaseModel):
     escalation: dict[str, Any] = Field(default_factory=dict)
 
 
+class NotifyPolicy(BaseModel):
+    """Where and when the runner tells about a campaign: webhooks (JSON POSTs) on the
+    campaign finished, a failure rate over ``failure_rate`` among the tiles over in the
+    last ``failure_window_s`` (at least ``min_failures``), the budget reached, a back-end
+    unreachable for longer than ``unreachable_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhooks: list[str] = Field(default_factory=list, max_length=10)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    failure_window_s: float = Field(default=3600, gt=0)
+    min_failures: int = Field(default=3, ge=1)
+    unreachable_s: float = Field(default=900, gt=0)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"a webhook is an http(s) URL, not {url!r}")
+        return value
+
+
 class CampaignDefinition(BaseModel):
     """Everything needed to (re)run a campaign, stored in its collection."""
 
@@ -80,6 +103,7 @@ class CampaignDefinition(BaseModel):
         description="Credits the campaign may spend: the runner starts no job that would "
         "take the credits spent plus the projected cost of the active jobs over it",
     )
+    notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     pilot_tiles: list[str] = Field(
         default_factory=list,
         max_length=10_000,

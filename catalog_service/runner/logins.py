@@ -139,6 +139,8 @@ class BackendLink:
     connection: Connection | None = None
     down_until: float = 0.0
     reason: str = ""
+    # When it stopped answering (monotonic clock); None while it answers.
+    down_since: float | None = None
     # Seconds from the back-end's last Retry-After header (openEO errors do not keep it).
     retry_after: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -164,6 +166,7 @@ class BackendLink:
                 if self.reason:
                     logger.warning("back-end %s answers again", self.name)
                     self.reason = ""
+                self.down_since = None
             return self.connection
 
     def _note_retry_after(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -191,4 +194,6 @@ class BackendLink:
             )
         self.down_until = time.monotonic() + (wait_s or self.retry_s)
         self.reason = reason
+        if self.down_since is None:
+            self.down_since = time.monotonic()
         self.connection = None  # log in again when it is back

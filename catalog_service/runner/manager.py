@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ from catalog_service.runner.creator import CampaignJobCreator, job_title
 from catalog_service.runner.fitness import allowed_backends, unfit_reason
 from catalog_service.runner.jobdb import WorkerJobDatabase
 from catalog_service.runner.logins import UNREACHABLE, BackendDown, BackendLink, login
+from catalog_service.runner.notify import FailureWindow, Notifier
 from catalog_service.runner.reconcile import reconcile_creating
 from catalog_service.settings import ProductSettings
 from ingest.harvest import Harvester
@@ -106,7 +109,12 @@ class CampaignJobManager(MultiBackendJobManager):
         self._stop = threading.Event()
         # Finished tiles become products on the harvester's own threads (see ingest/).
         self.harvester: Harvester | None = None
-        self.budget = BudgetGuard(self.campaigns, definition.id)
+        self.notifier = Notifier(definition.id, definition.notify)
+        policy = definition.notify
+        self.failures = FailureWindow(
+            policy.failure_window_s, policy.failure_rate, policy.min_failures
+        )
+        self.budget = BudgetGuard(self.campaigns, definition.id, self._budget_reached)
         # Back-ends that cannot run the process (see fitness.py): no tile goes there.
         self.unfit: dict[str, str] = {}
         # Jobs launched this round on a back-end other than the one MBJM dealt the tile
@@ -332,12 +340,60 @@ class CampaignJobManager(MultiBackendJobManager):
                 active.loc[i, "costs"] = metadata["costs"]
             stats["job describe"] += 1
         self.job_db.persist(active)
+        self._count_endings(len(done), len(failed))
         # Between tracking and launching: the costs of jobs that just ended count.
         self.budget.refresh()
         if self.harvester is not None:
             for _job, row in done:
                 self.harvester.submit(str(row["item_id"]), _plain(row))
         return done, failed, canceled
+
+    # -- events ---------------------------------------------------------------------
+
+    def _count_endings(self, finished: int, failed: int) -> None:
+        for _ in range(finished):
+            self.failures.add(False)
+        for _ in range(failed):
+            self.failures.add(True)
+        if failed and self.failures.over():
+            failures, total = self.failures.rate()
+            window = self.definition.notify.failure_window_s
+            self.notifier.event(
+                "campaign.failure_rate",
+                str(int(time.time() // window)),
+                f"{failures} of the last {total} tiles over failed within {window:.0f} s "
+                f"(threshold {self.definition.notify.failure_rate:.0%})",
+                failures=failures,
+                tiles=total,
+                window_s=window,
+            )
+
+    def _budget_reached(self, committed: float, credits: float) -> None:
+        self.notifier.event(
+            "campaign.budget_reached",
+            f"{credits:g}",
+            f"budget of {credits:g} credits reached ({committed:.4g} spent or committed): "
+            "no new job starts",
+            budget=credits,
+            committed=committed,
+        )
+
+    def _check_unreachable(self) -> None:
+        limit = self.definition.notify.unreachable_s
+        for link in self.links.values():
+            if link.down_since is None:
+                continue
+            down_for = time.monotonic() - link.down_since
+            if down_for > limit:
+                since = datetime.fromtimestamp(time.time() - down_for, UTC)
+                self.notifier.event(
+                    "backend.unreachable",
+                    f"{link.name}:{since:%Y%m%dT%H%M}",
+                    f"back-end {link.name} unreachable for {down_for:.0f} s ({link.reason})",
+                    backend=link.name,
+                    since=since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    reason=link.reason,
+                )
 
     def _error_message(self, job: BatchJob) -> str:
         try:
@@ -411,6 +467,7 @@ class CampaignJobManager(MultiBackendJobManager):
         self._worker_pool = None
         heartbeat = Heartbeat(self.job_db, self._stop)
         heartbeat.start()
+        self.notifier.start()
         if self.harvester is not None:
             caught = self.harvester.catch_up()
             if caught:
@@ -422,6 +479,7 @@ class CampaignJobManager(MultiBackendJobManager):
                 self._offer_capacity()
                 self._job_update_loop(job_db=self.job_db, start_job=creator, stats=stats)
                 stats["run_jobs loop"] += 1
+                self._check_unreachable()
                 counts = self.job_db.count_by_status()
                 logger.info("tiles: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
                 active = sum(counts.get(s, 0) for s in status.ACTIVE)
@@ -441,11 +499,20 @@ class CampaignJobManager(MultiBackendJobManager):
                 # before calling the campaign done.
                 if pending == 0 and not self.retry_failed():
                     self._finish_harvest(stats)
+                    if self.job_db.only_tiles is None:
+                        self.notifier.event(
+                            "campaign.finished",
+                            json.dumps(counts, sort_keys=True),
+                            f"campaign {self.definition.id} is over: "
+                            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                            counts=counts,
+                        )
                     break
                 self._stop.wait(self.poll_sleep)
         finally:
             self._stop.set()
             heartbeat.join(5)
+            self.notifier.close()
             try:
                 self.campaigns.leave(self.definition.id, self.job_db.worker_id)
             except TilekeeperError as exc:
@@ -469,8 +536,14 @@ class BudgetGuard:
     catalogue every round (a budget raised meanwhile counts at once), with the jobs this
     worker launched since counted at the projected cost of a tile."""
 
-    def __init__(self, campaigns: Campaigns, campaign_id: str) -> None:
+    def __init__(
+        self,
+        campaigns: Campaigns,
+        campaign_id: str,
+        on_reached: Callable[[float, float], None] | None = None,
+    ) -> None:
         self.campaigns = campaigns
+        self.on_reached = on_reached
         self.campaign_id = campaign_id
         self.credits: float | None = None
         self.committed = 0.0
@@ -506,6 +579,8 @@ class BudgetGuard:
                 self.credits or 0.0,
                 self.mean_cost or 0.0,
             )
+            if self.on_reached is not None and self.credits is not None:
+                self.on_reached(self.committed, self.credits)
         elif self.blocked and not blocked:
             logger.info("budget allows new jobs again (%.4g of %.4g)", self.committed, self.credits)
         self.blocked = blocked
