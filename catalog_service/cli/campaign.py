@@ -166,6 +166,11 @@ def create(
     budget: float | None = typer.Option(
         None, help="Credits the campaign may spend; the runner starts no job beyond them."
     ),
+    webhook: list[str] = typer.Option(
+        [],
+        help="URL told of campaign events by JSON POSTs (finished, failure rate, budget "
+        "reached, back-end unreachable); repeatable. Readers of the campaign see it.",
+    ),
     private: bool = typer.Option(
         False, "--private", help="Only its owners (you, and --owner) and admin keys see it."
     ),
@@ -207,6 +212,7 @@ def create(
         "retry": {"max_attempts": max_attempts, "escalation": _pairs(escalate, "--escalate")},
         "order_by": order_by,
         "budget": budget,
+        "notify": {"webhooks": webhook} if webhook else None,
         "visibility": "private" if private else "public",
         "owners": owner,
     }
