@@ -93,29 +93,36 @@ class Notifier:
     def __init__(self, campaign: str, policy: NotifyPolicy, folder: Path | None = None) -> None:
         self.campaign = campaign
         self.policy = policy
-        self.outbox = Outbox(folder or outbox_dir(), campaign)
+        # Without webhooks an event is only logged: no outbox to keep.
+        self.outbox = Outbox(folder or outbox_dir(), campaign) if policy.webhooks else None
+        self._logged: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._session = requests.Session()
 
     def event(self, kind: str, key: str, message: str, **details: Any) -> None:
-        record = {
+        full_key = f"{kind}:{key}"
+        record: dict[str, Any] = {
             "id": uuid.uuid4().hex,
-            "key": f"{kind}:{key}",
+            "key": full_key,
             "type": kind,
             "campaign": self.campaign,
             "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "message": message,
             "details": details,
         }
-        if not self.outbox.add(record):
+        if self.outbox is None:
+            if full_key in self._logged:
+                return
+            self._logged.add(full_key)
+        elif not self.outbox.add(record):
             return
         logger.warning("event %s: %s", kind, message)
         self._wake.set()
 
     def start(self) -> None:
-        if not self.policy.webhooks or self._thread is not None:
+        if self.outbox is None or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._deliver, name="tilekeeper-notify", daemon=True)
         self._thread.start()
@@ -123,6 +130,8 @@ class Notifier:
     def close(self, wait_s: float = 10.0) -> int:
         """Try to deliver what is pending for up to ``wait_s``; returns what is left (kept
         in the outbox for the next run)."""
+        if self.outbox is None:
+            return 0
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and self.outbox.pending(self.policy.webhooks):
             self._wake.set()
@@ -142,6 +151,7 @@ class Notifier:
         return left
 
     def _deliver(self) -> None:
+        assert self.outbox is not None
         backoff: dict[str, float] = {}  # webhook -> seconds to wait after a failure
         next_try: dict[str, float] = {}
         while not self._stop.is_set():
