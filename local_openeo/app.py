@@ -17,15 +17,25 @@ log = logging.getLogger("local_openeo")
 
 
 def _collections(stac_url: str, offered: list[str]) -> list[dict[str, Any]]:
-    """The catalogue's collections as the openEO collection listing (read at start),
-    only those ``offered`` when it names any."""
-    try:
-        response = requests.get(stac_url.rstrip("/") + "/collections", timeout=30)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        log.warning("cannot list collections at %s: %s", stac_url, exc)
-        return []
-    collections: list[dict[str, Any]] = response.json().get("collections", [])
+    """The catalogue's collections as the openEO collection listing (read at start, every
+    page), only those ``offered`` when it names any."""
+    collections: list[dict[str, Any]] = []
+    url: str | None = stac_url.rstrip("/") + "/collections?limit=1000"
+    seen: set[str] = set()
+    while url and url not in seen:
+        seen.add(url)
+        try:
+            response = requests.get(url, timeout=30)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            log.warning("cannot list collections at %s: %s", url, exc)
+            break
+        page = response.json()
+        collections.extend(page.get("collections", []))
+        url = next(
+            (link.get("href") for link in page.get("links", []) if link.get("rel") == "next"),
+            None,
+        )
     return [
         c
         for c in collections
