@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 from catalog_service.api.pages import DEFAULT_BROWSER_DIR
 from catalog_service.api.server import ServerThread, free_port
 from catalog_service.database import EmbeddedCluster, UpReport, bring_up
+from catalog_service.demo.backends import LocalBackend
 from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
 
 
@@ -246,3 +248,23 @@ def check_pages(browser: Browser, api: str, campaign: str, tiles: int) -> None:
     assert page.locator(".opblock").count() > 20
     assert offline.left == [], offline.left
     page.close()
+
+
+@contextmanager
+def local_backends(
+    api: str, base: Path, names: list[str], **knobs: Any
+) -> Iterator[list[LocalBackend]]:
+    """Local openEO back-ends (real processes) on free ports, reading the catalogue at
+    ``api``; stopped on the way out, also when one of them failed to start."""
+    started: list[LocalBackend] = []
+    try:
+        for name in names:
+            backend = LocalBackend(
+                name=name, port=free_port(), jobs_dir=base / name, stac_url=f"{api}/", **knobs
+            )
+            backend.start(log_path=base / f"{name}.log")
+            started.append(backend)
+        yield started
+    finally:
+        for backend in started:
+            backend.stop()

@@ -22,14 +22,14 @@ import pandas as pd
 import pytest
 import rasterio
 import requests
+from conftest import local_backends
 from openeo.rest import OpenEoApiError
 from rio_cogeo.cogeo import cog_validate
 
-from catalog_service.api.server import free_port
 from catalog_service.client import Catalog
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
-from catalog_service.demo.backends import LocalBackend, load_sample
+from catalog_service.demo.backends import load_sample
 from catalog_service.demo.scenario import (
     TEST_AREA,
     campaign_definition,
@@ -52,23 +52,9 @@ def backends(api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     assert items == 3
     tiles = TEST_AREA.tiles()
     failing = str(tiles.ids[1])
-    started = []
-    try:
-        for name in ("alpha", "beta"):
-            backend = LocalBackend(
-                name=name,
-                port=free_port(),
-                jobs_dir=base / name,
-                stac_url=f"{api}/",
-                fail_tiles=[failing],
-                fail_state_dir=base / "failed-once",
-            )
-            backend.start(log_path=base / f"{name}.log")
-            started.append(backend)
+    knobs = {"fail_tiles": [failing], "fail_state_dir": base / "failed-once"}
+    with local_backends(api, base, ["alpha", "beta"], **knobs) as started:
         yield {"backends": started, "failing": failing, "tiles": tiles, "base": base}
-    finally:
-        for backend in started:
-            backend.stop()
 
 
 def test_campaign_over_two_local_backends(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import local_backends
 from typer.testing import CliRunner
 
 from catalog_service.api.server import free_port
@@ -18,7 +19,7 @@ from catalog_service.cli.main import app
 from catalog_service.client import Catalog
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
-from catalog_service.demo.backends import LocalBackend, load_sample
+from catalog_service.demo.backends import load_sample
 from catalog_service.demo.scenario import (
     DEMO_AREA,
     TEST_AREA,
@@ -39,26 +40,12 @@ MIN_RUNTIME_S = 12.0
 def slow_backends(api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     base = tmp_path_factory.mktemp("planning")
     load_sample(Catalog(api), DEMO_AREA.sample(), base / "sample")
-    started = []
-    try:
-        for name in ("alpha", "beta"):
-            backend = LocalBackend(
-                name=name,
-                port=free_port(),
-                jobs_dir=base / name,
-                stac_url=f"{api}/",
-                max_running=2,
-                min_runtime_s=MIN_RUNTIME_S,
-            )
-            backend.start(log_path=base / f"{name}.log")
-            started.append(backend)
+    knobs = {"max_running": 2, "min_runtime_s": MIN_RUNTIME_S}
+    with local_backends(api, base, ["alpha", "beta"], **knobs) as started:
         urls = {b.name: b.url for b in started}
         store_login(list(urls.values()))
         install_udp(list(urls.values()))
         yield urls
-    finally:
-        for backend in started:
-            backend.stop()
 
 
 def _campaign(api: str, urls: dict[str, str], area: Any, parallel: int, **extra: Any) -> str:
@@ -183,15 +170,7 @@ def test_a_backend_without_the_collection_gets_no_tiles_and_pins_hold(
     from catalog_service.client.campaigns import tile_records
     from catalog_service.demo.scenario import connect
 
-    gamma = LocalBackend(
-        name="gamma",
-        port=free_port(),
-        jobs_dir=tmp_path / "gamma",
-        stac_url=f"{api}/",
-        collections=["SOMETHING_ELSE"],
-    )
-    gamma.start(log_path=tmp_path / "gamma.log")
-    try:
+    with local_backends(api, tmp_path, ["gamma"], collections=["SOMETHING_ELSE"]) as [gamma]:
         store_login([gamma.url])
         install_udp([gamma.url])
         campaigns = Campaigns(HttpSession(api))
@@ -214,5 +193,3 @@ def test_a_backend_without_the_collection_gets_no_tiles_and_pins_hold(
         assert jobs[records[0]["id"]]["backend_name"] == "beta"
         assert jobs[records[1]["id"]]["backend_name"] == "beta"
         assert connect(gamma.url).list_jobs() == []
-    finally:
-        gamma.stop()

@@ -18,7 +18,9 @@ from catalog_service.jobs.campaign import CampaignDefinition
 _COUNTS = """
 SELECT content->'properties'->>'status' AS status,
        coalesce(content->'properties'->>'backend_name', '') AS backend,
-       count(*) AS n
+       count(*) AS n,
+       coalesce(sum(CASE WHEN jsonb_typeof(content->'properties'->'costs') = 'number'
+                         THEN (content->'properties'->>'costs')::float8 END), 0) AS spent
 FROM pgstac.items WHERE collection = $1
 GROUP BY 1, 2
 """
@@ -38,11 +40,6 @@ SELECT count(*) AS n,
        min(started) AS first_start,
        max(finished) AS last_finish
 FROM f
-"""
-_SPENT = """
-SELECT coalesce(sum(CASE WHEN jsonb_typeof(content->'properties'->'costs') = 'number'
-                         THEN (content->'properties'->>'costs')::float8 END), 0) AS spent
-FROM pgstac.items WHERE collection = $1 AND content->'properties' ? 'costs'
 """
 _FIRST_START = """
 SELECT min((content->'properties'->>'start_time')::timestamptz)
@@ -93,7 +90,7 @@ async def summarize(conn: asyncpg.Connection, definition: CampaignDefinition) ->
         "first_start": first_start.isoformat() if first_start else None,
         "budget": budget.figures(
             definition.budget,
-            float(await conn.fetchval(_SPENT, definition.id)),
+            float(sum(row["spent"] for row in rows)),
             sum(n for s, n in by_status.items() if s in status.ACTIVE),
             mean_costs,
         ),

@@ -117,8 +117,8 @@ class CampaignJobManager(MultiBackendJobManager):
         self.budget = BudgetGuard(self.campaigns, definition.id, self._budget_reached)
         # Back-ends that cannot run the process (see fitness.py): no tile goes there.
         self.unfit: dict[str, str] = {}
-        # Jobs launched this round on a back-end other than the one MBJM dealt the tile
-        # to (pinned tiles), and the back-ends' active jobs when first needed.
+        # The back-ends' active jobs, read when a pinned tile first needs them in a round,
+        # and the launches on each back-end since that read.
         self._taken: dict[str, int] = {}
         self._active_by_backend: dict[str, int] | None = None
         for backend in definition.backends:
@@ -153,8 +153,6 @@ class CampaignJobManager(MultiBackendJobManager):
         if chosen is None:
             stats["launch deferred (no allowed back-end free)"] += 1
             return
-        if chosen != backend_name:
-            self._taken[chosen] = self._taken.get(chosen, 0) + 1
         backend_name = chosen
         link = self.links[backend_name]
         if not link.usable():
@@ -168,6 +166,7 @@ class CampaignJobManager(MultiBackendJobManager):
             stats["launch skipped (tile taken)"] += 1
             self._sync_row(df, i)
             return
+        self._taken[backend_name] = self._taken.get(backend_name, 0) + 1
         self._sync_row(df, i)
         try:
             connection = link.get()
@@ -429,6 +428,7 @@ class CampaignJobManager(MultiBackendJobManager):
         if dealt in allowed:
             return dealt
         if self._active_by_backend is None:
+            self._taken = {}  # the launches so far are in the counts read now
             by_backend = self.campaigns.summary(self.definition.id)["by_backend"]
             self._active_by_backend = {
                 b: sum(n for s, n in counts.items() if s in status.ACTIVE)
