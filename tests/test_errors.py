@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -361,3 +362,27 @@ def test_a_patch_cannot_give_an_item_a_geometry_that_cannot_be_stored(
     assert http.get(f"/collections/{cid}/items/a").json()["geometry"] == before
     # The listing still renders (a stored bad geometry broke every later search).
     assert http.get(f"/collections/{cid}/items").status_code == 200
+
+
+def test_an_item_for_a_collection_deleted_meanwhile_is_404(
+    http: httpx.Client, new_collection: Callable[[], str]
+) -> None:
+    # Deleting the collection while items are posted to it: an item either lands (before
+    # the delete) or is refused with 404 (never pgstac's foreign-key 424, never a 500).
+    seen: set[int] = set()
+    for _ in range(8):
+        cid = new_collection()
+        with ThreadPoolExecutor(4) as pool:
+            posts = [
+                pool.submit(http.post, f"/collections/{cid}/items", json=make_item(f"i{n}", cid))
+                for n in range(3)
+            ]
+            deleted = pool.submit(http.delete, f"/collections/{cid}")
+            answers = [post.result() for post in posts]
+        assert deleted.result().status_code == 200
+        for answer in answers:
+            assert answer.status_code in (201, 404), answer.text
+            seen.add(answer.status_code)
+            if answer.status_code == 404:
+                assert "does not exist" in answer.json()["description"]
+    assert 404 in seen

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urljoin
 
+import asyncpg
 import attr
 import orjson
 from fastapi import HTTPException, Request
@@ -12,9 +15,10 @@ from stac_fastapi.extensions.bulk_transactions import BulkTransactionMethod, Ite
 from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.pgstac.db import dbfunc
 from stac_fastapi.pgstac.transactions import BulkTransactionsClient, TransactionsClient
+from stac_fastapi.types.errors import NotFoundError, StacApiError
 from starlette.responses import JSONResponse, Response
 
-from catalog_service.api.errors import BulkWriteRejected
+from catalog_service.api.errors import MISSING_COLLECTION, BulkWriteRejected
 from catalog_service.api.search_input import check_filter, check_ids, flat_bbox
 from catalog_service.api.visibility import (
     hidden_collections,
@@ -75,6 +79,25 @@ async def refuse_campaign_collection_writes(request: Request, collection_id: str
         )
 
 
+async def _collection_exists(request: Request, collection_id: str) -> bool:
+    async with request.app.state.get_connection(request, "r") as conn:
+        found = await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", collection_id)
+        return found is not None
+
+
+@asynccontextmanager
+async def writing_items_into(request: Request, collection_id: str) -> AsyncIterator[None]:
+    """An item write racing its collection's deletion fails inside pgstac in one of
+    several ways (the foreign key: upstream's 424; a dropped partition's name: a 400
+    about an identifier). Whichever way, the collection is gone: 404, nothing stored."""
+    try:
+        yield
+    except (asyncpg.PostgresError, StacApiError) as exc:
+        if await _collection_exists(request, collection_id):
+            raise
+        raise NotFoundError(MISSING_COLLECTION) from exc
+
+
 @attr.s
 class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
     """Standard STAC transactions, except on campaigns: their items change through the
@@ -113,12 +136,13 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
         features = getattr(item, "features", None)
         for feature in features or [item]:
             check_item(request, feature)
-        if features is None:
-            return await super().create_item(collection_id, item, request=request, **kwargs)
-        # A FeatureCollection: upstream answers an empty 201, even for no features.
-        if not features:
+        if features is not None and not features:
+            # Upstream answers an empty 201, even for no features.
             raise HTTPException(400, "the FeatureCollection has no features; nothing was stored")
-        await super().create_item(collection_id, item, request=request, **kwargs)
+        async with writing_items_into(request, collection_id):
+            created = await super().create_item(collection_id, item, request=request, **kwargs)
+        if features is None:
+            return created
         ids = [feature.id for feature in features]
         return JSONResponse({"created": len(ids), "ids": ids}, status_code=201)
 
@@ -127,14 +151,18 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
     ) -> Any:
         await refuse_campaign_writes(request, collection_id)
         check_item(request, item)
-        return await super().update_item(request, collection_id, item_id, item, **kwargs)
+        async with writing_items_into(request, collection_id):
+            return await super().update_item(request, collection_id, item_id, item, **kwargs)
 
     async def patch_item(
         self, collection_id: str, item_id: str, patch: Any, request: Request, **kwargs: Any
     ) -> Any:
         await refuse_campaign_writes(request, collection_id)
         check_item_patch(request, plain(patch))
-        return await super().patch_item(collection_id, item_id, patch, request=request, **kwargs)
+        async with writing_items_into(request, collection_id):
+            return await super().patch_item(
+                collection_id, item_id, patch, request=request, **kwargs
+            )
 
     async def delete_item(self, item_id: str, collection_id: str, *args: Any, **kwargs: Any) -> Any:
         await refuse_campaign_writes(kwargs["request"], collection_id)
@@ -250,6 +278,9 @@ class AtomicBulkTransactionsClient(BulkTransactionsClient):  # type: ignore[misc
             func = (
                 "create_items" if items.method == BulkTransactionMethod.INSERT else "upsert_items"
             )
-            async with request.app.state.get_connection(request, "w") as conn:
+            async with (
+                writing_items_into(request, collection_id),
+                request.app.state.get_connection(request, "w") as conn,
+            ):
                 await dbfunc(conn, func, valid)
         return {"received": len(items.items), "success": len(valid), "skipped": 0, "errors": []}

@@ -34,6 +34,7 @@ from catalog_service.api.asgi import replaying
 
 logger = logging.getLogger(__name__)
 
+MISSING_COLLECTION = "The collection does not exist (create it first with POST /collections)."
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "23514", "42P01", "55P03", "55006"})
 UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 # A statement over statement_timeout: asking again would take as long.
@@ -186,10 +187,7 @@ class DatabaseErrorMiddleware:
         headers = [(b"content-type", b"application/json")]
         if kind is Failure.NO_PARTITION:
             status = 404
-            body = error_body(
-                "NotFoundError",
-                "The collection does not exist (create it first with POST /collections).",
-            )
+            body = error_body("NotFoundError", MISSING_COLLECTION)
         elif kind is Failure.BAD_INPUT:
             status = 400
             message = getattr(cause, "message", None) or str(cause)
