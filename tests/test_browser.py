@@ -80,19 +80,22 @@ def _map_campaign(api: str) -> tuple[Campaigns, str, list[str]]:
     campaign = f"map-{uuid.uuid4().hex[:6]}"
     campaigns.create(
         {"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-03-01", "2024-09-30"],
-         "backends": [{"name": "alpha", "url": "https://alpha.test/", "auth": "none"}]}
+         "backends": [{"name": "alpha", "url": "https://alpha.test/", "auth": "none"}],
+         "budget": 500}
     )  # fmt: skip
     records = list(tile_records(tiles_for("utm-20km", load_aoi("4.0,50.4,5.0,51.0"))))
     campaigns.register(campaign, records)
     return campaigns, campaign, [r["id"] for r in records]
 
 
-def _move(campaigns: Campaigns, campaign: str, tile: str, *statuses: str) -> None:
+def _move(
+    campaigns: Campaigns, campaign: str, tile: str, *statuses: str, costs: float | None = None
+) -> None:
     for st in statuses:
-        campaigns.change(
-            campaign,
-            [{"tile": tile, "status": st, "set": {"backend_name": "alpha", "id": f"j-{tile}"}}],
-        )
+        values: dict[str, object] = {"backend_name": "alpha", "id": f"j-{tile}"}
+        if st == "finished" and costs is not None:
+            values["costs"] = costs
+        campaigns.change(campaign, [{"tile": tile, "status": st, "set": values}])
 
 
 def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
@@ -100,7 +103,7 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
 ) -> None:
     campaigns, campaign, tiles = _map_campaign(api)
     _move(campaigns, campaign, tiles[0], "running")
-    _move(campaigns, campaign, tiles[1], "running", "finished")
+    _move(campaigns, campaign, tiles[1], "running", "finished", costs=120)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     offline = Offline(page)
     page.goto(f"{api}/campaigns/{campaign}/map")
@@ -112,6 +115,9 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     assert page.evaluate(colour, tiles[1]) == "lime"
     assert page.evaluate(colour, tiles[2]) == "lightgrey"
     page.get_by_text(f"progress 1/{len(tiles)}").wait_for(timeout=10_000)
+    # Spent: the finished tile; committed adds the running one at the mean cost.
+    budget = "spent 120.00 of budget 500.00 (240.00 with active jobs)"
+    assert page.locator("#budget").inner_text() == budget
     shot(page, "map-before", full_page=False)
 
     # A status change reaches the drawn map without a reload.
