@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from catalog_service.api.server import free_port
 from catalog_service.cli.main import app
 from catalog_service.client import Catalog
-from catalog_service.client.campaigns import Campaigns
+from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.demo.backends import load_sample
 from catalog_service.demo.scenario import (
@@ -28,6 +28,9 @@ from catalog_service.demo.scenario import (
     install_udp,
     store_login,
 )
+from catalog_service.errors import TilekeeperError
+from catalog_service.grids import load_aoi, tiles_for
+from catalog_service.planning.pilot import choose_pilot
 from catalog_service.planning.sample import Candidate, stratified
 from catalog_service.runner import run_campaign
 
@@ -69,6 +72,24 @@ def test_a_stratified_sample_covers_the_area_and_the_attribute() -> None:
     values = sorted(c.attribute for c in grid if c.tile in by_value)
     assert values[0] <= 1 and values[-1] >= 14  # the attribute's whole range
     assert stratified(grid, 8) == chosen  # the same tiles every time
+
+
+def test_a_pilot_by_attribute_spans_its_values_is_stored_and_resumes(api: str) -> None:
+    campaigns = Campaigns(HttpSession(api))
+    campaign = f"pilot-{uuid.uuid4().hex[:6]}"
+    campaigns.create({"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-01-01", "2024-12-31"]})  # fmt: skip
+    records = list(tile_records(tiles_for("utm-20km", load_aoi("4.0,50.4,5.0,51.0"))))
+    for n, record in enumerate(records):
+        record["properties"]["zone"] = n % 5
+    campaigns.register(campaign, records)
+    with pytest.raises(TilekeeperError, match=r"no tile of \S+ has the attribute 'crop'"):
+        choose_pilot(campaigns, campaign, 5, "crop")
+    chosen = choose_pilot(campaigns, campaign, 5, "zone")
+    zones = {j["properties"]["zone"] for j in campaigns.jobs_by_tile(campaign, chosen)}
+    assert len(chosen) == 5 and zones == {0, 1, 2, 3, 4}
+    assert campaigns.definition(campaign).pilot_tiles == chosen
+    # While a pilot tile is not done, asking again resumes the same pilot.
+    assert choose_pilot(campaigns, campaign, 8) == chosen
 
 
 def test_a_pilot_projects_the_demo_campaign_within_30_percent(

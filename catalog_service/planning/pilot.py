@@ -20,28 +20,32 @@ def candidates(
     campaigns: Campaigns, campaign_id: str, attribute: str | None = None
 ) -> list[Candidate]:
     """The campaign's not_started tiles with their centres in lon/lat (from each tile's
-    native bbox and CRS) and the named attribute."""
-    jobs = list(campaigns.iter_jobs(campaign_id, [status.NOT_STARTED]))
+    native bbox and CRS) and the named attribute. Read in large pages, keeping only those
+    fields: a million tiles' full properties would take gigabytes."""
+    tiles: list[str] = []
+    values: list[Any] = []
+    codes: list[str] = []
+    boxes: list[list[float]] = []
+    for job in campaigns.iter_jobs(campaign_id, [status.NOT_STARTED], page_size=10_000):
+        properties = job["properties"]
+        tiles.append(job["tile"])
+        values.append(properties.get(attribute) if attribute else None)
+        codes.append(str(properties.get("proj:code") or "EPSG:4326"))
+        boxes.append(properties.get("proj:bbox") or [0, 0, 0, 0])
+    if attribute and all(value is None for value in values):
+        raise TilekeeperError(f"no tile of {campaign_id} has the attribute {attribute!r}")
     by_crs: dict[str, list[int]] = defaultdict(list)
-    for n, job in enumerate(jobs):
-        by_crs[str(job["properties"].get("proj:code") or "EPSG:4326")].append(n)
-    lon = np.zeros(len(jobs))
-    lat = np.zeros(len(jobs))
+    for n, code in enumerate(codes):
+        by_crs[code].append(n)
+    lon = np.zeros(len(tiles))
+    lat = np.zeros(len(tiles))
     for code, rows in by_crs.items():
-        boxes = np.array([jobs[n]["properties"].get("proj:bbox") or [0, 0, 0, 0] for n in rows])
-        x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        box = np.array([boxes[n] for n in rows], dtype=float)
+        x, y = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
         epsg = int(code.split(":")[-1])
         lon[rows], lat[rows] = transformer(epsg, 4326).transform(x, y) if epsg != 4326 else (x, y)
-    if attribute and not any(attribute in j["properties"] for j in jobs):
-        raise TilekeeperError(f"no tile of {campaign_id} has the attribute {attribute!r}")
     return [
-        Candidate(
-            j["tile"],
-            float(lon[n]),
-            float(lat[n]),
-            j["properties"].get(attribute) if attribute else None,
-        )
-        for n, j in enumerate(jobs)
+        Candidate(tile, float(lon[n]), float(lat[n]), values[n]) for n, tile in enumerate(tiles)
     ]
 
 
