@@ -66,8 +66,10 @@ def pilot_in_a_process(url: str, campaign: str) -> dict[str, Any]:
     """The pilot's choice as `tilekeeper campaign pilot` makes it, in a process of its own
     so that its peak memory is its own."""
     done = subprocess.run(
-        [sys.executable, "-c", PILOT, url, campaign], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PILOT, url, campaign], capture_output=True, text=True
     )
+    if done.returncode != 0:
+        raise SystemExit(f"the pilot failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

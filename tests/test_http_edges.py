@@ -1,12 +1,21 @@
-"""CORS for browsers on other origins, and links behind a reverse proxy."""
+"""CORS for browsers on other origins, links behind a reverse proxy, and large answers
+arriving whole (or failing clearly when they do not)."""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+import requests
 from conftest import Database, start_api, wait_ready
+
+from catalog_service.client.campaigns import Campaigns, tile_records
+from catalog_service.client.http import BrokenAnswer, HttpSession
+from catalog_service.grids import load_aoi, tiles_for
 
 
 def test_cors_preflight_allows_authorised_writes(http: httpx.Client) -> None:
@@ -57,3 +66,49 @@ def test_root_path_behind_proxy(prefixed_api: str) -> None:
     assert hrefs["self"] == "http://gw.example/stac/"
     assert hrefs["search"] == "http://gw.example/stac/search"
     assert hrefs["aggregate"] == "http://gw.example/stac/aggregate"
+
+
+def test_large_answers_come_whole_through_requests(api: str) -> None:
+    # Upstream compresses with brotli, which requests (urllib3 2.8, Brotli 1.2) cuts short
+    # on some large answers; the service answers gzip even to a client offering br.
+    campaigns = Campaigns(HttpSession(api))
+    campaign = f"big-{uuid.uuid4().hex[:6]}"
+    campaigns.create({"id": campaign, "grid": "utm-10km", "temporal_extent": ["2024-01-01", "2024-12-31"]})  # fmt: skip
+    tiles = tiles_for("utm-10km", load_aoi("-25,-40,-5,-20")).take(slice(0, 12_000))
+    campaigns.register(campaign, tile_records(tiles))
+    answer = requests.get(
+        f"{api}/campaigns/{campaign}/jobs",
+        params={"status": "not_started", "limit": 12_000},
+        headers={"Accept-Encoding": "gzip, deflate, br"},
+        timeout=60,
+    )
+    assert answer.headers["content-encoding"] == "gzip"
+    assert len(answer.json()["jobs"]) == 12_000
+    read = campaigns.iter_jobs(campaign, ["not_started"], page_size=5_000)
+    assert sum(1 for _ in read) == 12_000
+
+
+class _CutShort(BaseHTTPRequestHandler):
+    """A proxy that loses the end of a JSON answer (its length header still matching)."""
+
+    def do_GET(self) -> None:
+        body = b'{"jobs": [{"tile": "a"}, {"ti'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_json_answer_cut_short_is_a_clear_error() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        http = HttpSession(f"http://127.0.0.1:{server.server_port}", api_key="k")
+        with pytest.raises(BrokenAnswer, match="cut short on the way"):
+            http.get("campaigns/x/jobs")
+    finally:
+        server.shutdown()

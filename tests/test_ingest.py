@@ -124,6 +124,7 @@ def test_ingest_makes_valid_cogs_with_provenance_served_with_ranges(
         assert item["properties"]["processing:software"]["tilekeeper"]
         body = requests.get(asset["href"], timeout=30)
         assert body.status_code == 200
+        assert "content-encoding" not in body.headers  # a COG is not gzipped again
         digest = "1220" + hashlib.sha256(body.content).hexdigest()
         assert asset["file:checksum"] == digest and asset["file:size"] == len(body.content)
         ranged = requests.get(asset["href"], headers={"Range": "bytes=0-99"}, timeout=30)

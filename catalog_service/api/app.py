@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from brotli_asgi import BrotliMiddleware
 from fastapi import FastAPI, Request
 from stac_fastapi.extensions import BulkTransactionExtension, TransactionExtension
 from stac_fastapi.pgstac.app import instantiate_api
@@ -16,6 +17,7 @@ from stac_fastapi.pgstac.config import Settings as StacSettings
 from stac_fastapi.pgstac.models.extensions import Extensions
 from stac_fastapi.types.extension import ApiExtension
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.responses import JSONResponse
 
 from catalog_service import __version__
@@ -114,6 +116,7 @@ def create_app(
         return JSONResponse({"code": "ConflictError", "description": str(exc)}, status_code=409)
 
     app.add_exception_handler(CampaignItemsAreManaged, managed)
+    compress_with_gzip(app)
     app.user_middleware.append(Middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes))
     # Innermost of the user middlewares: its 503/400 answers still pass through CORS.
     app.user_middleware.append(
@@ -124,3 +127,24 @@ def create_app(
         )
     )
     return app
+
+
+def compress_with_gzip(app: FastAPI) -> None:
+    """Answers are compressed with gzip, not upstream's brotli: requests (urllib3 2.8 with
+    Brotli 1.2, what pystac-client, the openEO client and our own client use) silently
+    drops the end of some large brotli answers (a 5 MB job page came out as 4.27 MB of
+    JSON that does not parse), while gzip arrives whole. Starlette's gzip also leaves
+    range answers alone and compresses large bodies off the event loop. COGs are
+    compressed already."""
+    gzip = Middleware(
+        GZipMiddleware,
+        minimum_size=1000,
+        compresslevel=6,
+        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "image/tiff"),
+    )
+    app.user_middleware[:] = [
+        gzip
+        if entry.cls is BrotliMiddleware  # type: ignore[comparison-overlap]
+        else entry
+        for entry in app.user_middleware
+    ]

@@ -34,6 +34,10 @@ class ServiceUnreachable(TilekeeperError):
     """No answer from the service at all."""
 
 
+class BrokenAnswer(TilekeeperError):
+    """A success whose JSON body does not parse (cut short on the way)."""
+
+
 class HttpSession:
     """Base URL + retries + JSON in and out.
 
@@ -60,6 +64,8 @@ class HttpSession:
         self.patience_s = patience_s
         self.session = requests.Session()
         self.session.auth = auth or auth_for(self.root_url, api_key)
+        # Not brotli: urllib3 2.8 with Brotli 1.2 silently cuts some large brotli bodies.
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"
         retry = Retry(
             total=retries,
             connect=retries,
@@ -110,8 +116,14 @@ class HttpSession:
             logger.warning("tilekeeper API at %s answers again", self.root_url)
         try:
             body: Any = response.json() if response.content else None
-        except ValueError:
+        except ValueError as exc:
             body = response.text
+            if response.status_code < 400 and "json" in response.headers.get("content-type", ""):
+                raise BrokenAnswer(
+                    f"{method} {url} -> {response.status_code} with {len(response.content):,} "
+                    f"bytes of JSON that do not parse ({exc}); the answer was cut short on "
+                    "the way. Nothing is lost on the service: ask again."
+                ) from exc
         if response.status_code >= 400:
             raise ApiError(response.status_code, method, url, body)
         return body
