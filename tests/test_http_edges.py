@@ -3,15 +3,14 @@ arriving whole (or failing clearly when they do not)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 import requests
-from conftest import Database, start_api, wait_ready
+from conftest import Database, loopback_server, send_json, start_api, wait_ready
 
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import BrokenAnswer, HttpSession
@@ -92,23 +91,14 @@ class _CutShort(BaseHTTPRequestHandler):
     """A proxy that loses the end of a JSON answer (its length header still matching)."""
 
     def do_GET(self) -> None:
-        body = b'{"jobs": [{"tile": "a"}, {"ti'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, b'{"jobs": [{"tile": "a"}, {"ti')
 
     def log_message(self, *args: object) -> None:
         pass
 
 
 def test_a_json_answer_cut_short_is_a_clear_error() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        http = HttpSession(f"http://127.0.0.1:{server.server_port}", api_key="k")
+    with loopback_server(_CutShort) as port:
+        http = HttpSession(f"http://127.0.0.1:{port}", api_key="k")
         with pytest.raises(BrokenAnswer, match="cut short on the way"):
             http.get("campaigns/x/jobs")
-    finally:
-        server.shutdown()

@@ -6,17 +6,16 @@ valid token (also as an openEO bearer) writes and is recorded by its subject."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Database, admin_token, start_api, wait_ready
+from conftest import Database, admin_token, loopback_server, send_json, start_api, wait_ready
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from test_auth import _writes
@@ -60,20 +59,13 @@ def issuer() -> Iterator[Issuer]:
             else:
                 self.send_error(404)
                 return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, json.dumps(body).encode())
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Issuer(url, key, seen)
-    server.shutdown()
+    with loopback_server(Handler, port):
+        yield Issuer(url, key, seen)
 
 
 @pytest.fixture(scope="module")
