@@ -86,6 +86,9 @@ AoiOption = typer.Option(
     help="Vector file (anything GDAL reads), GeoJSON text, west,south,east,north, or a "
     "named area: eu27, country:BE,NL (ISO 3166-1 codes).",
 )
+GridOption = typer.Option(
+    "utm-20km", help="utm-10km|utm-20km|utm-100km|eea-10km|eea-20km|eea-100km"
+)
 PictureOption = typer.Option(
     None, "--png", help="Write a picture of the tiles over the AOI's outlines here."
 )
@@ -122,9 +125,7 @@ def _report_cut(fitted: FittedArea, tiles: TileSet, grid: str, picture: Path | N
 @friendly_errors
 def preview(
     aoi: str = AoiOption,
-    grid: str = typer.Option(
-        "utm-20km", help="utm-10km|utm-20km|utm-100km|eea-10km|eea-20km|eea-100km"
-    ),
+    grid: str = GridOption,
     picture: Path | None = PictureOption,
 ) -> None:
     """How many tiles an AOI makes on a grid, over how much area, and what had to be
@@ -137,9 +138,7 @@ def preview(
 @friendly_errors
 def create(
     campaign_id: str = typer.Argument(..., help="Campaign (collection) id."),
-    grid: str = typer.Option(
-        "utm-20km", help="utm-10km|utm-20km|utm-100km|eea-10km|eea-20km|eea-100km"
-    ),
+    grid: str = GridOption,
     aoi: str = AoiOption,
     start: str = typer.Option(..., help="Start of the temporal extent (YYYY-MM-DD)."),
     end: str = typer.Option(..., help="End of the temporal extent (YYYY-MM-DD)."),
@@ -504,7 +503,7 @@ def plan(
         f"{figures['runtime_from'] or '-'}; mean wait in the back-ends' queues "
         f"{_duration(figures['queue_s'])}"
     )
-    console.print(f"job options: {json.dumps(figures['job_options']) or '{}'}")
+    console.print(f"job options: {json.dumps(figures['job_options'])}")
     memory = figures["memory"]
     if memory["peak_gb"] is None:
         console.print("memory: the back-ends report no peak memory")

@@ -117,8 +117,8 @@ async def claim(
         await conn.execute(_CLAIM_TURN, campaign)
         await heartbeat(conn, campaign, worker, lease_s)
         others = sorted((await live(conn, campaign)) - {worker})
+        wanted = list(tiles) if tiles is not None else None
         for st in sorted(set(statuses)):
-            wanted = list(tiles) if tiles is not None else None
             rows = await conn.fetch(_CLAIM, campaign, st, worker, limit, others, wanted)
             jobs.extend({"tile": r["id"], "properties": _decoded(r["props"])} for r in rows)
     jobs.sort(key=lambda j: (int(j["properties"].get(ORDER_KEY, 0)), j["tile"]))
