@@ -143,6 +143,21 @@ class ApiSettings(BaseSettings):
     max_filter_terms: int = Field(
         default=1_000, ge=10, description="Most terms (JSON nodes) of one CQL2 filter."
     )
+    max_expression_chars: int = Field(
+        default=20_000,
+        ge=100,
+        description="Longest expression parameter of a GET (filter, intersects, sortby, "
+        "fields, ids, ...); longer searches go by POST.",
+    )
+    max_expression_depth: int = Field(
+        default=40,
+        ge=4,
+        le=200,
+        description="Deepest nesting of brackets in a filter, geometry or other expression, "
+        "checked before it is parsed (a parser that recurses must never see thousands).",
+    )
+    max_sort_fields: int = Field(default=10, ge=1, description="Most sortby fields of a search.")
+    max_fields: int = Field(default=100, ge=1, description="Most entries of a search's fields.")
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
     statement_timeout_ms: int = Field(
         default=20_000, description="Per-statement timeout (503 at once when exceeded)."

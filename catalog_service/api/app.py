@@ -37,6 +37,7 @@ from catalog_service.api.mapview import add_map
 from catalog_service.api.openapi import complete_openapi
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
+from catalog_service.api.search_input import ExpressionLimits
 from catalog_service.api.visibility import hide_private_campaigns
 from catalog_service.database import DatabaseLogins, resolve_logins
 from catalog_service.jobs.store import TileRegistrar
@@ -117,7 +118,13 @@ def create_app(
 
     app.add_exception_handler(CampaignItemsAreManaged, managed)
     compress_with_gzip(app)
-    app.user_middleware.append(Middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes))
+    app.user_middleware.append(
+        Middleware(
+            RequestBodyGuard,
+            max_bytes=settings.max_body_bytes,
+            limits=ExpressionLimits.of(settings),
+        )
+    )
     # Innermost of the user middlewares: its 503/400 answers still pass through CORS.
     app.user_middleware.append(
         Middleware(

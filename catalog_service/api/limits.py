@@ -1,19 +1,25 @@
-"""What one request may send: a body size limit (413 before the body is read past it),
-and a JSON body that is an object where the routes take objects (400), checked on the
-raw bytes before any route parses them."""
+"""What one request may send, checked before any route parses it: a body size limit
+(413 before the body is read past it), a JSON media type (415) and a JSON object where
+the routes take objects (400), and bounded search expressions in a query string or a
+search body (400, naming the setting)."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
+import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from catalog_service.api.asgi import replaying
 from catalog_service.api.errors import error_body
+from catalog_service.api.search_input import ExpressionLimits, body_problem, query_problem
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Routes that take a POST without a body.
 _NO_BODY_SUFFIXES = ("/aggregations",)
+# Routes whose body is a search (its expressions are bounded like a query string's).
+_SEARCH_SUFFIXES = ("/search", "/aggregate")
 
 
 def long_string(value: Any, limit: int) -> str | None:
@@ -41,6 +47,13 @@ def string_limit_problem(value: Any, limit: int, where: str) -> str | None:
     return f"{where}: {found} is over the limit of {limit:,} (TILEKEEPER_API_MAX_STRING_CHARS)"
 
 
+def is_json(media: str) -> bool:
+    """application/json and its kin: geo+json, merge-patch+json, json-patch+json."""
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def _error(status: int, code: str, description: str) -> tuple[int, bytes]:
     return status, error_body(code, description)
 
@@ -49,12 +62,23 @@ class RequestBodyGuard:
     """Pure ASGI: reads the body once (refusing it past ``max_bytes``), checks it and
     hands it on."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: ExpressionLimits) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in _WRITES:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if query:
+            params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            too_much = query_problem(params, self.limits)
+            if too_much is not None:
+                await self._answer(send, *_error(400, "InvalidQueryParameter", too_much))
+                return
+        if scope.get("method") not in _WRITES:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -91,16 +115,30 @@ class RequestBodyGuard:
             "(TILEKEEPER_API_MAX_BODY_BYTES); send it in batches",
         )
 
-    @staticmethod
-    def _check(scope: Scope, content_type: str, body: bytes) -> tuple[int, bytes] | None:
+    def _check(self, scope: Scope, content_type: str, body: bytes) -> tuple[int, bytes] | None:
+        path = str(scope.get("path", ""))
         start = body.lstrip()[:1]
         if not start:
-            if str(scope.get("path", "")).endswith(_NO_BODY_SUFFIXES):
+            if path.endswith(_NO_BODY_SUFFIXES):
                 return None
             return _error(400, "BadRequest", "this request needs a JSON body")
         media = content_type.split(";")[0].strip().lower()
+        if media and not is_json(media):
+            return _error(
+                415,
+                "UnsupportedMediaType",
+                f"the body must be JSON (Content-Type: application/json), not {media[:100]}",
+            )
         if media in ("", "application/json") and start != b"{":
             return _error(400, "BadRequest", "the body must be a JSON object")
+        if path.endswith(_SEARCH_SUFFIXES):
+            try:
+                search = orjson.loads(body)  # its nesting limit (1,024) cannot overflow
+            except orjson.JSONDecodeError as exc:
+                return _error(400, "BadRequest", f"the body is not valid JSON: {exc}")
+            problem = body_problem(search, self.limits)
+            if problem is not None:
+                return _error(400, "InvalidQueryParameter", problem)
         return None
 
     @staticmethod

@@ -1,14 +1,20 @@
 """Checks of what a search (or aggregation) asks for, before pgstac sees it: a bbox of
 finite numbers in range (a 6-number bbox loses its vertical range, as other STAC APIs
-do), and bounds on the cost one request may cause (ids listed, filter size)."""
+do), and bounds on the cost one request may cause (ids listed, filter size), checked
+on the raw text of each expression before any parser that recurses sees it."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from cql2 import Expr
 from stac_fastapi.types.errors import InvalidQueryParameter
+
+from catalog_service.settings import ApiSettings
 
 
 def flat_bbox(bbox: Sequence[Any] | None) -> list[float] | None:
@@ -56,9 +62,165 @@ def _nodes(value: Any, budget: int) -> int:
     return count
 
 
+def _too_many_terms(limit: int) -> str:
+    return (
+        f"the filter is too complex: more than {limit:,} terms "
+        "(TILEKEEPER_API_MAX_FILTER_TERMS); use ids or fewer conditions"
+    )
+
+
 def check_filter(expression: Any, limit: int) -> None:
     if expression is not None and _nodes(expression, limit) > limit:
-        raise InvalidQueryParameter(
-            f"the filter is too complex: more than {limit:,} terms "
-            "(TILEKEEPER_API_MAX_FILTER_TERMS); use ids or fewer conditions"
+        raise InvalidQueryParameter(_too_many_terms(limit))
+
+
+# Query parameters that carry an expression or a list a parser walks. Each is bounded
+# on its raw text before any parser (cql2's recurses natively: ~2,000 nested brackets
+# overflow its stack and kill the process) sees it.
+EXPRESSION_PARAMS = frozenset(
+    {"filter", "sortby", "fields", "intersects", "ids", "collections", "query", "q", "bbox"}
+)
+# Search-body keys with the same role.
+EXPRESSION_KEYS = ("filter", "sortby", "fields", "intersects", "ids", "collections", "query")
+_OPENING = frozenset("([{")
+_CLOSING = frozenset(")]}")
+
+
+@dataclass(frozen=True)
+class ExpressionLimits:
+    """What one search may ask a parser (and pgstac) to do; each bound names its setting."""
+
+    chars: int
+    depth: int
+    terms: int
+    sort_fields: int
+    fields: int
+    ids: int
+
+    @classmethod
+    def of(cls, settings: ApiSettings) -> ExpressionLimits:
+        return cls(
+            chars=settings.max_expression_chars,
+            depth=settings.max_expression_depth,
+            terms=settings.max_filter_terms,
+            sort_fields=settings.max_sort_fields,
+            fields=settings.max_fields,
+            ids=settings.max_ids,
         )
+
+
+def text_depth(text: str, budget: int) -> int:
+    """Bracket nesting of ``text`` outside quoted strings, counted up to ``budget`` + 1."""
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in _OPENING:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > budget:
+                    break
+        elif char in _CLOSING:
+            depth -= 1
+    return deepest
+
+
+def value_depth(value: Any, budget: int) -> int:
+    """Nesting of lists and objects in a parsed JSON value, up to ``budget`` + 1."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > budget:
+                    break
+            stack.extend(
+                (child, depth) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
+def _too_deep(name: str, limit: int) -> str:
+    return (
+        f"{name} is nested more than {limit} levels deep "
+        "(TILEKEEPER_API_MAX_EXPRESSION_DEPTH); flatten it"
+    )
+
+
+def _count_problem(name: str, count: int, limits: ExpressionLimits) -> str | None:
+    bound, setting = {
+        "sortby": (limits.sort_fields, "TILEKEEPER_API_MAX_SORT_FIELDS"),
+        "fields": (limits.fields, "TILEKEEPER_API_MAX_FIELDS"),
+        "ids": (limits.ids, "TILEKEEPER_API_MAX_IDS"),
+        "collections": (limits.ids, "TILEKEEPER_API_MAX_IDS"),
+    }.get(name, (0, ""))
+    if setting and count > bound:
+        return f"{name} lists {count:,} entries, over the limit of {bound:,} ({setting})"
+    return None
+
+
+def _filter_terms(text: str, lang: str | None) -> Any:
+    """A GET filter as CQL2-JSON, parsed only once its size and depth are bounded."""
+    if lang == "cql2-json" or text.lstrip().startswith("{"):
+        return orjson.loads(text)
+    return Expr(text).to_json()
+
+
+def query_problem(params: Sequence[tuple[str, str]], limits: ExpressionLimits) -> str | None:
+    """Why a GET's expression parameters are over their bounds (None when they are not)."""
+    counts: dict[str, int] = {}
+    lang = next((v for k, v in params if k == "filter-lang"), None)
+    for name, value in params:
+        if name not in EXPRESSION_PARAMS:
+            continue
+        if len(value) > limits.chars:
+            return (
+                f"{name} has {len(value):,} characters, over the limit of {limits.chars:,} "
+                "(TILEKEEPER_API_MAX_EXPRESSION_CHARS); use POST /search for long searches"
+            )
+        if text_depth(value, limits.depth) > limits.depth:
+            return _too_deep(name, limits.depth)
+        counts[name] = counts.get(name, 0) + value.count(",") + 1
+        if name == "filter":
+            try:
+                terms = _filter_terms(value, lang)
+            except Exception:  # upstream answers the parse error itself
+                continue
+            if _nodes(terms, limits.terms) > limits.terms:
+                return _too_many_terms(limits.terms)
+    for name, count in counts.items():
+        found = _count_problem(name, count, limits)
+        if found:
+            return found
+    return None
+
+
+def body_problem(body: Any, limits: ExpressionLimits) -> str | None:
+    """The same bounds for a search or aggregation body (already parsed)."""
+    if not isinstance(body, dict):
+        return None
+    for name in EXPRESSION_KEYS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if value_depth(value, limits.depth) > limits.depth:
+            return _too_deep(name, limits.depth)
+        if name == "filter" and _nodes(value, limits.terms) > limits.terms:
+            return _too_many_terms(limits.terms)
+        if name == "fields" and isinstance(value, dict):
+            listed = [v for v in value.values() if isinstance(v, list)]
+            found = _count_problem(name, sum(len(v) for v in listed), limits)
+        elif isinstance(value, list):
+            found = _count_problem(name, len(value), limits)
+        else:
+            found = None
+        if found:
+            return found
+    return None

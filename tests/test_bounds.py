@@ -1,0 +1,122 @@
+"""Every expression an anonymous caller can send is bounded before a parser sees it:
+deep nesting, long lists and huge texts answer 400 naming the setting, and the
+service answers the next request (a deep CQL2-text filter used to overflow the native
+parser's stack and kill the process)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+DEEP = 2_000
+DEEP_TEXT = "(" * DEEP + "status = 'x'" + ")" * DEEP
+
+
+def deep_filter(levels: int) -> str:
+    """A CQL2-JSON filter of ``levels`` nested nots, as text (json.dumps recurses)."""
+    base = '{"op": "=", "args": [{"property": "status"}, "x"]}'
+    return '{"op": "not", "args": [' * levels + base + "]}" * levels
+
+
+READ_PATHS = [
+    "/search",
+    "/collections",
+    "/collections/bounds-plain/items",
+    "/aggregate",
+    "/collections/bounds-plain/aggregate",
+]
+
+
+@pytest.fixture(scope="module")
+def anonymous(api: str, database: object) -> httpx.Client:
+    with httpx.Client(base_url=api, timeout=60) as client:
+        yield client  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plain_collection(api: str, database: object) -> None:
+    from conftest import admin_token, make_collection
+
+    headers = {"Authorization": f"Bearer {admin_token(database)}"}  # type: ignore[arg-type]
+    with httpx.Client(base_url=api, timeout=60, headers=headers) as client:
+        client.delete("/collections/bounds-plain")
+        assert client.post("/collections", json=make_collection("bounds-plain")).status_code == 201
+
+
+def _refused(answer: httpx.Response, setting: str) -> None:
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["code"] == "InvalidQueryParameter"
+    assert setting in body["description"]
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+@pytest.mark.parametrize(
+    ("params", "setting"),
+    [
+        ({"filter": DEEP_TEXT, "filter-lang": "cql2-text"}, "MAX_EXPRESSION_DEPTH"),
+        ({"filter": deep_filter(DEEP)[:19_000], "filter-lang": "cql2-json"}, "DEPTH"),
+        ({"intersects": "[" * DEEP + "]" * DEEP}, "MAX_EXPRESSION_DEPTH"),
+        ({"sortby": ",".join(f"-p{n}" for n in range(2_000))}, "MAX_SORT_FIELDS"),
+        ({"fields": ",".join(f"p{n}" for n in range(2_000))}, "MAX_FIELDS"),
+        ({"filter": "status = '" + "x" * 30_000 + "'"}, "MAX_EXPRESSION_CHARS"),
+    ],
+    ids=["cql2-text", "cql2-json", "intersects", "sortby", "fields", "chars"],
+)
+def test_a_hostile_query_is_400_naming_its_setting(
+    anonymous: httpx.Client, path: str, params: dict[str, str], setting: str
+) -> None:
+    _refused(anonymous.get(path, params=params), setting)
+    assert anonymous.get("/search", params={"limit": 1}).status_code == 200
+
+
+def test_many_filter_terms_are_refused_on_collection_search_too(anonymous: httpx.Client) -> None:
+    wide = " OR ".join(f"id = 'c{n}'" for n in range(600))
+    _refused(anonymous.get("/collections", params={"filter": wide}), "MAX_FILTER_TERMS")
+    narrow = " OR ".join(f"id = 'c{n}'" for n in range(5))
+    assert anonymous.get("/collections", params={"filter": narrow}).status_code == 200
+
+
+def test_a_repeated_sortby_counts_every_occurrence(anonymous: httpx.Client) -> None:
+    params = [("sortby", f"p{n}") for n in range(50)]
+    _refused(anonymous.get("/search", params=params), "MAX_SORT_FIELDS")
+
+
+def test_quoted_brackets_do_not_count_as_nesting(anonymous: httpx.Client) -> None:
+    text = "id = '" + "(" * 100 + "'"
+    assert anonymous.get("/search", params={"filter": text}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/search", "/aggregate", "/collections/bounds-plain/aggregate"])
+@pytest.mark.parametrize(
+    ("body", "setting"),
+    [
+        # 600 levels of JSON: under orjson's own limit, over ours.
+        ({"filter": json.loads(deep_filter(300)), "filter-lang": "cql2-json"}, "DEPTH"),
+        ({"intersects": {"type": "Polygon", "coordinates": [[[[[[0]]]]]] * 1}}, None),
+        ({"sortby": [{"field": f"p{n}", "direction": "asc"} for n in range(5_000)]}, "SORT"),
+        ({"fields": {"include": [f"p{n}" for n in range(5_000)]}}, "MAX_FIELDS"),
+        ({"collections": [f"c{n}" for n in range(10_001)]}, "MAX_IDS"),
+    ],
+    ids=["filter", "shallow-intersects", "sortby", "fields", "collections"],
+)
+def test_a_hostile_search_body_is_400_naming_its_setting(
+    anonymous: httpx.Client, path: str, body: dict[str, object], setting: str | None
+) -> None:
+    answer = anonymous.post(path, json=body)
+    if setting is None:  # a bad but shallow geometry: upstream's own 400, never a 5xx
+        assert 400 <= answer.status_code < 500, answer.text
+    else:
+        _refused(answer, setting)
+    assert anonymous.get("/search", params={"limit": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/search", "/aggregate", "/collections/bounds-plain/aggregate"])
+def test_a_body_that_is_not_json_is_415(anonymous: httpx.Client, path: str) -> None:
+    answer = anonymous.post(path, content=b"{}", headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["code"] == "UnsupportedMediaType"
+    geojson = anonymous.post(path, content=b"{}", headers={"Content-Type": "application/geo+json"})
+    assert geojson.status_code == 200, geojson.text
