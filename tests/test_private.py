@@ -62,7 +62,7 @@ def world(api: str, database: Database) -> World:
             assert made.status_code == 201, made.text
             tiles = http.post(f"/campaigns/{cid}/tiles", json={"tiles": [tile]}, headers=_as(who))
             assert tiles.status_code == 200, tiles.text
-        assert made.json()["owners"] == []
+        assert made.json()["owners"] == [f"key:bob-{suffix}"]  # the creator owns it
         owners = http.get(f"/campaigns/{campaign}", headers=_as(alice)).json()["owners"]
         assert owners == [f"key:{alice_name}"]
         # A product of the private campaign, in its product collection.

@@ -38,7 +38,7 @@ from catalog_service.api.openapi import complete_openapi
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
 from catalog_service.api.search_input import ExpressionLimits
-from catalog_service.api.visibility import hide_private_campaigns
+from catalog_service.api.visibility import guard_named_collections
 from catalog_service.database import DatabaseLogins, resolve_logins
 from catalog_service.jobs.store import TileRegistrar
 from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
@@ -110,7 +110,7 @@ def create_app(
     add_browser(app, settings)
     add_map(app)
     add_offline_docs(app)
-    hide_private_campaigns(app)  # last: it guards every route added above
+    guard_named_collections(app)  # last: it guards every route added above
     complete_openapi(app)
 
     async def managed(request: Request, exc: Exception) -> JSONResponse:

@@ -48,7 +48,7 @@ from catalog_service.api.errors import error_response, validation_problems
 from catalog_service.api.limits import string_limit_problem
 from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.api.openapi import answers, json_body
-from catalog_service.api.visibility import hidden_collections
+from catalog_service.api.visibility import hidden_collections, shown_campaign
 from catalog_service.bulk import paused_gc
 from catalog_service.ids import id_problem
 from catalog_service.jobs import status as job_status
@@ -57,7 +57,7 @@ from catalog_service.jobs.campaign import (
     CampaignDefinition,
 )
 from catalog_service.jobs.summary import summarize
-from catalog_service.products import campaign_products_id
+from catalog_service.products import PRODUCTS_SUFFIX, campaign_products_id
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -109,10 +109,9 @@ def _links(request: Request, campaign: str) -> list[dict[str, str]]:
 
 
 def _campaign_out(request: Request, definition: CampaignDefinition) -> dict[str, Any]:
-    return {
-        **definition.model_dump(mode="json", exclude_none=True),
-        "links": _links(request, definition.id),
-    }
+    identity = getattr(request.state, "identity", None)
+    shown = shown_campaign(definition.model_dump(mode="json", exclude_none=True), identity)
+    return {**shown, "links": _links(request, definition.id)}
 
 
 _GEOMETRY_TYPES = frozenset(
@@ -193,12 +192,13 @@ async def parse_tiles(request: Request) -> list[dict[str, Any]]:
 
 
 async def _with_creator(request: Request, definition: CampaignDefinition) -> CampaignDefinition:
-    """A private campaign is seen by its owners: whoever makes it private is one."""
-    if definition.visibility != "private":
-        return definition
+    """Whoever creates a campaign (or makes it private) is one of its owners: only owners
+    and admins change a campaign, and a private one is seen by them alone."""
     identity = await current_identity(request)
     if identity is None:
-        raise BadRequest("a private campaign needs an owner: send a key or token")
+        if definition.visibility == "private":
+            raise BadRequest("a private campaign needs an owner: send a key or token")
+        return definition
     if identity.name in definition.owners:
         return definition
     return definition.model_copy(update={"owners": [*definition.owners, identity.name]})
@@ -223,9 +223,20 @@ def create_router() -> APIRouter:
     )
     async def create_campaign(request: Request) -> JSONResponse:
         definition = await parse_body(request, CampaignDefinition)
+        if definition.id.endswith(PRODUCTS_SUFFIX):
+            raise BadRequest(
+                f"a campaign id may not end with {PRODUCTS_SUFFIX}: that names a campaign's "
+                "product collection"
+            )
         definition = await _with_creator(request, definition)
         bbox = list(shape(definition.aoi).bounds) if definition.aoi else None
         async with _conn(request, "w") as conn:
+            products_id = campaign_products_id(definition.id)
+            if await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", products_id):
+                raise store.CampaignExists(
+                    f"the collection {products_id} exists: campaign {definition.id}'s products "
+                    "would go there; choose another campaign id"
+                )
             await store.create_campaign(conn, definition, bbox)
         return JSONResponse(_campaign_out(request, definition), status_code=201)
 

@@ -10,6 +10,7 @@ from urllib.parse import urljoin
 import asyncpg
 import attr
 import orjson
+from cql2 import Expr
 from fastapi import HTTPException, Request
 from stac_fastapi.extensions.bulk_transactions import BulkTransactionMethod, Items
 from stac_fastapi.pgstac.core import CoreCrudClient
@@ -18,12 +19,17 @@ from stac_fastapi.pgstac.transactions import BulkTransactionsClient, Transaction
 from stac_fastapi.types.errors import NotFoundError, StacApiError
 from starlette.responses import JSONResponse, Response
 
+from catalog_service.api.auth import current_identity
 from catalog_service.api.errors import MISSING_COLLECTION, BulkWriteRejected
 from catalog_service.api.search_input import check_filter, check_ids, flat_bbox
 from catalog_service.api.visibility import (
+    excluding,
     hidden_collections,
+    may_change,
+    named_collection,
+    owning_campaign_id,
+    shown_collection,
     visible_collections,
-    without_hidden,
 )
 from catalog_service.api.write_checks import (
     check_collection,
@@ -79,6 +85,23 @@ async def refuse_campaign_collection_writes(request: Request, collection_id: str
         )
 
 
+async def check_product_collection_owner(request: Request, collection_id: str) -> None:
+    """``X-products`` is campaign X's own: only X's owners (or an admin) create it. The
+    same answer whether X is missing or hidden, so it tells nothing about X."""
+    campaign_id = owning_campaign_id(collection_id)
+    if campaign_id is None:
+        return
+    named = await named_collection(request, campaign_id)
+    identity = await current_identity(request)
+    visible = named.is_campaign and named.visible_to(identity)
+    if not (visible and may_change(request, identity, named.governing)):
+        raise HTTPException(
+            400,
+            f"{collection_id} is the product collection of campaign {campaign_id}: only an "
+            f"owner of that campaign (or an admin) may create it, once the campaign exists",
+        )
+
+
 async def _collection_exists(request: Request, collection_id: str) -> bool:
     async with request.app.state.get_connection(request, "r") as conn:
         found = await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", collection_id)
@@ -106,6 +129,7 @@ class GuardedTransactionsClient(TransactionsClient):  # type: ignore[misc]
     async def create_collection(self, collection: Any, request: Request, **kwargs: Any) -> Any:
         check_collection(request, collection)
         refuse_campaign_definition(collection.model_dump(mode="json"))
+        await check_product_collection_owner(request, collection.id)
         return await super().create_collection(collection, request=request, **kwargs)
 
     async def update_collection(self, collection: Any, request: Request, **kwargs: Any) -> Any:
@@ -216,32 +240,83 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         collection = await super().get_collection(collection_id, request=request, **kwargs)
         collection["links"].extend(_aggregation_links(request, collection_id))
-        return collection
+        return shown_collection(collection, await current_identity(request))
 
     async def all_collections(self, request: Request, **kwargs: Any) -> Any:
-        hidden = await hidden_collections(request)
         fields = kwargs.get("fields")
         if fields:
-            # The id stays: upstream links each collection by it (KeyError without), and
-            # hidden collections are recognised by it.
+            # The id stays: upstream links each collection by it (KeyError without).
             kwargs["fields"] = [f for f in fields if f.strip() != "-id"] + ["id"]
+        hidden = await hidden_collections(request)
+        if hidden:
+            # Excluded inside the query: pages and numberMatched count visible ones only.
+            own = collection_filter(kwargs.get("filter_expr"), kwargs.get("filter_lang"))
+            if kwargs.get("query"):
+                own = _and(own, query_as_cql2(kwargs.pop("query")))
+            kwargs["filter_expr"] = orjson.dumps(excluding(own, hidden)).decode()
+            kwargs["filter_lang"] = "cql2-json"
         answer = await super().all_collections(request=request, **kwargs)
         # With `fields`, upstream answers a ready JSONResponse.
         result = orjson.loads(answer.body) if isinstance(answer, Response) else answer
-        listed = result.get("collections", [])
-        shown = without_hidden(listed, hidden)
-        if len(shown) != len(listed):
-            # Hidden ones are dropped from the page (which may come out short).
-            result["collections"] = shown
-            for count in ("numberMatched", "numberReturned"):
-                if isinstance(result.get(count), int):
-                    result[count] -= len(listed) - len(shown)
+        identity = await current_identity(request)
+        result["collections"] = [
+            shown_collection(c, identity) for c in result.get("collections", [])
+        ]
         for collection in result.get("collections", []):
             if isinstance(collection, dict) and "id" in collection:
                 collection.setdefault("links", []).extend(
                     _aggregation_links(request, collection["id"])
                 )
         return JSONResponse(result) if isinstance(answer, Response) else result
+
+
+def collection_filter(text: str | None, lang: str | None) -> dict[str, Any] | None:
+    """A collection search's own filter as CQL2-JSON (400 as upstream words it)."""
+    if not text:
+        return None
+    try:
+        if lang == "cql2-json" or text.lstrip().startswith("{"):
+            parsed = orjson.loads(text)
+            Expr(parsed).validate()
+            return dict(parsed)
+        expr = Expr(text)
+        expr.validate()
+        return dict(expr.to_json())
+    except Exception as exc:  # cql2 raises bare Exceptions for parse errors
+        raise HTTPException(400, f"Invalid filter: {exc}") from None
+
+
+_QUERY_OPS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def query_as_cql2(query: Any) -> dict[str, Any]:
+    """The Query extension's ``{"property": {"op": value}}`` as CQL2-JSON, so that it
+    combines with a filter (pgstac takes one or the other)."""
+    parsed = orjson.loads(query) if isinstance(query, str | bytes) else query
+    if not isinstance(parsed, dict):
+        raise HTTPException(400, "query must be a JSON object")
+    terms: list[dict[str, Any]] = []
+    for name, ops in parsed.items():
+        if not isinstance(ops, dict):
+            raise HTTPException(400, f"query.{name} must be an object of operators")
+        prop = {"property": name}
+        for op, value in ops.items():
+            if op in _QUERY_OPS:
+                terms.append({"op": _QUERY_OPS[op], "args": [prop, value]})
+            elif op == "in" and isinstance(value, list):
+                terms.append({"op": "in", "args": [prop, value]})
+            elif op in ("startsWith", "endsWith", "contains") and isinstance(value, str):
+                pattern = {"startsWith": "{}%", "endsWith": "%{}", "contains": "%{}%"}[op]
+                terms.append({"op": "like", "args": [prop, pattern.format(value)]})
+            else:
+                raise HTTPException(400, f"query.{name}: unsupported operator {op!r}")
+    if not terms:
+        raise HTTPException(400, "query has no conditions")
+    return terms[0] if len(terms) == 1 else {"op": "and", "args": terms}
+
+
+def _and(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    return b if a is None else {"op": "and", "args": [a, b]}
 
 
 @attr.s

@@ -12,10 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
-from catalog_service.api.auth import require
+from catalog_service.api.auth import current_identity, require
 from catalog_service.api.errors import error_response
+from catalog_service.api.visibility import (
+    missing_campaign,
+    named_collection,
+    require_owner,
+)
 from catalog_service.api.write_checks import check_item_shape
 from catalog_service.ids import ID_PATTERN
+from catalog_service.products import campaign_products_id
 from catalog_service.settings import ProductSettings
 
 MAX_PRODUCTS_PER_REQUEST = 1000
@@ -82,6 +88,29 @@ def _check_items(items: list[dict[str, Any]], max_chars: int) -> None:
             raise HTTPException(400, f"product {item['id']}: bbox and geometry are required")
 
 
+async def _check_product_target(request: Request, collection_id: str, body: ProductsIn) -> None:
+    """Products go into a product collection, never a campaign's tiles; a job is marked
+    only by an owner of its campaign; a plain collection needs the STAC write scope (the
+    route's guard already checked the owners of a campaign's own ``X-products``)."""
+    identity = await current_identity(request)
+    target = await named_collection(request, collection_id)
+    if target.is_campaign:
+        raise HTTPException(
+            409,
+            f"{collection_id} holds a campaign's tile jobs; its products go to "
+            f"{campaign_products_id(collection_id)}",
+        )
+    if target.governing is None and identity is not None and not identity.may("stac:write"):
+        raise HTTPException(
+            403, f"{identity.name} lacks the scope stac:write to write into {collection_id}"
+        )
+    for campaign in sorted({w.job.campaign for w in body.writes if w.job is not None}):
+        named = await named_collection(request, campaign)
+        if not named.is_campaign or not named.visible_to(identity):
+            raise missing_campaign(campaign)
+        require_owner(request, identity, named.governing, campaign)
+
+
 def create_router(products_dir: Path | None) -> APIRouter:
     router = APIRouter(tags=["Products"])
 
@@ -96,6 +125,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
     ) -> dict[str, Any]:
         if sum(len(w.items) for w in body.writes) > MAX_PRODUCTS_PER_REQUEST:
             raise HTTPException(400, f"at most {MAX_PRODUCTS_PER_REQUEST} items per request")
+        await _check_product_target(request, collection_id, body)
         writes = []
         for write in body.writes:
             _check_items(write.items, request.app.state.api_settings.max_string_chars)
@@ -138,10 +168,18 @@ def create_router(products_dir: Path | None) -> APIRouter:
     if products_dir is not None:
         root = products_dir.resolve()
 
-        async def product_file(key: str) -> FileResponse:
+        async def product_file(request: Request, key: str) -> FileResponse:
+            # Authorised on the canonical key (what the file system opens), never on the
+            # key as sent: `./`, `x/../` and absolute paths normalise first.
             path = (root / key).resolve()
-            if not path.is_relative_to(root) or not path.is_file() or ".staging" in path.parts:
-                raise HTTPException(404, f"no product file {key}")
+            missing = HTTPException(404, f"no product file {key}")
+            if not path.is_relative_to(root) or path == root:
+                raise missing
+            canonical = path.relative_to(root).as_posix()
+            named = await named_collection(request, canonical.split("/", 1)[0])
+            identity = await current_identity(request)
+            if not named.visible_to(identity) or not path.is_file() or ".staging" in path.parts:
+                raise missing
             media = "image/tiff; application=geotiff; profile=cloud-optimized"
             return FileResponse(path, media_type=media if path.suffix == ".tif" else None)
 

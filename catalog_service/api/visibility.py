@@ -1,38 +1,103 @@
-"""Private campaigns: a campaign with ``visibility: private`` and its products exist only
-for its owners and admin identities. To everybody else they do not exist: 404 on every
-path that names them, and absent from every listing, search and aggregation."""
+"""Who may see and who may change a collection, as one rule applied to every route.
+
+- A private campaign and its product collection (``X-products``) exist only for the
+  campaign's owners and admin identities. To everybody else they do not exist: the very
+  answer a missing one gets on every path that names them (status, body, headers), and
+  absent from every listing, search, count and aggregation (excluded inside the query).
+- A campaign's owners (or an admin) alone change it: its definition, tiles, jobs,
+  workers, harvest state and products. Its product collection ``X-products`` is its own:
+  nobody else may create, change or fill it.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from stac_fastapi.api.routes import add_route_dependencies
 from stac_fastapi.types.errors import NotFoundError
 
 from catalog_service.api.auth import current_identity
 from catalog_service.auth.keys import Identity
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
-from catalog_service.products import campaign_products_id
+from catalog_service.products import PRODUCTS_SUFFIX
 
 # A collection id no collection can have (pgstac refuses ':' in ids): what a search
 # restricted to nothing visible asks for, since an empty list means "all".
 NO_COLLECTION = "tilekeeper:none"
-# Path parameters that name a collection (a campaign is one); product files are keyed
-# by their collection.
-_PATH_NAMES = ("collection_id", "campaign_id")
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _PRIVATE = f"""
 SELECT id, content->'{CAMPAIGN_KEY}'->'owners' AS owners FROM pgstac.collections
 WHERE content->'{CAMPAIGN_KEY}'->>'visibility' = 'private'
 """
+# A collection and, for a product collection, the campaign it belongs to.
+_NAMED = f"""
+SELECT c.id, c.content->'{CAMPAIGN_KEY}' AS campaign, p.content->'{CAMPAIGN_KEY}' AS owner
+FROM (SELECT $1::text AS id) AS asked
+LEFT JOIN pgstac.collections c ON c.id = asked.id
+LEFT JOIN pgstac.collections p ON p.id = $2 AND p.content ? '{CAMPAIGN_KEY}'
+"""
+
+
+def _decoded(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value  # jsonb arrives as text
 
 
 def may_see(identity: Identity | None, owners: list[str] | None) -> bool:
     if identity is None:
         return False
     return "admin" in identity.scopes or identity.name in (owners or [])
+
+
+def is_owner(identity: Identity | None, campaign: dict[str, Any] | None) -> bool:
+    if identity is None or campaign is None:
+        return False
+    return "admin" in identity.scopes or identity.name in (campaign.get("owners") or [])
+
+
+def owning_campaign_id(collection_id: str) -> str | None:
+    """The campaign whose product collection ``collection_id`` would be."""
+    if collection_id.endswith(PRODUCTS_SUFFIX) and len(collection_id) > len(PRODUCTS_SUFFIX):
+        return collection_id[: -len(PRODUCTS_SUFFIX)]
+    return None
+
+
+def missing_collection(collection_id: str) -> NotFoundError:
+    return NotFoundError(f"Collection {collection_id} does not exist.")
+
+
+def missing_campaign(campaign_id: str) -> NotFoundError:
+    return NotFoundError(f"Campaign {campaign_id} does not exist.")
+
+
+@dataclass(frozen=True)
+class Named:
+    """One collection a request names, with the campaign that governs it (itself for a
+    campaign, the campaign ``X`` for ``X-products``; None for a plain collection)."""
+
+    id: str
+    exists: bool
+    is_campaign: bool
+    governing: dict[str, Any] | None
+
+    def visible_to(self, identity: Identity | None) -> bool:
+        governing = self.governing
+        if governing is None or governing.get("visibility") != "private":
+            return True
+        return may_see(identity, governing.get("owners"))
+
+
+async def named_collection(request: Request, collection_id: str) -> Named:
+    owner_id = owning_campaign_id(collection_id)
+    async with request.app.state.get_connection(request, "r") as conn:
+        row = await conn.fetchrow(_NAMED, collection_id, owner_id)
+    campaign = _decoded(row["campaign"])
+    governing = campaign if campaign is not None else _decoded(row["owner"])
+    return Named(collection_id, row["id"] is not None, campaign is not None, governing)
 
 
 async def hidden_collections(request: Request) -> frozenset[str]:
@@ -45,11 +110,8 @@ async def hidden_collections(request: Request) -> frozenset[str]:
         rows = await conn.fetch(_PRIVATE)
     hidden: set[str] = set()
     for row in rows:
-        owners = row["owners"]
-        if isinstance(owners, str):  # jsonb arrives as text unless a codec is set
-            owners = json.loads(owners)
-        if not may_see(identity, owners):
-            hidden.update((row["id"], campaign_products_id(row["id"])))
+        if not may_see(identity, _decoded(row["owners"])):
+            hidden.update((row["id"], f"{row['id']}{PRODUCTS_SUFFIX}"))
     result = frozenset(hidden)
     request.state.hidden = result
     return result
@@ -70,25 +132,93 @@ async def visible_collections(request: Request, asked: list[str] | None) -> list
     return kept or [NO_COLLECTION]
 
 
-async def _named_collection_visible(request: Request) -> None:
-    names = [request.path_params.get(name) for name in _PATH_NAMES]
-    key = request.path_params.get("key")
-    if isinstance(key, str):
-        names.append(key.split("/", 1)[0])
-    named = [n for n in names if isinstance(n, str)]
-    if named and set(named) & await hidden_collections(request):
-        raise NotFoundError(f"no collection {named[0]!r}")
+def excluding(filter_json: dict[str, Any] | None, hidden: frozenset[str]) -> dict[str, Any]:
+    """A CQL2-JSON filter that also excludes the ``hidden`` collection ids."""
+    exclusion = {"op": "not", "args": [{"op": "in", "args": [{"property": "id"}, sorted(hidden)]}]}
+    return exclusion if filter_json is None else {"op": "and", "args": [filter_json, exclusion]}
 
 
-def hide_private_campaigns(app: FastAPI) -> None:
-    """Every route that names a collection answers 404 for a hidden one. Call once all
-    routes are added."""
+def shown_campaign(campaign: dict[str, Any], identity: Identity | None) -> dict[str, Any]:
+    """A campaign definition as ``identity`` may read it: webhook URLs carry their
+    receivers' secrets, so others see only their scheme and host."""
+    notify = campaign.get("notify")
+    if is_owner(identity, campaign) or not isinstance(notify, dict):
+        return campaign
+    hooks = [_redacted(url) for url in notify.get("webhooks") or [] if isinstance(url, str)]
+    return {**campaign, "notify": {**notify, "webhooks": hooks}}
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/(hidden)"
+
+
+def shown_collection(collection: Any, identity: Identity | None) -> Any:
+    """A collection as ``identity`` may read it (a campaign's definition redacted)."""
+    if isinstance(collection, dict) and isinstance(collection.get(CAMPAIGN_KEY), dict):
+        return {**collection, CAMPAIGN_KEY: shown_campaign(collection[CAMPAIGN_KEY], identity)}
+    return collection
+
+
+# Routes where a collection that does not exist yet is not an error in itself.
+_MAY_BE_NEW = frozenset({("PUT", "/collections/{collection_id}")})
+
+
+async def _guard(request: Request) -> None:
+    """Every route naming a collection or campaign: 404 alike for a missing and a hidden
+    one; a write to a campaign (or its products) by someone who is not an owner: 403."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", "")
+    identity = await current_identity(request)
+    writing = request.method not in _READS
+    campaign_id = request.path_params.get("campaign_id")
+    collection_id = request.path_params.get("collection_id")
+    if isinstance(campaign_id, str):
+        named = await named_collection(request, campaign_id)
+        if not named.is_campaign or not named.visible_to(identity):
+            raise missing_campaign(campaign_id)
+        if writing:
+            require_owner(request, identity, named.governing, campaign_id)
+    if isinstance(collection_id, str):
+        named = await named_collection(request, collection_id)
+        if not named.visible_to(identity):
+            raise missing_collection(collection_id)
+        if not named.exists and (request.method, template) not in _MAY_BE_NEW:
+            raise missing_collection(collection_id)
+        if writing and named.governing is not None:
+            require_owner(
+                request,
+                identity,
+                named.governing,
+                owning_campaign_id(collection_id) or collection_id,
+            )
+
+
+def may_change(
+    request: Request, identity: Identity | None, campaign: dict[str, Any] | None
+) -> bool:
+    if identity is None and not request.app.state.require_keys:
+        return True  # a throw-away service where anonymous writes are allowed
+    return is_owner(identity, campaign)
+
+
+def require_owner(
+    request: Request, identity: Identity | None, campaign: dict[str, Any] | None, name: str
+) -> None:
+    """403 unless the caller may change campaign ``name``."""
+    if not may_change(request, identity, campaign):
+        who = identity.name if identity else "an anonymous caller"
+        raise HTTPException(
+            403,
+            f"{who} is not an owner of campaign {name}: only its owners (or an admin) may "
+            "change it, its jobs or its products",
+        )
+
+
+def guard_named_collections(app: FastAPI) -> None:
+    """Apply the rule to every route. Call once all routes are added."""
     add_route_dependencies(
         app.router.routes,
         [{"path": "*", "method": "*"}],
-        [Depends(_named_collection_visible)],
+        [Depends(_guard)],
     )
-
-
-def without_hidden(collections: list[Any], hidden: frozenset[str]) -> list[Any]:
-    return [c for c in collections if not (isinstance(c, dict) and c.get("id") in hidden)]
