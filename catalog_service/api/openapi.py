@@ -33,8 +33,9 @@ _ANY = {
 }
 _WRITES = {
     "401": "A credential is required",
-    "403": "The credential lacks this route's scope",
+    "403": "The credential lacks this route's scope, or the caller does not own the campaign",
     "409": "Conflicts with the stored state",
+    "415": "The body is not JSON",
 }
 _WRITE_METHODS = {"post", "put", "patch", "delete"}
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
