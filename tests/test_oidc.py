@@ -77,10 +77,10 @@ def oidc_api(database: Database, issuer: Issuer) -> Iterator[str]:
     server.stop()
 
 
-def _campaign(url: str, database: Database) -> str:
+def _campaign(url: str, database: Database, owners: tuple[str, ...] = ()) -> str:
     campaign = f"oidc-{uuid.uuid4().hex[:6]}"
     admin = {"Authorization": f"Bearer {admin_token(database)}"}
-    body = {"id": campaign, "grid": "utm-20km"}
+    body = {"id": campaign, "grid": "utm-20km", "owners": list(owners)}
     assert httpx.post(f"{url}/campaigns", json=body, headers=admin, timeout=30).status_code == 201
     tiles = {"tiles": [{"id": "T1", "geometry": {"type": "Polygon", "coordinates": [[[4, 50], [4.1, 50], [4.1, 50.1], [4, 50.1], [4, 50]]]}}]}  # fmt: skip
     registered = httpx.post(f"{url}/campaigns/{campaign}/tiles", json=tiles, headers=admin, timeout=30)  # fmt: skip
@@ -121,7 +121,7 @@ def test_bad_tokens_are_refused_on_every_write_route_and_store_nothing(
 def test_valid_tokens_write_as_their_subject_also_as_an_openeo_bearer(
     oidc_api: str, database: Database, issuer: Issuer
 ) -> None:
-    campaign = _campaign(oidc_api, database)
+    campaign = _campaign(oidc_api, database, owners=("oidc:alice", "oidc:bob"))
     # Scopes from roles (Keycloak's realm_access.roles) as well as from `scope`.
     token = issuer.token(sub="alice", realm_access={"roles": ["tilekeeper:campaigns:write"]})
     change = {"changes": [{"tile": "T1", "status": "queued_for_start"}], "actor": "mallory"}
@@ -133,6 +133,11 @@ def test_valid_tokens_write_as_their_subject_also_as_an_openeo_bearer(
     assert done.status_code == 200, done.text
     history = httpx.get(f"{oidc_api}/campaigns/{campaign}/jobs/T1/history", timeout=30).json()
     assert [h["by"] for h in history["history"]] == ["oidc:alice", "oidc:bob"]
+    # A valid token with the scope that is not an owner changes nothing.
+    carol = "Bearer " + issuer.token(sub="carol", scope="tilekeeper:campaigns:write")
+    change = {"changes": [{"tile": "T1", "status": "finished"}]}
+    refused = httpx.post(f"{oidc_api}/campaigns/{campaign}/jobs/changes", json=change, headers={"Authorization": carol}, timeout=30)  # fmt: skip
+    assert refused.status_code == 403 and "not an owner" in refused.json()["description"]
 
 
 def test_a_token_subject_owns_its_private_campaign(
@@ -161,7 +166,7 @@ def test_a_logged_in_openeo_session_is_the_credential_and_is_refreshed(
     from catalog_service.client.credentials import OpenEOSession
     from catalog_service.client.http import HttpSession
 
-    campaign = _campaign(oidc_api, database)
+    campaign = _campaign(oidc_api, database, owners=("oidc:erin",))
     connection = openeo.connect(issuer.url.split("/realms")[0] + "/openeo")
     stale = issuer.token(sub="erin", scope="tilekeeper:campaigns:write", exp=int(time.time()) - 300)
     connection.auth = OidcBearerAuth(provider_id="egi", access_token=stale)
