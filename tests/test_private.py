@@ -134,14 +134,17 @@ def test_a_private_campaign_leaks_through_no_read_or_write_route(world: World, w
         page = http.get("/campaigns", headers={**_as(token), "Accept": "text/html"}).text
         assert w.public in page and w.campaign not in page
         # Searches and aggregations: by id, by collection, and across everything.
-        assert _found_ids(http, token, "GET", "/search?ids=T1,P1") == {"T1"}  # the public T1
+        by_id = http.get("/search?ids=T1,P1&limit=100", headers=_as(token)).json()["features"]
+        assert (w.public, "T1") in {(f["collection"], f["id"]) for f in by_id}
+        assert not {f["collection"] for f in by_id} & {w.campaign, w.products}
         asked = {"collections": [w.campaign, w.products]}
         assert _found_ids(http, token, "POST", "/search", json=asked) == set()
         both = {"collections": [w.campaign, w.public], "limit": 100}
         hits = http.post("/search", json=both, headers=_as(token)).json()["features"]
         assert {(f["collection"], f["id"]) for f in hits} == {(w.public, "T1")}
         assert _total(http, token, f"&collections={w.campaign}") == 0
-        assert _total(http, token, "") == _total(http, w.admin, "") - 2
+        # Other tests' private campaigns may be hidden too: at least these two items are.
+        assert _total(http, token, "") <= _total(http, w.admin, "") - 2
         # Writes as if it did not exist (bob has every write scope).
         change = {"changes": [{"tile": "T1", "status": "queued_for_start"}]}
         writes = [

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from stac_fastapi.api.app import StacApi
 
 from catalog_service.auth import keys
@@ -111,14 +111,26 @@ def protect_routes(
     api.add_route_dependencies(STAC_WRITES, [Depends(require("stac:write"))])  # type: ignore[arg-type]
 
 
+# POST routes that only read: a search or an aggregation in the body.
+READ_POST_SUFFIXES = ("/search", "/aggregate", "/aggregations")
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def writes(method: str, path: str) -> bool:
+    """Whether a route (its method and path template) writes."""
+    return method not in READ_METHODS and not path.endswith(READ_POST_SUFFIXES)
+
+
 def write_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """(method, path) of every route that writes, for tests and docs."""
+    """(method, path) of every route that writes, for tests and docs (included routers
+    are nested in FastAPI's route list: walked through their contexts)."""
     found = []
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            for method in (route.methods or set()) - {"GET", "HEAD", "OPTIONS"}:
-                found.append((method, route.path))
-    return sorted(found)
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, APIRoute) and context.path:
+            for method in context.methods or ():
+                if writes(method, context.path):
+                    found.append((method, context.path))
+    return sorted(set(found))
 
 
 def actor_of(request: Request, claimed: str) -> str:

@@ -227,6 +227,28 @@ def checked_search(request: Request, search: Any) -> None:
     check_filter(get("filter") or get("filter_expr"), settings.max_filter_terms)
 
 
+def token_collection(token: str) -> str | None:
+    """The collection a pgstac paging token (``next:<hex collection>:<hex id>``) names."""
+    parts = token.lower().split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        return bytes.fromhex(parts[1]).decode()
+    except ValueError:
+        return None
+
+
+async def refuse_hidden_token(request: Request, token: str | None) -> None:
+    """pgstac finds a token's item wherever it is: a token naming a hidden item would
+    page from it. It gets what a token naming a missing item gets, raised as pgstac
+    raises it so that both answers are one (api/errors.py words it)."""
+    if not token:
+        return
+    collection = token_collection(token)
+    if collection is not None and collection in await hidden_collections(request):
+        raise asyncpg.exceptions.RaiseError(f"Could not find item using token: {token}")
+
+
 @attr.s
 class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     """Collections also link to their aggregation endpoints (the extension requires it),
@@ -234,6 +256,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
 
     async def _search_base(self, search_request: Any, request: Request) -> Any:
         checked_search(request, search_request)
+        await refuse_hidden_token(request, getattr(search_request, "token", None))
         search_request.collections = await visible_collections(request, search_request.collections)
         return await super()._search_base(search_request, request=request)
 
@@ -247,6 +270,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         if fields:
             # The id stays: upstream links each collection by it (KeyError without).
             kwargs["fields"] = [f for f in fields if f.strip() != "-id"] + ["id"]
+        refuse_definition_search(kwargs.get("filter_expr"), kwargs.get("filter_lang"), kwargs)
         hidden = await hidden_collections(request)
         if hidden:
             # Excluded inside the query: pages and numberMatched count visible ones only.
@@ -268,6 +292,37 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
                     _aggregation_links(request, collection["id"])
                 )
         return JSONResponse(result) if isinstance(answer, Response) else result
+
+
+def _properties(value: Any) -> list[str]:
+    """The property names a CQL2-JSON expression refers to."""
+    found, stack = [], [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("property"), str):
+                found.append(node["property"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def refuse_definition_search(text: str | None, lang: str | None, kwargs: dict[str, Any]) -> None:
+    """A campaign's definition (webhook URLs with their secrets, owners) is shown to
+    readers redacted; filtering or sorting collections by it would read it one guess at a
+    time, so collection search does not look into it."""
+    names = _properties(collection_filter(text, lang))
+    sortby = kwargs.get("sortby") or []
+    names += sortby.split(",") if isinstance(sortby, str) else [str(s) for s in sortby]
+    if kwargs.get("query"):
+        names += _properties(query_as_cql2(kwargs["query"]))
+    if any(CAMPAIGN_KEY in name for name in names):
+        raise HTTPException(
+            400,
+            f"collections cannot be searched or sorted by {CAMPAIGN_KEY}: a campaign's "
+            "definition is read with GET /campaigns/{id}",
+        )
 
 
 def collection_filter(text: str | None, lang: str | None) -> dict[str, Any] | None:

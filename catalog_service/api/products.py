@@ -178,7 +178,11 @@ def create_router(products_dir: Path | None) -> APIRouter:
             canonical = path.relative_to(root).as_posix()
             named = await named_collection(request, canonical.split("/", 1)[0])
             identity = await current_identity(request)
-            if not named.visible_to(identity) or not path.is_file() or ".staging" in path.parts:
+            # Files of a collection that is gone are served to nobody (a deleted private
+            # campaign's files must not turn public).
+            if not (named.exists and named.visible_to(identity)):
+                raise missing
+            if not path.is_file() or ".staging" in path.parts:
                 raise missing
             media = "image/tiff; application=geotiff; profile=cloud-optimized"
             return FileResponse(path, media_type=media if path.suffix == ".tif" else None)
@@ -198,6 +202,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
 
 
 def add_product_routes(app: FastAPI, settings: ProductSettings) -> None:
+    app.state.products_dir = settings.local_dir()
     app.include_router(create_router(settings.local_dir()))
 
     async def product_error(request: Request, exc: Exception) -> JSONResponse:

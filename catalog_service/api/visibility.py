@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from stac_fastapi.api.routes import add_route_dependencies
 from stac_fastapi.types.errors import NotFoundError
 
-from catalog_service.api.auth import current_identity
+from catalog_service.api.auth import current_identity, writes
 from catalog_service.auth.keys import Identity
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
 from catalog_service.products import PRODUCTS_SUFFIX
@@ -28,7 +28,6 @@ from catalog_service.products import PRODUCTS_SUFFIX
 # A collection id no collection can have (pgstac refuses ':' in ids): what a search
 # restricted to nothing visible asks for, since an empty list means "all".
 NO_COLLECTION = "tilekeeper:none"
-_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _PRIVATE = f"""
 SELECT id, content->'{CAMPAIGN_KEY}'->'owners' AS owners FROM pgstac.collections
@@ -160,17 +159,13 @@ def shown_collection(collection: Any, identity: Identity | None) -> Any:
     return collection
 
 
-# Routes where a collection that does not exist yet is not an error in itself.
-_MAY_BE_NEW = frozenset({("PUT", "/collections/{collection_id}")})
-
-
 async def _guard(request: Request) -> None:
     """Every route naming a collection or campaign: 404 alike for a missing and a hidden
     one; a write to a campaign (or its products) by someone who is not an owner: 403."""
     route = request.scope.get("route")
     template = getattr(route, "path", "")
     identity = await current_identity(request)
-    writing = request.method not in _READS
+    writing = writes(request.method, template)
     campaign_id = request.path_params.get("campaign_id")
     collection_id = request.path_params.get("collection_id")
     if isinstance(campaign_id, str):
@@ -183,7 +178,7 @@ async def _guard(request: Request) -> None:
         named = await named_collection(request, collection_id)
         if not named.visible_to(identity):
             raise missing_collection(collection_id)
-        if not named.exists and (request.method, template) not in _MAY_BE_NEW:
+        if not named.exists:
             raise missing_collection(collection_id)
         if writing and named.governing is not None:
             require_owner(

@@ -232,7 +232,7 @@ def create(
 def delete(
     campaign_id: str = typer.Argument(..., help="Campaign id."),
     products: bool = typer.Option(
-        False, "--products", help="Also delete its products' catalogue records (files stay)."
+        False, "--products", help="Also delete its products' records and local files."
     ),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     api: str | None = ApiOption,
