@@ -70,7 +70,7 @@ def main() -> None:
             )
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{server_url}/campaigns/{campaign}/map")
-            page.wait_for_function("window.tilekeeperMap && window.tilekeeperMap.firstPaintMs !== null", timeout=120_000)  # fmt: skip
+            page.wait_for_function("() => window.tilekeeperMap && window.tilekeeperMap.firstPaintMs !== null", timeout=120_000)  # fmt: skip
             first_paint = page.evaluate("window.tilekeeperMap.firstPaintMs") / 1000
             if args.screenshot:
                 page.screenshot(path=str(args.screenshot))
@@ -89,7 +89,7 @@ def main() -> None:
             ]
             campaigns.change(campaign, changes)
             page.wait_for_function(
-                f"window.tilekeeperMap.colorOf({ids[99]!r}) === 'navy' && window.tilekeeperMap.lastUpdateMs !== null",
+                f"() => window.tilekeeperMap.colorOf({ids[99]!r}) === 'navy' && window.tilekeeperMap.lastUpdateMs !== null",
                 timeout=30_000,
             )  # fmt: skip
             update = page.evaluate("window.tilekeeperMap.lastUpdateMs") / 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,31 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "tilekeeper"
+
+
+def default_workers() -> int:
+    """The cores this process may use: its CPU affinity (cpusets, taskset), capped by a
+    cgroup CPU quota (a container's ``--cpus``), which os.cpu_count() does not see."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores or 1, math.ceil(quota))
+    return max(1, cores or 1)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs the cgroup's quota allows (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 class DatabaseSettings(BaseSettings):
@@ -95,6 +121,12 @@ class ApiSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address `tilekeeper serve` binds.")
     port: int = Field(default=8080, description="Port `tilekeeper serve` binds.")
+    workers: int = Field(
+        default_factory=default_workers,
+        ge=1,
+        description="Worker processes of `tilekeeper serve`, each with its own pools; a "
+        "supervisor replaces one that dies. Default: the cores this process may use.",
+    )
     require_keys: bool = Field(
         default=True,
         description="Writes need a credential with the route's scope (one presented is "
@@ -120,8 +152,10 @@ class ApiSettings(BaseSettings):
         description="Request headers allowed cross-origin.",
     )
     forwarded_allow_ips: str = Field(
-        default="127.0.0.1",
-        description="Proxies whose X-Forwarded-* headers are trusted (comma list or *).",
+        default="",
+        description="Addresses of the reverse proxies whose Forwarded and X-Forwarded-* "
+        "headers are trusted (comma list of IPs or networks, or *); empty: nobody's, the "
+        "headers are dropped.",
     )
     browser_dir: Path | None = Field(
         default=None,
@@ -255,3 +289,49 @@ class ProductSettings(BaseSettings):
         if self.store and "://" in self.store:
             return None
         return Path(self.store) if self.store else DatabaseSettings().data_dir / "products"
+
+    def public_base(self) -> str | None:
+        """The base URL of the object store's product hrefs (None for the local store,
+        whose files the API serves)."""
+        if not self.store or "://" not in self.store:
+            return None
+        bucket_path = self.store.split("://", 1)[1]
+        if self.public_url:
+            return self.public_url
+        if self.s3_endpoint:
+            return f"{self.s3_endpoint.rstrip('/')}/{bucket_path}"
+        bucket, _, prefix = bucket_path.partition("/")
+        return f"https://{bucket}.s3.{self.s3_region}.amazonaws.com/{prefix}".rstrip("/")
+
+
+class EgressSettings(BaseSettings):
+    """What tilekeeper may fetch at URLs it is given (webhooks, back-ends, process
+    namespaces, documents and files to ingest or harvest): http(s) only, never a
+    link-local, cloud metadata, unspecified, multicast, broadcast or reserved address;
+    this machine and private networks only when allowed here (see catalog_service/egress.py).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_EGRESS_", extra="ignore")
+
+    allow_loopback: bool = Field(
+        default=False,
+        description="Let URLs lead to this machine (127.0.0.0/8, ::1, localhost): local openEO "
+        "back-ends and webhook receivers, as the demo and the tests have.",
+    )
+    allow_private: bool = Field(
+        default=False,
+        description="Let URLs lead to private networks: 10/8, 172.16/12, 192.168/16, "
+        "100.64/10, fc00::/7 and every other address that is not globally routable.",
+    )
+    allow_hosts: CommaList = Field(
+        default=(),
+        description="Host names or addresses (as written in the URL) that may lead to this "
+        "machine or a private network although the two settings above are off, e.g. an "
+        "internal openEO back-end. Never to the addresses refused always.",
+    )
+    max_redirects: int = Field(
+        default=5,
+        ge=0,
+        le=30,
+        description="Redirects followed per request, each hop checked again; webhooks follow none.",
+    )

@@ -5,7 +5,8 @@
   document saved next to its files, as ``job-results.json``);
 - a folder MultiBackendJobManager downloaded (``job_{id}/``: the files, the results
   document and ``job_{id}.json`` with the job's metadata);
-- an http(s) URL of a GeoTIFF or of such a document (its assets downloaded);
+- an http(s) URL of a GeoTIFF or of such a document (its item links and assets
+  downloaded, each URL and redirect through the egress policy, catalog_service/egress.py);
 - a finished openEO job, read with the back-end's login (see ``ingest.harvest``).
 
 Results with several dates give one product per date."""
@@ -22,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from catalog_service.egress import EgressRefused, egress_session
 from ingest.errors import IngestError
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -176,7 +178,7 @@ def _raster_files(folder: Path) -> list[Path]:
 
 def _download(url: str, target: Path) -> None:
     try:
-        with requests.get(url, stream=True, timeout=60) as response:
+        with egress_session().get(url, stream=True, timeout=60) as response:
             if response.status_code >= 400:
                 raise IngestError(
                     f"{url.split('?')[0]}: {response.status_code} {response.reason} "
@@ -185,6 +187,8 @@ def _download(url: str, target: Path) -> None:
             with target.open("wb") as f:
                 for chunk in response.iter_content(1 << 20):
                     f.write(chunk)
+    except EgressRefused as exc:
+        raise IngestError(f"{url.split('?')[0]}: not downloaded: {exc}") from exc
     except requests.RequestException as exc:
         raise IngestError(f"{url.split('?')[0]}: cannot download ({exc})") from exc
 

@@ -127,12 +127,6 @@ def open_store(settings: ProductSettings, api_url: str) -> ProductStore:
     local = settings.local_dir()
     if local is not None:
         return LocalStore(local, f"{api_url.rstrip('/')}/products/files")
-    assert settings.store is not None
-    bucket_path = settings.store.split("://", 1)[1]
-    public = settings.public_url or (
-        f"{settings.s3_endpoint.rstrip('/')}/{bucket_path}" if settings.s3_endpoint else ""
-    )
-    if not public:
-        bucket, _, prefix = bucket_path.partition("/")
-        public = f"https://{bucket}.s3.{settings.s3_region}.amazonaws.com/{prefix}".rstrip("/")
+    public = settings.public_base()
+    assert settings.store is not None and public is not None
     return ObjectStore(settings.store, public, settings.s3_endpoint, settings.s3_region)

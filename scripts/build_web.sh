@@ -36,5 +36,17 @@ grep -q 'src="./config.js"' "$src/public/index.html"
 rm -rf dist
 cp -r "$src/dist" dist
 rm -f dist/config.js  # served by the API
+# The pages' Content-Security-Policy runs no inline script: StreamSaver's download helper
+# (mitm.html, framed by STAC Browser for downloads with a key) gets its script as a file.
+node -e '
+const fs = require("fs");
+const page = fs.readFileSync("dist/mitm.html", "utf8");
+const inline = /<script>([\s\S]*?)<\/script>/g;
+const scripts = [...page.matchAll(inline)];
+if (scripts.length !== 1) throw new Error(`mitm.html has ${scripts.length} inline scripts, not 1`);
+fs.writeFileSync("dist/mitm.js", scripts[0][1]);
+fs.writeFileSync("dist/mitm.html", page.replace(scripts[0][0], "<script src=\"mitm.js\"></script>"));
+'
+if grep -l '<script>' dist/*.html; then echo "inline script left in STAC Browser's pages" >&2; exit 1; fi
 echo "$wanted" > "$stamp"
 echo "STAC Browser built into web/stac-browser/dist"

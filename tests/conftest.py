@@ -79,6 +79,19 @@ def _openeo_config_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _egress_to_this_machine() -> Iterator[None]:
+    # The tests' back-ends, webhook receivers and files are all on 127.0.0.1, which the
+    # egress policy refuses by default (tests/test_egress.py passes its own settings).
+    saved = os.environ.get("TILEKEEPER_EGRESS_ALLOW_LOOPBACK")
+    os.environ["TILEKEEPER_EGRESS_ALLOW_LOOPBACK"] = "true"
+    yield
+    if saved is None:
+        os.environ.pop("TILEKEEPER_EGRESS_ALLOW_LOOPBACK", None)
+    else:
+        os.environ["TILEKEEPER_EGRESS_ALLOW_LOOPBACK"] = saved
+
+
 @pytest.fixture(scope="session")
 def database() -> Iterator[Database]:
     db = make_database("tilekeeper-test-")
@@ -229,6 +242,42 @@ class Offline:
             route.abort()
 
 
+class CspViolations:
+    """Records what the pages' Content-Security-Policy refused, in every page and frame
+    opened in ``page``: their ``securitypolicyviolation`` events and the browser's console
+    messages about it."""
+
+    RECORD = """
+        document.addEventListener("securitypolicyviolation", (e) => {
+            window.__cspViolation(
+                `${e.effectiveDirective} refused ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`);
+        });
+    """
+
+    # pgstac's default queryables (id, geometry) refer to JSON schemas on the internet,
+    # which STAC Browser fetches on the page of a collection with items: refused, as every
+    # request to the internet (it makes do without them).
+    INTERNET_SCHEMAS = ("https://schemas.stacspec.org/", "https://geojson.org/schema/")
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[str] = []
+        # Both are injected by the browser's debugging protocol, not under the page's CSP.
+        page.expose_function("__cspViolation", self._event)
+        page.add_init_script(self.RECORD)
+        page.on("console", self._console)
+
+    def _event(self, violation: str) -> None:
+        self.seen.append(violation)
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.seen.append(message.text)
+
+    def unexpected(self) -> list[str]:
+        """What was refused, but for the internet schemas STAC Browser reaches for."""
+        return [v for v in self.seen if not any(url in v for url in self.INTERNET_SCHEMAS)]
+
+
 def shot(page: Page, name: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
@@ -236,19 +285,23 @@ def shot(page: Page, name: str, full_page: bool = True) -> None:
 
 def check_pages(browser: Browser, api: str, campaign: str, tiles: int) -> None:
     """What a person opens after the demo: STAC Browser lists the campaign, the campaign
-    map draws every tile, the API docs list the operations; no request leaves the machine."""
+    map draws every tile, the API docs list the operations; no request leaves the machine
+    and no page does what its Content-Security-Policy forbids."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     offline = Offline(page)
+    csp = CspViolations(page)
     page.goto(f"{api}/browser/")
     page.get_by_text(campaign).first.wait_for(timeout=30_000)
     page.goto(f"{api}/campaigns/{campaign}/map")
-    page.wait_for_function(
-        f"window.tilekeeperMap && window.tilekeeperMap.seen.size === {tiles}", timeout=30_000
+    page.wait_for_function(  # a function: an expression is eval'd, which the policy refuses
+        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {tiles}",
+        timeout=30_000,
     )
     page.goto(f"{api}/api.html")
     page.locator(".opblock").first.wait_for(timeout=30_000)
     assert page.locator(".opblock").count() > 20
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
     page.close()
 
 

@@ -1,16 +1,32 @@
 """The pages in a real browser (Debian's Chromium, driven by playwright): STAC Browser at
 /browser/ lists the campaign and product collections and opens a product with its
-thumbnail, and no request leaves the machine. Screenshots go to tests/artifacts/."""
+thumbnail, and no request leaves the machine. Every page runs under its
+Content-Security-Policy without a refusal, and values from the catalogue never run as
+script. Screenshots go to tests/artifacts/.
+
+``wait_for_function`` gets functions, not expressions: playwright evaluates an expression
+with ``eval``, which the pages' policy refuses."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import Database, Offline, products_settings, shot
-from playwright.sync_api import Browser
+from conftest import (
+    CspViolations,
+    Database,
+    Offline,
+    auth_headers,
+    make_item,
+    products_settings,
+    shot,
+)
+from playwright.sync_api import Browser, Page
 from test_ingest import write_raster
 
 from catalog_service.client.campaigns import Campaigns
@@ -37,6 +53,7 @@ def test_stac_browser_lists_campaigns_and_opens_a_product(
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     offline = Offline(page)
+    csp = CspViolations(page)
     page.goto(f"{api}/browser/")
     page.get_by_text(f"Campaign {campaign}").first.wait_for(timeout=30_000)
     page.get_by_text(f"Products of campaign {campaign}").first.wait_for(timeout=30_000)
@@ -46,23 +63,51 @@ def test_stac_browser_lists_campaigns_and_opens_a_product(
     page.get_by_text("EPSG:32631").first.wait_for(timeout=30_000)
     # The thumbnail was fetched and decoded (the page may keep it out of view).
     page.wait_for_function(
-        "[...document.querySelectorAll(\"img[src*='thumbnail.png']\")]"
+        "() => [...document.querySelectorAll(\"img[src*='thumbnail.png']\")]"
         ".some(img => img.complete && img.naturalWidth > 0)",
         timeout=30_000,
     )
     shot(page, "browser-product")
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen  # the COG drawn on the map too (geotiff.js workers)
 
 
 def test_api_docs_render_offline(api: str, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     offline = Offline(page)
+    csp = CspViolations(page)
     page.goto(f"{api}/api.html")
     page.locator(".opblock").first.wait_for(timeout=30_000)
     assert page.locator(".opblock").count() > 20  # the operations, STAC's and ours
     page.get_by_text("/collections/{collection_id}/products").first.wait_for()
+    # An operation opens (Swagger UI renders its schemas).
+    page.locator(".opblock-summary").first.click()
+    page.locator(".opblock-body").first.wait_for(timeout=10_000)
     shot(page, "api-docs", full_page=False)
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
+
+
+def test_pages_run_again_when_reloaded_from_the_cache(api: str, browser: Browser) -> None:
+    """A reload revalidates the cached pages and files (304s); the policy a page was cached
+    with must stay its policy. (No Offline here: playwright's routing turns the cache off.
+    The policy itself keeps requests on this machine.)"""
+    _, campaign, tiles = _map_campaign(api)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    csp = CspViolations(page)
+    ready = {
+        "/browser/": "() => document.querySelectorAll('#stac-browser a').length > 3",
+        f"/campaigns/{campaign}/map": "() => window.tilekeeperMap && "
+        f"window.tilekeeperMap.seen.size === {len(tiles)}",
+        "/api.html": "() => document.querySelectorAll('.opblock').length > 20",
+    }
+    for path, loaded in ready.items():
+        page.goto(f"{api}{path}")
+        page.wait_for_function(loaded, timeout=30_000)
+        for _ in range(2):
+            page.reload()
+            page.wait_for_function(loaded, timeout=30_000)
+    assert csp.seen == [], csp.seen
 
 
 def test_browser_config_points_at_this_service(api: str) -> None:
@@ -106,9 +151,11 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     _move(campaigns, campaign, tiles[1], "running", "finished", costs=120)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     offline = Offline(page)
+    csp = CspViolations(page)
     page.goto(f"{api}/campaigns/{campaign}/map")
     page.wait_for_function(
-        f"window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}", timeout=30_000
+        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}",
+        timeout=30_000,
     )
     colour = "id => window.tilekeeperMap.colorOf(id)"
     assert page.evaluate(colour, tiles[0]) == "navy"
@@ -123,7 +170,7 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     # A status change reaches the drawn map without a reload.
     _move(campaigns, campaign, tiles[2], "running", "error")
     page.wait_for_function(
-        f"window.tilekeeperMap.colorOf({tiles[2]!r}) === 'darkred'", timeout=15_000
+        f"() => window.tilekeeperMap.colorOf({tiles[2]!r}) === 'darkred'", timeout=15_000
     )
     page.get_by_text(f"progress 2/{len(tiles)}").wait_for(timeout=10_000)
 
@@ -150,8 +197,14 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     history.wait_for(timeout=10_000)
     assert "running → finished" in history.inner_text()
     assert tiles[1] in page.locator("#tile h2").inner_text()
+    # The filters: a status and a back-end hidden and shown again.
+    page.locator("#counts input[data-status='running']").uncheck()
+    page.locator("#backends input[data-backend='alpha']").uncheck()
+    page.locator("#counts input[data-status='running']").check()
+    page.locator("#backends input[data-backend='alpha']").check()
     shot(page, "map-tile", full_page=False)
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
 
 
 def test_overview_tiles_paint_every_tile_in_its_status_colour(api: str) -> None:
@@ -188,7 +241,8 @@ def test_overview_tiles_paint_every_tile_in_its_status_colour(api: str) -> None:
         assert set(hidden) == {STATUS_RGB["finished"]}, tile
     assert colours("4/8/5", hide_backend=["alpha"]).keys() == {STATUS_RGB["not_started"]}
     page = requests.get(f"{api}/campaigns/{campaign}/map", timeout=30).text
-    assert '"vectorMinZoom": ' in page
+    config = re.search(r'data-config="([^"]*)"', page)
+    assert config and "vectorMinZoom" in json.loads(html.unescape(config.group(1)))
     assert (
         requests.get(f"{api}/campaigns/{campaign}/overview/2/9/0.png", timeout=30).status_code
         == 400
@@ -205,6 +259,7 @@ def test_campaign_list_is_a_page_for_browsers_and_json_for_clients(
     assert campaign in [c["id"] for c in listed.json()["campaigns"]]
     page = browser.new_page(viewport={"width": 1100, "height": 600})
     offline = Offline(page)
+    csp = CspViolations(page)
     page.goto(f"{api}/campaigns")
     row = page.locator("tr", has_text=campaign)
     row.get_by_text(str(len(tiles)), exact=True).wait_for(timeout=10_000)
@@ -212,10 +267,12 @@ def test_campaign_list_is_a_page_for_browsers_and_json_for_clients(
     shot(page, "campaigns", full_page=False)
     row.get_by_role("link", name="map").click()
     page.wait_for_function(
-        f"window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}", timeout=30_000
+        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}",
+        timeout=30_000,
     )
     assert page.url.endswith(f"/campaigns/{campaign}/map")
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
 
 
 def test_the_map_shows_finished_tiles_products(
@@ -237,14 +294,17 @@ def test_the_map_shows_finished_tiles_products(
 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     offline = Offline(page)
+    csp = CspViolations(page)
     page.goto(f"{api}/campaigns/{campaign}/map")
     page.wait_for_function(
-        "window.tilekeeperMap && window.tilekeeperMap.previews === 1", timeout=30_000
+        "() => window.tilekeeperMap && window.tilekeeperMap.previews === 1", timeout=30_000
     )
     page.evaluate(f"window.tilekeeperMap.showTile({tiles[1]!r})")
     preview = page.locator("#tile img")
     preview.wait_for(timeout=10_000)
-    page.wait_for_function("document.querySelector('#tile img').naturalWidth > 0", timeout=10_000)
+    page.wait_for_function(
+        "() => document.querySelector('#tile img').naturalWidth > 0", timeout=10_000
+    )
     assert "/products/files/" in (preview.get_attribute("src") or "")
     link = page.get_by_role("link", name="open in STAC Browser")
     assert f"browser/#/collections/{campaign}-products/items/P" in (
@@ -252,6 +312,7 @@ def test_the_map_shows_finished_tiles_products(
     )
     shot(page, "map-product", full_page=False)
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
 
 
 def test_stac_browser_signs_in_to_show_a_private_campaign(
@@ -265,6 +326,7 @@ def test_stac_browser_signs_in_to_show_a_private_campaign(
     )
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     offline = Offline(page)
+    csp = CspViolations(page)
     # Anonymous, the campaign does not exist: the browser's request for it answers 404.
     with page.expect_response(lambda r: r.url.endswith(f"/collections/{campaign}")) as seen:
         page.goto(f"{api}/browser/#/collections/{campaign}")
@@ -278,3 +340,187 @@ def test_stac_browser_signs_in_to_show_a_private_campaign(
     page.get_by_text(f"Private {campaign}").first.wait_for(timeout=30_000)
     shot(page, "browser-signed-in")
     assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
+
+
+# -- values from the catalogue never run as script -------------------------------------
+
+# Markup that runs script if a page treats a value as HTML; each sets window.__pwned.
+PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+
+def _hostile_campaign(api: str) -> tuple[str, list[str]]:
+    """A campaign whose title, description, tile properties, errors and product carry
+    script: tile 0 failed (its job id and error), tile 1 has a product whose assets and
+    links are ``javascript:`` URLs, tile 2's harvest failed (its error)."""
+    from ingest.items import product_collection
+
+    campaigns, campaign, tiles = _map_campaign(api)
+    campaigns.update(
+        campaign,
+        title=f"Campaign {PAYLOAD}",
+        description=f"About {PAYLOAD} [a link](javascript:window.__pwned=3)",
+    )
+    hostile = {"backend_name": "alpha", "id": f"job {PAYLOAD}", "last_error": f"failed {PAYLOAD}"}
+    for status in ("running", "error"):
+        campaigns.change(campaign, [{"tile": tiles[0], "status": status, "set": hostile}])
+    _move(campaigns, campaign, tiles[1], "running", "finished")
+    _move(campaigns, campaign, tiles[2], "running", "finished")
+    products = f"{campaign}-products"
+    collection = product_collection(products, campaign=campaign)
+    answer = requests.post(
+        f"{api}/collections", json=collection, headers=auth_headers(), timeout=30
+    )
+    assert answer.status_code == 201, answer.text
+    item = make_item("P", products, lon=4.1, lat=50.5, size=0.05, title=f"Product {PAYLOAD}")
+    item["assets"] = {
+        "data": {"href": "javascript:window.__pwned=4", "title": f"Data {PAYLOAD}",
+                 "type": "image/tiff; application=geotiff; profile=cloud-optimized"},
+        "thumbnail": {"href": "javascript:window.__pwned=5", "type": "image/png",
+                      "roles": ["thumbnail"]},
+        "script": {"href": "JavaScript:window.__pwned=6", "title": "a script"},
+    }  # fmt: skip
+    item["links"] = [{"rel": "about", "href": "javascript:window.__pwned=7", "title": "About"}]
+    write = {"writes": [{"items": [item], "job": {"campaign": campaign, "tile": tiles[1]}}]}
+    answer = requests.post(
+        f"{api}/collections/{products}/products", json=write, headers=auth_headers(), timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    answer = requests.put(
+        f"{api}/campaigns/{campaign}/jobs/{tiles[2]}/product",
+        json={"state": "failed", "error": f"harvest {PAYLOAD}"},
+        headers=auth_headers(),
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return campaign, tiles
+
+
+def _nothing_ran(page: Page) -> None:
+    """No payload ran, and none can: no javascript: link, event handler or inline script
+    (STAC Browser's schema.org metadata is a JSON data block, not a script)."""
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator('a[href^="javascript:" i]').count() == 0
+    assert page.locator("[onerror]").count() == 0
+    assert page.locator('script:not([src]):not([type="application/ld+json"])').count() == 0
+
+
+def _as_text(page: Page) -> None:
+    """Our pages took no value as markup at all (STAC Browser keeps sanitised HTML)."""
+    _nothing_ran(page)
+    assert page.locator('img[src="x"]').count() == 0
+
+
+def _check_map_and_list(page: Page, api: str, campaign: str, tiles: list[str]) -> None:
+    page.goto(f"{api}/campaigns")
+    row = page.locator("tr", has_text=campaign)
+    assert f"Campaign {PAYLOAD}" in row.inner_text()
+    _as_text(page)
+
+    page.goto(f"{api}/campaigns/{campaign}/map")
+    page.wait_for_function(
+        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}",
+        timeout=30_000,
+    )
+    page.wait_for_function(
+        "title => document.getElementById('title').textContent === title",
+        arg=f"Campaign {PAYLOAD}",
+        timeout=10_000,
+    )
+    page.evaluate(f"window.tilekeeperMap.showTile({tiles[0]!r})")
+    page.locator("#tile pre").wait_for(timeout=10_000)
+    assert page.locator("#tile pre").inner_text() == f"failed {PAYLOAD}"
+    assert f"job {PAYLOAD}" in page.locator("#tile table").first.inner_text()
+    _as_text(page)
+
+    # The product's assets are listed by name; none of their javascript: URLs is a link
+    # or an image, while the link into STAC Browser (http) is one.
+    page.evaluate(f"window.tilekeeperMap.showTile({tiles[1]!r})")
+    page.get_by_role("link", name="open in STAC Browser").wait_for(timeout=10_000)
+    assert sorted(page.locator("#tile li").all_inner_texts()) == ["data", "script", "thumbnail"]
+    assert page.locator("#tile li a").count() == 0
+    assert page.locator("#tile img").count() == 0
+    _as_text(page)
+
+    page.evaluate(f"window.tilekeeperMap.showTile({tiles[2]!r})")
+    page.get_by_text(f"product: failed harvest {PAYLOAD}").wait_for(timeout=10_000)
+    _as_text(page)
+
+
+def test_catalogue_values_reach_the_map_and_the_list_as_text(api: str, browser: Browser) -> None:
+    """Escaping alone holds: with the Content-Security-Policy switched off in the browser,
+    nothing from the catalogue runs and every value shows literally."""
+    campaign, tiles = _hostile_campaign(api)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    offline = Offline(page)
+    _check_map_and_list(page, api, campaign, tiles)
+    shot(page, "map-hostile", full_page=False)
+    assert offline.left == [], offline.left
+    context.close()
+
+    # And under the policy, as served: the same, and nothing refused.
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    csp = CspViolations(page)
+    _check_map_and_list(page, api, campaign, tiles)
+    assert csp.seen == [], csp.seen
+    page.close()
+
+
+def test_stac_browser_shows_hostile_values_without_running_them(api: str, browser: Browser) -> None:
+    """STAC Browser renders descriptions as Markdown and sanitises the HTML (no event
+    handler, no script, no javascript: link) and links an asset only for a web URL: with
+    or without the policy, nothing runs and no javascript: link is made."""
+    campaign, _ = _hostile_campaign(api)
+    for bypass_csp in (True, False):
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, bypass_csp=bypass_csp
+        )
+        page = context.new_page()
+        csp = CspViolations(page)
+        page.goto(f"{api}/browser/#/collections/{campaign}")
+        page.get_by_text(f"Campaign {PAYLOAD}").first.wait_for(timeout=30_000)
+        page.get_by_text("a link").first.wait_for(timeout=10_000)
+        _nothing_ran(page)
+        page.goto(f"{api}/browser/#/collections/{campaign}-products/items/P")
+        page.get_by_text(f"Product {PAYLOAD}").first.wait_for(timeout=30_000)
+        page.get_by_text(f"Data {PAYLOAD}").first.wait_for(timeout=10_000)
+        _nothing_ran(page)
+        for asset in (f"Data {PAYLOAD}", "a script", "thumbnail"):  # each one's details
+            page.get_by_text(asset, exact=True).first.click()
+            page.wait_for_timeout(500)  # its buttons and links settle
+            _nothing_ran(page)
+        if not bypass_csp:
+            shot(page, "browser-hostile")
+            assert csp.unexpected() == [], csp.unexpected()
+        context.close()
+
+
+def test_the_policy_refuses_script_in_markup_and_javascript_links(
+    api: str, browser: Browser
+) -> None:
+    """The second line of defence, on the map and in STAC Browser (which holds the signed-in
+    key): markup with an event handler or a script, and a javascript: link, do not run even
+    when they reach the page."""
+    _, campaign, _ = _map_campaign(api)
+    for path in (f"/campaigns/{campaign}/map", "/browser/"):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        csp = CspViolations(page)
+        page.goto(f"{api}{path}")
+        page.wait_for_load_state("networkidle")
+        page.evaluate(
+            """payload => {
+                const box = document.createElement("div");
+                box.innerHTML = payload + '<a id="evil" href="javascript:window.__pwned=8">go</a>';
+                document.body.prepend(box);
+            }""",
+            PAYLOAD,
+        )
+        page.locator("#evil").click()
+        page.wait_for_function("() => document.querySelector('img[src=\"x\"]').complete")
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__pwned") is None, path
+        refused = "\n".join(csp.seen)
+        assert "script-src-attr" in refused, refused  # the onerror handler
+        assert "script-src-elem" in refused, refused  # the javascript: link
+        page.close()

@@ -1,8 +1,10 @@
-"""CORS for browsers on other origins, links behind a reverse proxy, and large answers
-arriving whole (or failing clearly when they do not)."""
+"""CORS for browsers on other origins, links behind a reverse proxy (forwarded headers
+believed from the configured proxies only), the security headers of every answer, and
+large answers arriving whole (or failing clearly when they do not)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -12,6 +14,7 @@ import pytest
 import requests
 from conftest import Database, loopback_server, send_json, start_api, wait_ready
 
+from catalog_service.api.headers import API_POLICY, TrustedAddresses, page_policy
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import BrokenAnswer, HttpSession
 from catalog_service.grids import load_aoi, tiles_for
@@ -42,17 +45,83 @@ def test_cors_on_reads_and_errors(http: httpx.Client) -> None:
     assert missing.headers["access-control-allow-origin"] == "*"
 
 
-def test_forwarded_headers_shape_links(http: httpx.Client) -> None:
-    landing = http.get(
-        "/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "stac.example.org"}
+FORWARDED = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "evil.example",
+    "X-Forwarded-Port": "8443",
+    "X-Forwarded-For": "203.0.113.9",
+}
+
+
+# The links of a collection the service makes per request (others are stored as written).
+MADE_LINKS = {"self", "parent", "root", "items"}
+
+
+def _links(base: str, headers: dict[str, str]) -> list[str]:
+    """The URLs the service makes from the request: the landing page's and the
+    collections' links, and STAC Browser's catalogue."""
+    landing = httpx.get(f"{base}/", headers=headers).json()
+    collections = httpx.get(f"{base}/collections", headers=headers).json()
+    config = httpx.get(f"{base}/browser/config.js", headers=headers).text
+    catalogue = re.search(r'"catalogUrl": "([^"]*)"', config)
+    assert catalogue, config
+    return [
+        *(link["href"] for link in landing["links"]),
+        *(link["href"] for link in collections["links"]),
+        *(
+            link["href"]
+            for c in collections["collections"]
+            for link in c["links"]
+            if link["rel"] in MADE_LINKS
+        ),
+        catalogue.group(1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [FORWARDED, {"Forwarded": "for=203.0.113.9;host=evil.example;proto=https"}],
+    ids=["x-forwarded", "forwarded"],
+)
+def test_forwarded_headers_from_anyone_change_no_link(api: str, headers: dict[str, str]) -> None:
+    # By default no address is a trusted proxy, not even this machine's.
+    links = _links(api, headers)
+    assert links and all(link.startswith(f"{api}/") for link in links), links
+    page = httpx.get(f"{api}/campaigns", headers={**headers, "Accept": "text/html"}).text
+    assert "evil.example" not in page
+
+
+@pytest.fixture(scope="module")
+def proxied_api(database: Database) -> Iterator[str]:
+    """The service behind a proxy on this machine."""
+    server = start_api(database, forwarded_allow_ips="127.0.0.1")
+    wait_ready(server.url)
+    yield server.url
+    server.stop()
+
+
+def test_forwarded_headers_from_the_proxy_shape_links(proxied_api: str) -> None:
+    links = _links(proxied_api, FORWARDED)
+    assert links and all(link.startswith("https://evil.example:8443/") for link in links), links
+    landing = httpx.get(
+        f"{proxied_api}/", headers={"Forwarded": "host=stac.example.org;proto=https"}
     ).json()
     self_link = next(link["href"] for link in landing["links"] if link["rel"] == "self")
     assert self_link == "https://stac.example.org/"
 
 
+def test_trusted_addresses_read_like_uvicorns() -> None:
+    assert not TrustedAddresses("") and not TrustedAddresses(" , ")
+    assert "127.0.0.1" not in TrustedAddresses("")
+    proxies = TrustedAddresses("127.0.0.1, 10.0.0.0/8, ::1, /run/proxy.sock")
+    assert all(a in proxies for a in ("127.0.0.1", "10.1.2.3", "::1", "/run/proxy.sock"))
+    assert not any(a in proxies for a in ("11.0.0.1", "127.0.0.2", "::2", "proxy"))
+    assert "203.0.113.9" in TrustedAddresses("*")
+
+
 @pytest.fixture(scope="module")
 def prefixed_api(database: Database) -> Iterator[str]:
-    server = start_api(database, root_path="/stac")
+    server = start_api(database, root_path="/stac", forwarded_allow_ips="127.0.0.1")
     wait_ready(server.url)
     yield server.url
     server.stop()
@@ -65,6 +134,64 @@ def test_root_path_behind_proxy(prefixed_api: str) -> None:
     assert hrefs["self"] == "http://gw.example/stac/"
     assert hrefs["search"] == "http://gw.example/stac/search"
     assert hrefs["aggregate"] == "http://gw.example/stac/aggregate"
+
+
+# An inline script: a <script> element without src (STAC Browser's index.html has none).
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+
+
+def test_every_answer_says_nosniff_and_pages_run_only_the_services_scripts(
+    api: str, http: httpx.Client
+) -> None:
+    campaign = f"heads-{uuid.uuid4().hex[:6]}"
+    Campaigns(HttpSession(api)).create({"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-01-01", "2024-12-31"]})  # fmt: skip
+    html = {"Accept": "text/html"}
+    pages = {
+        "/browser/": http.get("/browser/"),
+        "/api.html": http.get("/api.html"),
+        "/campaigns": http.get("/campaigns", headers=html),
+        "map": http.get(f"/campaigns/{campaign}/map"),
+    }
+    for name, page in pages.items():
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"] == page_policy(None), name
+        assert page.headers["x-content-type-options"] == "nosniff", name
+        assert page.headers["x-frame-options"] == "DENY", name
+        assert not INLINE_SCRIPT.search(page.text), name
+    directives = dict(d.strip().split(" ", 1) for d in page_policy(None).split(";"))
+    assert directives["script-src"] == "'self'"  # no 'unsafe-inline', no 'unsafe-eval'
+    assert directives["object-src"] == "'none'" and directives["base-uri"] == "'self'"
+    assert directives["connect-src"] == "'self'" and directives["frame-ancestors"] == "'none'"
+    # Scripts carry the pages' policy (it governs a worker they start).
+    script = http.get("/static/map/map.js")
+    assert script.headers["content-security-policy"] == page_policy(None)
+    # STAC Browser's download helper may be framed by STAC Browser itself, and has its
+    # script as a file.
+    helper = http.get("/browser/mitm.html")
+    assert "frame-ancestors 'self'" in helper.headers["content-security-policy"]
+    assert helper.headers["x-frame-options"] == "SAMEORIGIN"
+    assert not INLINE_SCRIPT.search(helper.text)
+    # FastAPI's OAuth2 redirect page for Swagger UI (an inline script; no OAuth2 flow here)
+    # is not served.
+    assert http.get("/docs/oauth2-redirect").status_code == 404
+    # A revalidated page keeps the policy it was cached with: a 304 carries none.
+    again = http.get("/browser/", headers={"If-None-Match": pages["/browser/"].headers["etag"]})
+    assert again.status_code == 304 and "content-security-policy" not in again.headers
+    # Everything else allows nothing; errors of every layer say nosniff too.
+    others = [
+        http.get("/"),
+        http.get("/collections"),
+        http.get("/api"),
+        http.get("/collections/absent"),  # 404
+        http.get(f"/campaigns/{campaign}/tiles/0/0/0.pbf"),
+        http.post("/search", content=b"x", headers={"Content-Type": "text/plain"}),  # 415
+        http.get("/static/swagger-ui/swagger-ui.css"),
+    ]
+    assert {r.status_code for r in others} >= {200, 404, 415}
+    for answer in others:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.url
+        assert answer.headers["content-security-policy"] == API_POLICY, answer.url
+        assert answer.headers["x-frame-options"] == "DENY", answer.url
 
 
 def test_large_answers_come_whole_through_requests(api: str) -> None:

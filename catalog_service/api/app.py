@@ -32,6 +32,7 @@ from catalog_service.api.clients import (
 )
 from catalog_service.api.db import database_lifespan
 from catalog_service.api.errors import DatabaseErrorMiddleware, add_exception_handlers
+from catalog_service.api.headers import add_security_headers
 from catalog_service.api.limits import RequestBodyGuard
 from catalog_service.api.mapview import add_map
 from catalog_service.api.openapi import complete_openapi
@@ -118,6 +119,7 @@ def create_app(
 
     app.add_exception_handler(CampaignItemsAreManaged, managed)
     compress_with_gzip(app)
+    add_security_headers(app, settings, products or ProductSettings())
     app.user_middleware.append(
         Middleware(
             RequestBodyGuard,

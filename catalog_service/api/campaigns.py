@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -50,6 +52,7 @@ from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.api.openapi import answers, json_body
 from catalog_service.api.visibility import hidden_collections, shown_campaign
 from catalog_service.bulk import paused_gc
+from catalog_service.egress import EgressRefused, check_stored
 from catalog_service.ids import id_problem
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
@@ -204,6 +207,14 @@ async def _with_creator(request: Request, definition: CampaignDefinition) -> Cam
     return definition.model_copy(update={"owners": [*definition.owners, identity.name]})
 
 
+def _delete_local_files(request: Request, collection_id: str) -> None:
+    """A deleted campaign's product files go with their records (a campaign of the same
+    id made later by somebody else must not find them)."""
+    root: Path | None = request.app.state.products_dir
+    if root is not None and collection_id:
+        shutil.rmtree(root / collection_id, ignore_errors=True)
+
+
 def _check_worker(worker: str) -> None:
     if not re.match(WORKER_PATTERN, worker):
         raise BadRequest(f"worker id {worker!r} must match {WORKER_PATTERN}")
@@ -223,6 +234,7 @@ def create_router() -> APIRouter:
     )
     async def create_campaign(request: Request) -> JSONResponse:
         definition = await parse_body(request, CampaignDefinition)
+        check_stored(definition.fetched_urls())
         if definition.id.endswith(PRODUCTS_SUFFIX):
             raise BadRequest(
                 f"a campaign id may not end with {PRODUCTS_SUFFIX}: that names a campaign's "
@@ -287,6 +299,7 @@ def create_router() -> APIRouter:
                 raise BadRequest(
                     f"the changed campaign is not valid: {validation_problems(exc.errors())}"
                 ) from None
+            check_stored(wanted.fetched_urls())
             wanted = await _with_creator(request, wanted)
             patch["owners"] = wanted.owners
             definition = await store.update_definition(conn, campaign_id, patch)
@@ -303,8 +316,9 @@ def create_router() -> APIRouter:
         campaign_id: str,
         products: bool = Query(
             False,
-            description="Also delete the catalogue records of its products (their files "
-            "stay in the product store). Without it, a campaign with products is kept.",
+            description="Also delete its products: their catalogue records and their files "
+            "in the local product store (object storage is left to its bucket's rules). "
+            "Without it, a campaign with products is kept.",
         ),
     ) -> Response:
         products_id = campaign_products_id(campaign_id)
@@ -322,6 +336,8 @@ def create_router() -> APIRouter:
                 "SELECT 1 FROM pgstac.collections WHERE id = $1", products_id
             )
             await store.delete_campaign(conn, campaign_id, products_id if exists else None)
+        if products:
+            await run_in_threadpool(_delete_local_files, request, products_id)
         return Response(status_code=204)
 
     @router.post(
@@ -540,6 +556,7 @@ def add_campaign_routes(app: FastAPI) -> None:
         return error_response("BadRequest", str(exc), 400)
 
     app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(EgressRefused, bad_request)
     app.add_exception_handler(store.StoreError, store_error)
 
 

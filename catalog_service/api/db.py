@@ -18,6 +18,11 @@ from catalog_service.settings import ApiSettings
 
 logger = logging.getLogger(__name__)
 
+# How long a starting worker waits for its pools before it takes requests, so that one
+# replacing a dead worker answers at once instead of 503 until it has connected; with
+# the database away it starts anyway after this (and answers 503 until it is back).
+FIRST_CONNECT_WAIT_S = 5.0
+
 
 def _server_settings(settings: ApiSettings) -> dict[str, str]:
     return {
@@ -70,7 +75,8 @@ async def _connect_until_ready(app: FastAPI, logins: DatabaseLogins, settings: A
 
 
 def database_lifespan(logins: DatabaseLogins, settings: ApiSettings):  # type: ignore[no-untyped-def]
-    """A FastAPI lifespan that connects in the background and closes the pools at the end."""
+    """A FastAPI lifespan that connects in the background (serving once connected, or after
+    FIRST_CONNECT_WAIT_S without the database) and closes the pools at the end."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +84,7 @@ def database_lifespan(logins: DatabaseLogins, settings: ApiSettings):  # type: i
         task = asyncio.create_task(_connect_until_ready(app, logins, settings))
         app.state.connect_task = task
         try:
+            await asyncio.wait({task}, timeout=FIRST_CONNECT_WAIT_S)
             yield
         finally:
             task.cancel()

@@ -1,6 +1,11 @@
 """The campaign map: its page, the vector tiles it draws and the feed of changes it polls.
 Its libraries (OpenLayers, Natural Earth outlines) come from npm via web/map, served from
-this service, so the page works without internet."""
+this service, so the page works without internet.
+
+The pages here are made from catalogue values (campaign ids and titles) and the request's
+URL: every one goes into the HTML through ``html.escape`` (text and attributes alike),
+and the map's configuration is a data- attribute that map.js reads, not an inline script
+(the pages' Content-Security-Policy runs none)."""
 
 from __future__ import annotations
 
@@ -32,16 +37,15 @@ PAGE = """<!doctype html>
 <title>{title}: campaign map</title>
 <link rel="stylesheet" href="{root}static/vendor/ol/ol.css">
 <link rel="stylesheet" href="{root}static/map/map.css">
-</head><body><div id="app"><div id="map"></div><div id="panel">
+</head><body><div id="app" data-config="{config}"><div id="map"></div><div id="panel">
 <h1 id="title">{title}</h1><div class="muted" id="updated">loading…</div>
 <h2>Tiles</h2><div id="counts"></div><div id="figures"></div>
 <h2>Back-ends</h2><div id="backends"></div>
 <h2>Legend</h2><div id="legend"></div>
 <label><input type="checkbox" id="previews" checked> product previews (zoomed in)</label>
 <div id="tile"><p class="muted">Click a tile for its job, history and product.</p></div>
-<p class="muted"><a href="{root}browser/#/collections/{campaign}">this campaign in STAC Browser</a></p>
+<p class="muted"><a href="{browser}">this campaign in STAC Browser</a></p>
 </div></div>
-<script>window.TILEKEEPER_MAP = {config};</script>
 <script src="{root}static/vendor/ol/dist/ol.js"></script>
 <script src="{root}static/map/map.js"></script>
 </body></html>
@@ -68,6 +72,12 @@ def wants_html(request: Request) -> bool:
     return html_at >= 0 and (json_at < 0 or html_at < json_at)
 
 
+def esc(value: object) -> str:
+    """Any value as HTML text or a quoted attribute's value: the one way values reach the
+    pages made here."""
+    return html.escape(str(value), quote=True)
+
+
 def campaign_list_page(
     request: Request, definitions: list[CampaignDefinition], counts: dict[str, dict[str, int]]
 ) -> str:
@@ -75,20 +85,21 @@ def campaign_list_page(
     rows = []
     for d in definitions:
         by_status = counts.get(d.id, {})
+        path = quote(d.id, safe="")
         bar = "".join(
-            f'<span class="swatch" title="{html.escape(s)}: {n}" '
-            f'style="background:{STATUS_COLOURS.get(s, "white")}"></span>{n} '
+            f'<span class="swatch" title="{esc(s)}: {esc(n)}" '
+            f'style="background:{esc(STATUS_COLOURS.get(s, "white"))}"></span>{esc(n)} '
             for s, n in by_status.items()
             if n
         )
         rows.append(
-            f"<tr><td><b>{html.escape(d.title or d.id)}</b><br><code>{html.escape(d.id)}</code></td>"
-            f'<td class="n">{sum(by_status.values())}</td><td>{bar}</td>'
-            f'<td><a href="{root}campaigns/{quote(d.id)}/map">map</a> · '
-            f'<a href="{root}browser/#/collections/{quote(d.id)}">STAC Browser</a> · '
-            f'<a href="{root}campaigns/{quote(d.id)}/summary">summary</a></td></tr>'
+            f"<tr><td><b>{esc(d.title or d.id)}</b><br><code>{esc(d.id)}</code></td>"
+            f'<td class="n">{esc(sum(by_status.values()))}</td><td>{bar}</td>'
+            f'<td><a href="{esc(f"{root}campaigns/{path}/map")}">map</a> · '
+            f'<a href="{esc(f"{root}browser/#/collections/{path}")}">STAC Browser</a> · '
+            f'<a href="{esc(f"{root}campaigns/{path}/summary")}">summary</a></td></tr>'
         )
-    return LIST_PAGE.format(root=html.escape(root), count=len(definitions), rows="\n".join(rows))
+    return LIST_PAGE.format(root=esc(root), count=esc(len(definitions)), rows="\n".join(rows))
 
 
 class ChangedTile(BaseModel):
@@ -153,10 +164,10 @@ def create_router() -> APIRouter:
             if await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", products):
                 config["products"] = products
         body = PAGE.format(
-            title=html.escape(campaign_id),
-            root=html.escape(root),
-            campaign=html.escape(campaign_id),
-            config=json.dumps(config).replace("</", "<\\/"),
+            title=esc(campaign_id),
+            root=esc(root),
+            browser=esc(f"{root}browser/#/collections/{quote(campaign_id, safe='')}"),
+            config=esc(json.dumps(config)),
         )
         return HTMLResponse(body)
 

@@ -1,15 +1,17 @@
 """Pages the service serves itself: STAC Browser at /browser/, pointed at this service's
 own root at request time (so it works under any host and path prefix), and the API docs
-with Swagger UI from local files instead of a CDN."""
+with Swagger UI from local files instead of a CDN. None of them has an inline script (the
+pages' Content-Security-Policy forbids it): configuration is a served script or a data-
+attribute."""
 
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
@@ -19,6 +21,20 @@ from catalog_service.settings import ApiSettings
 SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
 # Where scripts/build_web.sh puts the build in a checkout.
 DEFAULT_BROWSER_DIR = Path(__file__).resolve().parents[2] / "web" / "stac-browser" / "dist"
+DOCS_STATIC = Path(__file__).parent / "static" / "docs"
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>{title}</title>
+<link rel="stylesheet" href="{root}/static/swagger-ui/swagger-ui.css">
+<link rel="icon" href="{root}/static/swagger-ui/favicon.png">
+</head><body>
+<div id="swagger-ui" data-openapi-url="{openapi_url}"></div>
+<script src="{root}/static/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="{root}/static/docs/docs.js"></script>
+</body></html>
+"""
 
 
 def browser_config(request: Request, title: str) -> str:
@@ -75,21 +91,27 @@ def add_browser(app: FastAPI, settings: ApiSettings) -> None:
 
 
 def add_offline_docs(app: FastAPI) -> None:
-    """Replace the API docs page (its Swagger UI comes from a CDN, blank without internet)
-    by the same page on local files."""
+    """Replace the API docs page (its Swagger UI comes from a CDN, blank without internet,
+    and starts from an inline script) by the same page on local files, started by a served
+    script. FastAPI's OAuth2 redirect page (an inline script too) goes: the API declares
+    no OAuth2 flow for Swagger UI to run."""
     docs_url, openapi_url = app.docs_url, app.openapi_url
     if not docs_url or not openapi_url:
         return
-    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != docs_url]
+    replaced = {docs_url, app.swagger_ui_oauth2_redirect_url}
+    app.router.routes[:] = [
+        r for r in app.router.routes if getattr(r, "path", None) not in replaced
+    ]
     app.mount("/static/swagger-ui", StaticFiles(directory=SWAGGER_STATIC), name="swagger-ui")
+    app.mount("/static/docs", StaticFiles(directory=DOCS_STATIC), name="docs-static")
 
     @app.get(docs_url, include_in_schema=False, name="swagger_ui_html")  # linked by the root
     async def docs(request: Request) -> HTMLResponse:
         root = str(request.scope.get("root_path", "")).rstrip("/")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - API",
-            swagger_js_url=f"{root}/static/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/static/swagger-ui/swagger-ui.css",
-            swagger_favicon_url=f"{root}/static/swagger-ui/favicon.png",
+        return HTMLResponse(
+            DOCS_PAGE.format(
+                title=escape(f"{app.title} - API"),
+                root=escape(root),
+                openapi_url=escape(f"{root}{openapi_url}"),
+            )
         )

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -35,8 +36,9 @@ def uvicorn_config(
         factory=factory,
         host=settings.host,
         port=settings.port,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Forwarded headers are the app's business: it believes them only from the proxies
+        # of settings.forwarded_allow_ips (catalog_service.api.headers).
+        proxy_headers=False,
         log_level="warning",
         access_log=False,
     )
@@ -91,6 +93,7 @@ class ServerProcess:
         env = dict(os.environ)
         env["TILEKEEPER_API_HOST"] = self.settings.host
         env["TILEKEEPER_API_PORT"] = str(self.settings.port)
+        env["TILEKEEPER_API_WORKERS"] = str(self.settings.workers)
         # Where the database is; the child resolves the same logins from it.
         for name in ("dsn", "read_dsn", "data_dir", "host", "port", "name"):
             value = getattr(self.database, name)
@@ -101,7 +104,7 @@ class ServerProcess:
     def start(
         self, timeout_s: float = 60.0, log_path: Path | None = None, detach: bool = False
     ) -> ServerProcess:
-        """Start and wait until the port answers. ``detach`` keeps the server running
+        """Start and wait until a worker answers. ``detach`` keeps the server running
         after this process ends (the demo's services); its output goes to ``log_path``."""
         self.process = children.start(
             [sys.executable, "-m", "catalog_service", "serve"],
@@ -115,10 +118,10 @@ class ServerProcess:
         return self
 
     def _answers(self) -> bool:
+        # Not a mere connection: the supervisor binds the port before its workers start.
         try:
-            with socket.create_connection((self.settings.host, self.settings.port), 0.2):
-                return True
-        except OSError:
+            return httpx.get(f"{self.url}/_mgmt/ping", timeout=2).status_code == 200
+        except httpx.HTTPError:
             return False
 
     def stop(self) -> None:

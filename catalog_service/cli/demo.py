@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -73,6 +74,9 @@ def demo(
             db_down()
         return
 
+    # The demo's back-ends are on this machine: its API (started below, with this
+    # environment) and runner may reach 127.0.0.1, which the egress policy refuses by default.
+    os.environ["TILEKEEPER_EGRESS_ALLOW_LOOPBACK"] = "true"
     area = TEST_AREA if small else DEMO_AREA
     campaign_id = SMALL_CAMPAIGN_ID if small else CAMPAIGN_ID
     tiles = area.tiles()

@@ -22,7 +22,7 @@ from catalog_service.database import (
     bring_up,
     resolve_logins,
 )
-from catalog_service.settings import ApiSettings, DatabaseSettings
+from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
 from ingest import cli as ingest_cli
 
 console = Console()
@@ -155,21 +155,38 @@ def db_url(
 def serve(
     host: str | None = typer.Option(None, help="Address to bind [TILEKEEPER_API_HOST]."),
     port: int | None = typer.Option(None, help="Port to bind [TILEKEEPER_API_PORT]."),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Worker processes [TILEKEEPER_API_WORKERS; default: the cores this process "
+        "may use]. Each has its own database pools.",
+    ),
 ) -> None:
-    """Serve the STAC API (the database may still be coming up; it connects when it can)."""
-    import uvicorn
+    """Serve the STAC API (the database may still be coming up; it connects when it can).
 
-    from catalog_service.api.app import create_app
-    from catalog_service.api.server import uvicorn_config
+    The workers run under a supervisor that replaces one that dies
+    (a crash, kill -9, the OOM killer) or hangs, while the others keep
+    serving. SIGTERM or Ctrl-C stops them all; SIGHUP replaces them one
+    by one."""
+    from catalog_service.api.supervisor import serve as supervise
 
     settings = ApiSettings()
     if host:
         settings.host = host
     if port:
         settings.port = port
-    application = create_app(settings)
-    console.print(f"Serving the tilekeeper STAC API on http://{settings.host}:{settings.port}/")
-    uvicorn.Server(uvicorn_config(application, settings)).run()
+    if workers:
+        settings.workers = workers
+    # Settings the workers will read, checked once here: a mistake is one clear line
+    # instead of every worker failing.
+    resolve_logins(DatabaseSettings())
+    AuthSettings()
+    ProductSettings()
+    console.print(
+        f"Serving the tilekeeper STAC API on http://{settings.host}:{settings.port}/ "
+        f"with {settings.workers} worker{'s' if settings.workers != 1 else ''}"
+    )
+    supervise(settings)
 
 
 app.command("demo")(friendly_errors(demo))

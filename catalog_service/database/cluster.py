@@ -22,7 +22,7 @@ from pathlib import Path
 
 from catalog_service.database.connection import ADMIN_ROLE, Credentials, credentials_path
 from catalog_service.errors import DatabaseSetupError
-from catalog_service.settings import DatabaseSettings
+from catalog_service.settings import ApiSettings, DatabaseSettings, default_workers
 
 PG_MAJOR = 15
 _PG_BIN_CANDIDATES = (
@@ -30,6 +30,17 @@ _PG_BIN_CANDIDATES = (
     Path(f"/usr/pgsql-{PG_MAJOR}/bin"),
     Path("/usr/local/pgsql/bin"),
 )
+
+# The most connections one `tilekeeper serve` worker opens: a read and a write pool of
+# pool_size each, plus 2 tile registrations at a time (api/campaigns.py).
+API_WORKER_CONNECTIONS = 2 * int(ApiSettings.model_fields["pool_size"].default) + 2
+
+
+def max_connections() -> int:
+    """Room for `tilekeeper serve` with its default workers (one per core) at their peak,
+    plus 50 for the rest (db and auth commands, psql, a second service, superuser slots;
+    runners and back-ends go through the API); never below the 200 it always had."""
+    return max(200, API_WORKER_CONNECTIONS * default_workers() + 50)
 
 
 @dataclass(frozen=True)
@@ -204,7 +215,7 @@ class EmbeddedCluster:
             # pgstac's to_text() is declared COST 5000, which triggers LLVM JIT and makes
             # single upserts 10-20x slower (research: pgstac-stack.md §3).
             "jit": "off",
-            "max_connections": "200",
+            "max_connections": str(max_connections()),
             "maintenance_work_mem": "256MB",
             "max_wal_size": "2GB",
             "log_min_messages": "warning",

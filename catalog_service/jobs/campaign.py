@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalog_service import geojson_check
+from catalog_service.egress import check_shape
 from catalog_service.ids import ID_PATTERN
 from catalog_service.jobs import status
 
@@ -36,6 +37,11 @@ class Backend(BaseModel):
     parallel_jobs: int = Field(default=2, ge=1, le=1000)
     auth: Literal["oidc", "basic", "none"] = "oidc"
 
+    @field_validator("url")
+    @classmethod
+    def _fetchable(cls, value: str) -> str:
+        return check_shape(value)  # the rest of the egress policy: where it is stored
+
 
 class ProcessSpec(BaseModel):
     """The process each tile job runs: a UDP (by URL namespace or user-defined process id)
@@ -48,6 +54,12 @@ class ProcessSpec(BaseModel):
     namespace: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     parameter_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("namespace")
+    @classmethod
+    def _fetchable(cls, value: str | None) -> str | None:
+        # A URL namespace is fetched (the fitness check); a back-end's namespace is a name.
+        return check_shape(value) if value and "://" in value else value
 
 
 class RetryPolicy(BaseModel):
@@ -75,10 +87,7 @@ class NotifyPolicy(BaseModel):
     @field_validator("webhooks")
     @classmethod
     def _http_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"a webhook is an http(s) URL, not {url!r}")
-        return value
+        return [check_shape(url) for url in value]
 
 
 class CampaignDefinition(BaseModel):
@@ -147,6 +156,14 @@ class CampaignDefinition(BaseModel):
         if self.temporal_extent and self.temporal_extent[0] > self.temporal_extent[1]:
             raise ValueError("temporal_extent must be [start, end] with start <= end")
         return self
+
+    def fetched_urls(self) -> list[tuple[str, str]]:
+        """(what, URL) of everything the runner fetches, for the egress policy."""
+        urls = [(f"back-end {b.name}", b.url) for b in self.backends]
+        urls += [(f"webhook {n}", url) for n, url in enumerate(self.notify.webhooks, 1)]
+        if self.process and self.process.namespace and "://" in self.process.namespace:
+            urls.append(("process namespace", self.process.namespace))
+        return urls
 
     @property
     def job_datetime(self) -> str:

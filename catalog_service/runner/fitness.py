@@ -3,7 +3,8 @@
 A federated platform can use the collections of one back-end per job: a back-end that
 lacks the process (or UDP) or an input collection would fail every tile given to it.
 The input collections are the ``load_collection`` ids of the process graph, read from the
-back-end's UDP, or from the UDP document a URL namespace names."""
+back-end's UDP, or from the UDP document a URL namespace names (fetched through the
+egress policy: a namespace it refuses is not read, and the process is not checked)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import requests
 from openeo.rest import OpenEoApiError
 from openeo.rest.connection import Connection
 
+from catalog_service.egress import EgressRefused, egress_session
 from catalog_service.jobs.campaign import ProcessSpec
 
 logger = logging.getLogger(__name__)
@@ -66,10 +68,13 @@ def _process(
     namespace = process.namespace
     if namespace and namespace.startswith(("http://", "https://")):
         try:
-            response = requests.get(namespace, timeout=30)
+            response = egress_session().get(namespace, timeout=30)
             response.raise_for_status()
             document = response.json()
             return (document if isinstance(document, dict) else None), None
+        except EgressRefused as exc:
+            logger.warning("not reading the process at %s to check it: %s", namespace, exc)
+            return None, None
         except (requests.RequestException, ValueError) as exc:
             logger.info("cannot read the process at %s to check it: %s", namespace, exc)
             return None, None

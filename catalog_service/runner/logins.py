@@ -25,6 +25,7 @@ from openeo.rest.connection import Connection
 from openeo.rest.connection import connect as openeo_connect
 from openeo.utils.http import retry_configuration
 
+from catalog_service.egress import EgressRefused, check_url, egress_session
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs.campaign import Backend
 
@@ -71,12 +72,17 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
     (credentials) or BackendDown (network)."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     try:
-        connection = openeo_connect(backend.url, auto_validate=False, retry=RUNNER_RETRY)
+        # Every request of the connection (its redirects, result downloads) goes through
+        # the egress policy.
+        session = egress_session(retry=RUNNER_RETRY)
+        connection = openeo_connect(backend.url, auto_validate=False, session=session)
         if backend.auth == "none":
             return connection
         if backend.auth == "basic":
             return _basic(connection, backend)
         return _oidc(connection, backend, interactive)
+    except EgressRefused as exc:
+        raise BackendDown(f"back-end {backend.name}: {exc}") from exc
     except UNREACHABLE as exc:
         raise BackendDown(
             f"back-end {backend.name} ({backend.url}) does not answer: {exc}"
@@ -101,9 +107,14 @@ def _basic(connection: Connection, backend: Backend) -> Connection:
 
 
 def _oidc(connection: Connection, backend: Backend, interactive: bool) -> Connection:
+    providers = [p for p in connection.list_auth_providers() if p.get("type") == "oidc"]
+    # The openEO client reads an issuer's discovery document with a session of its own,
+    # outside the egress policy: the issuers the back-end names are checked here.
+    for provider in providers:
+        if provider.get("issuer"):
+            check_url(str(provider["issuer"]))
     if os.environ.get("OPENEO_AUTH_METHOD"):
         return connection.authenticate_oidc()  # client credentials from the environment
-    providers = [p for p in connection.list_auth_providers() if p.get("type") == "oidc"]
     if not providers:
         if has_basic_credentials(backend.url):
             logger.info(

@@ -38,6 +38,7 @@ from openeo.rest.job import BatchJob
 
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
+from catalog_service.egress import EgressRefused, check_url
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import budget, status
 from catalog_service.jobs.campaign import Backend, CampaignDefinition
@@ -635,13 +636,15 @@ def build_manager(
         )
     CampaignJobCreator(definition)  # fails early when the campaign has no process
     links = {b.name: BackendLink(b, connect) for b in definition.backends}
-    for link in links.values():
-        with contextlib.suppress(BackendDown):
-            link.get()  # a missing login fails now, with what to do; a down back-end waits
+    refused = refused_backends(definition.backends)
+    for name, link in links.items():
+        if name not in refused:
+            with contextlib.suppress(BackendDown):
+                link.get()  # a missing login fails now, with what to do; a down one waits
     manager = CampaignJobManager(
         definition, job_db, links, poll_sleep=poll_sleep, root_dir=root_dir
     )
-    manager.unfit = check_fitness(definition, links)
+    manager.unfit = check_fitness(definition, links, refused)
     if harvest:
         store = open_store(ProductSettings(), root_url)
         manager.harvester = Harvester(
@@ -650,13 +653,31 @@ def build_manager(
     return manager
 
 
-def check_fitness(definition: CampaignDefinition, links: dict[str, BackendLink]) -> dict[str, str]:
-    """Back-ends that cannot run the campaign's process, with why; each is logged.
-    A back-end that cannot be asked now (down) is not held against it."""
-    unfit: dict[str, str] = {}
-    if definition.process is None:
-        return unfit
+def refused_backends(backends: list[Backend]) -> dict[str, str]:
+    """Back-ends whose URL the egress policy refuses (catalog_service/egress.py), with why."""
+    refused: dict[str, str] = {}
+    for backend in backends:
+        try:
+            check_url(backend.url)
+        except EgressRefused as exc:
+            refused[backend.name] = str(exc)
+    return refused
+
+
+def check_fitness(
+    definition: CampaignDefinition,
+    links: dict[str, BackendLink],
+    refused: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Back-ends that cannot run the campaign's process, or that the egress policy
+    ``refused``, with why; each is logged. A back-end that cannot be asked now (down)
+    is not held against it."""
+    unfit = dict(refused or {})
+    for name, why in unfit.items():
+        logger.warning("back-end %s gets no tiles: %s", name, why)
     for name, link in links.items():
+        if definition.process is None or name in unfit:
+            continue
         try:
             reason = unfit_reason(link.get(), definition.process)
         except (BackendDown, OpenEoApiError, *UNREACHABLE) as exc:

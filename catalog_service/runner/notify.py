@@ -6,6 +6,11 @@ exponential backoff, and records what each webhook acknowledged (2xx). A receive
 down loses nothing: what it has not acknowledged is sent again, also by the next run.
 Events carry an id (receivers may see one twice, after a crash between the POST and the
 record) and a key: an event whose key is in the outbox already is not raised again.
+
+Webhooks go through the egress policy (catalog_service/egress.py) and follow no redirect:
+a 3xx answer is a failed delivery, so a receiver cannot send the runner elsewhere. A
+webhook the policy refuses is given up for the run, saying why and which setting allows
+it; its events stay in the outbox.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import requests
 
+from catalog_service.egress import EgressRefused, egress_session
 from catalog_service.jobs.campaign import NotifyPolicy
 
 logger = logging.getLogger(__name__)
@@ -99,7 +105,8 @@ class Notifier:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._session = requests.Session()
+        self._session = egress_session()
+        self._refused: set[str] = set()  # webhooks the egress policy refuses: given up
 
     def event(self, kind: str, key: str, message: str, **details: Any) -> None:
         full_key = f"{kind}:{key}"
@@ -133,14 +140,14 @@ class Notifier:
         if self.outbox is None:
             return 0
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and self.outbox.pending(self.policy.webhooks):
+        while time.monotonic() < deadline and self.outbox.pending(self._webhooks()):
             self._wake.set()
             time.sleep(0.2)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(POST_TIMEOUT_S + 1)
-        left = len(self.outbox.pending(self.policy.webhooks))
+        left = len(self.outbox.pending(self._webhooks()))
         if left:
             logger.warning(
                 "%d event delivery(ies) wait for a webhook that did not answer; kept in %s "
@@ -150,13 +157,16 @@ class Notifier:
             )
         return left
 
+    def _webhooks(self) -> list[str]:
+        return [url for url in self.policy.webhooks if url not in self._refused]
+
     def _deliver(self) -> None:
         assert self.outbox is not None
         backoff: dict[str, float] = {}  # webhook -> seconds to wait after a failure
         next_try: dict[str, float] = {}
         while not self._stop.is_set():
             waits = []
-            for event, url in self.outbox.pending(self.policy.webhooks):
+            for event, url in self.outbox.pending(self._webhooks()):
                 if time.monotonic() < next_try.get(url, 0.0):
                     waits.append(next_try[url] - time.monotonic())
                     continue
@@ -173,13 +183,20 @@ class Notifier:
 
     def _post(self, url: str, event: dict[str, Any]) -> bool:
         try:
-            response = self._session.post(url, json=event, timeout=POST_TIMEOUT_S)
+            response = self._session.post(
+                url, json=event, timeout=POST_TIMEOUT_S, allow_redirects=False
+            )
+        except EgressRefused as exc:
+            self._refused.add(url)
+            logger.error("webhook given up for this run, nothing is sent to it: %s", exc)
+            return False
         except requests.RequestException as exc:
             logger.info("webhook %s not reached (%s); retried", url, type(exc).__name__)
             return False
         if 200 <= response.status_code < 300:
             return True
-        logger.info("webhook %s answered %s; retried", url, response.status_code)
+        moved = " (a redirect, not followed)" if response.is_redirect else ""
+        logger.info("webhook %s answered %s%s; retried", url, response.status_code, moved)
         return False
 
 

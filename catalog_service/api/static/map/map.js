@@ -2,11 +2,17 @@
 // panel with counts, throughput, ETA and cost; changes polled from a cursor and applied
 // to the drawn tiles without reloading them; a click shows the tile's job, history and
 // product. Everything comes from this service (OpenLayers and Natural Earth from npm).
+//
+// Values from the catalogue (ids, titles, properties, errors, asset hrefs) reach the page
+// as text only: elements are made with make() and filled with textContent, never with
+// innerHTML; a link is made only for an http(s) URL (webUrl).
 (function () {
   "use strict";
-  const cfg = window.TILEKEEPER_MAP;
+  // The page's configuration, from the service (a data- attribute: no inline script).
+  const cfg = JSON.parse(document.getElementById("app").dataset.config);
   const api = cfg.root; // ends with "/"
   const campaign = cfg.campaign;
+  const campaignPath = encodeURIComponent(campaign);
   const COLORS = cfg.colors; // status -> CSS colour, from the service
   const POLL_MS = cfg.pollMs || 2000;
   const overrides = new Map(); // tile id -> {status, backend} newer than the vector tiles
@@ -41,7 +47,7 @@
   function overviewUrl() {
     const hidden = [...hiddenStatus].map((s) => `hide_status=${encodeURIComponent(s)}`)
       .concat([...hiddenBackend].map((b) => `hide_backend=${encodeURIComponent(b)}`));
-    return `${api}campaigns/${campaign}/overview/{z}/{x}/{y}.png` + (hidden.length ? "?" + hidden.join("&") : "");
+    return `${api}campaigns/${campaignPath}/overview/{z}/{x}/{y}.png` + (hidden.length ? "?" + hidden.join("&") : "");
   }
   let overviewTilesLoaded = 0;
   const overviewSource = new ol.source.XYZ({ url: overviewUrl(), tileSize: 256, transition: 0 });
@@ -53,7 +59,7 @@
     minZoom: vectorMinZoom,
     source: new ol.source.VectorTile({
       format: new ol.format.MVT({ idProperty: "id" }),
-      url: `${api}campaigns/${campaign}/tiles/{z}/{x}/{y}.pbf`,
+      url: `${api}campaigns/${campaignPath}/tiles/{z}/{x}/{y}.pbf`,
       maxZoom: 12,
     }),
     style: function (feature) {
@@ -124,7 +130,7 @@
     if (!response.ok || request !== previewRequest) return;
     const layers = [];
     for (const item of (await response.json()).features) {
-      const thumb = (item.assets.thumbnail || {}).href;
+      const thumb = webUrl((item.assets.thumbnail || {}).href);
       if (!thumb || item.properties.deprecated) continue;
       layers.push(new ol.layer.Image({
         source: new ol.source.ImageStatic({ url: thumb, imageExtent: item.bbox, projection: "EPSG:4326" }),
@@ -157,43 +163,84 @@
     return h ? `${h} h ${m} min` : `${m} min`;
   }
   function el(id) { return document.getElementById(id); }
-  function text(s) { const d = document.createElement("div"); d.textContent = s; return d.innerHTML; }
-  function attr(s) { return text(s).replace(/"/g, "&quot;").replace(/'/g, "&#39;"); }
+
+  // An element with attributes (or properties: className, checked, dataset) and children:
+  // strings become text nodes, so nothing from the catalogue is read as markup.
+  function make(tag, attrs, ...children) {
+    const element = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "className") element.className = value;
+      else if (name === "dataset") Object.assign(element.dataset, value);
+      else if (name === "checked") element.checked = true;
+      else element.setAttribute(name, value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      element.append(child instanceof Node ? child : String(child));
+    }
+    return element;
+  }
+
+  // The URL when it is http(s) (resolved against this page), else null: no javascript:,
+  // data: or other scheme becomes a link or an image.
+  function webUrl(href) {
+    if (typeof href !== "string" || !href) return null;
+    try {
+      const url = new URL(href, window.location.href);
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  // A link to an http(s) URL, or just its label otherwise.
+  function link(href, label) {
+    const url = webUrl(href);
+    return url ? make("a", { href: url }, label) : make("span", {}, label);
+  }
+
+  function swatch(colour) {
+    const box = make("span", { className: "swatch" });
+    box.style.background = colour;
+    return box;
+  }
 
   function budgetLine(budget) {
     if (budget.credits === null || budget.credits === undefined) {
-      return `<span id="budget">spent ${fmt(budget.spent, 2)} credits (no budget)</span>`;
+      return make("span", { id: "budget" }, `spent ${fmt(budget.spent, 2)} credits (no budget)`);
     }
-    const state = budget.reached ? ' <b class="over">budget reached: no new job starts</b>' : "";
-    return `<span id="budget">spent ${fmt(budget.spent, 2)} of budget ${fmt(budget.credits, 2)} ` +
-      `(${fmt(budget.committed, 2)} with active jobs)${state}</span>`;
+    return make("span", { id: "budget" },
+      `spent ${fmt(budget.spent, 2)} of budget ${fmt(budget.credits, 2)} ` +
+      `(${fmt(budget.committed, 2)} with active jobs)`,
+      budget.reached ? [" ", make("b", { className: "over" }, "budget reached: no new job starts")] : []);
   }
 
   function renderSummary(summary) {
     const backends = Object.keys(summary.by_backend || {}).sort();
-    let html = "<table><tr><th>status</th><th class='n'>tiles</th>" +
-      backends.map((b) => `<th class='n'>${text(b)}</th>`).join("") + "</tr>";
+    const table = make("table", {},
+      make("tr", {}, make("th", {}, "status"), make("th", { className: "n" }, "tiles"),
+        backends.map((b) => make("th", { className: "n" }, b))));
     for (const [status, n] of Object.entries(summary.by_status || {})) {
-      const colour = COLORS[status] || "white";
-      html += `<tr><td><label><input type="checkbox" data-status="${status}" ${hiddenStatus.has(status) ? "" : "checked"}>` +
-        `<span class="swatch" style="background:${colour}"></span>${status}</label></td><td class="n">${n}</td>` +
-        backends.map((b) => `<td class="n">${(summary.by_backend[b] || {})[status] || ""}</td>`).join("") + "</tr>";
+      const box = make("input", { type: "checkbox", dataset: { status: status }, checked: !hiddenStatus.has(status) });
+      table.append(make("tr", {},
+        make("td", {}, make("label", {}, box, swatch(COLORS[status] || "white"), status)),
+        make("td", { className: "n" }, n),
+        backends.map((b) => make("td", { className: "n" }, (summary.by_backend[b] || {})[status] || ""))));
     }
-    html += "</table>";
-    el("counts").innerHTML = html;
-    el("figures").innerHTML =
-      `progress ${summary.done}/${summary.tiles}<br>` +
-      `throughput ${fmt(summary.throughput_per_hour)} tiles/h<br>` +
-      `ETA ${duration(summary.eta_s)}<br>` +
-      `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}<br>` +
-      budgetLine(summary.budget || {});
-    el("backends").innerHTML = backends.map((b) =>
-      `<label><input type="checkbox" data-backend="${attr(b)}" ${hiddenBackend.has(b) ? "" : "checked"}>${text(b)}</label>`).join("");
+    el("counts").replaceChildren(table);
+    el("figures").replaceChildren(
+      make("div", {}, `progress ${summary.done}/${summary.tiles}`),
+      make("div", {}, `throughput ${fmt(summary.throughput_per_hour)} tiles/h`),
+      make("div", {}, `ETA ${duration(summary.eta_s)}`),
+      make("div", {}, `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}`),
+      make("div", {}, budgetLine(summary.budget || {})));
+    el("backends").replaceChildren(...backends.map((b) => make("label", {},
+      make("input", { type: "checkbox", dataset: { backend: b }, checked: !hiddenBackend.has(b) }), b)));
   }
 
   function renderLegend() {
-    el("legend").innerHTML = Object.entries(COLORS).map(([s, c]) =>
-      `<div><span class="swatch" style="background:${c}"></span>${s}</div>`).join("");
+    el("legend").replaceChildren(...Object.entries(COLORS).map(([s, c]) => make("div", {}, swatch(c), s)));
   }
 
   document.addEventListener("change", (event) => {
@@ -221,7 +268,7 @@
   async function poll() {
     window.tilekeeperMap.pollStarted = performance.now();
     try {
-      const feed = await getJSON(`campaigns/${campaign}/map/changes?since=${cursor}`);
+      const feed = await getJSON(`campaigns/${campaignPath}/map/changes?since=${cursor}`);
       const fresh = Object.entries(feed.tiles);
       cursor = feed.cursor;
       if (fresh.length) {
@@ -231,7 +278,7 @@
         });
         // Drawn over the base layer's (now outdated) footprints, which are not re-rendered.
         for (const [id, t] of fresh) applyChange(id, t);
-        renderSummary(await getJSON(`campaigns/${campaign}/summary`));
+        renderSummary(await getJSON(`campaigns/${campaignPath}/summary`));
       }
       el("updated").textContent = `live: cursor ${cursor}, ${new Date().toLocaleTimeString()}`;
       window.tilekeeperMap.polls += 1;
@@ -244,37 +291,42 @@
 
   async function showTile(id) {
     const [item, history] = await Promise.all([
-      getJSON(`collections/${campaign}/items/${encodeURIComponent(id)}`),
-      getJSON(`campaigns/${campaign}/jobs/${encodeURIComponent(id)}/history`),
+      getJSON(`collections/${campaignPath}/items/${encodeURIComponent(id)}`),
+      getJSON(`campaigns/${campaignPath}/jobs/${encodeURIComponent(id)}/history`),
     ]);
     const p = item.properties;
     const product = p["tilekeeper:product"] || {};
-    let html = `<h2>${text(id)}</h2><table>` +
-      ["status", "backend_name", "id", "attempts", "start_time", "running_start_time", "finish_time", "costs"]
-        .map((k) => `<tr><td>${k === "id" ? "openEO job" : k}</td><td>${text(String(p[k] ?? "–"))}</td></tr>`).join("") +
-      "</table>";
-    if (p.last_error) html += `<p><b>last error</b></p><pre>${text(p.last_error)}</pre>`;
-    html += "<p><b>history</b></p><table class='history'>" + history.history.map((h) =>
-      `<tr><td>${text(h.at)}</td><td>${text(h.from || "")} → ${text(h.to)}</td><td>${text(h.by || "")}</td></tr>`).join("") + "</table>";
+    const parts = [
+      make("h2", {}, id),
+      make("table", {}, ["status", "backend_name", "id", "attempts", "start_time", "running_start_time", "finish_time", "costs"]
+        .map((k) => make("tr", {}, make("td", {}, k === "id" ? "openEO job" : k), make("td", {}, String(p[k] ?? "–"))))),
+    ];
+    if (p.last_error) parts.push(make("p", {}, make("b", {}, "last error")), make("pre", {}, String(p.last_error)));
+    parts.push(make("p", {}, make("b", {}, "history")), make("table", { className: "history" },
+      history.history.map((h) => make("tr", {},
+        make("td", {}, h.at), make("td", {}, `${h.from || ""} → ${h.to}`), make("td", {}, h.by || "")))));
     if (p.backend_name && p.id) {
-      html += `<p class="muted">back-end logs: <code>tilekeeper campaign logs ${text(campaign)} ${text(id)}</code></p>`;
+      parts.push(make("p", { className: "muted" }, "back-end logs: ",
+        make("code", {}, `tilekeeper campaign logs ${campaign} ${id}`)));
     }
     if (product.state === "ingested") {
       for (const pid of product.items || []) {
-        const path = `collections/${product.collection}/items/${pid}`;
+        const path = `collections/${encodeURIComponent(product.collection)}/items/${encodeURIComponent(pid)}`;
         try {
           const prod = await getJSON(path);
-          const thumb = (prod.assets.thumbnail || {}).href;
-          html += `<p><b>product</b> ${text(pid)} (version ${text(prod.properties.version || "1")})</p>`;
-          if (thumb) html += `<img alt="preview of ${attr(pid)}" src="${attr(thumb)}">`;
-          html += "<ul>" + Object.entries(prod.assets).map(([k, a]) => `<li><a href="${attr(a.href)}">${text(k)}</a></li>`).join("") + "</ul>";
-          html += `<a href="${attr(api + "browser/#/" + path)}">open in STAC Browser</a>`;
-        } catch (err) { html += `<p class="muted">${text(err.message)}</p>`; }
+          const thumb = webUrl((prod.assets.thumbnail || {}).href);
+          parts.push(make("p", {}, make("b", {}, "product"), ` ${pid} (version ${prod.properties.version || "1"})`));
+          if (thumb) parts.push(make("img", { alt: `preview of ${pid}`, src: thumb }));
+          parts.push(make("ul", {}, Object.entries(prod.assets).map(([k, a]) => make("li", {}, link(a.href, k)))));
+          parts.push(link(`${api}browser/#/${path}`, "open in STAC Browser"));
+        } catch (err) {
+          parts.push(make("p", { className: "muted" }, err.message));
+        }
       }
     } else if (product.state) {
-      html += `<p class="muted">product: ${text(product.state)} ${text(product.error || "")}</p>`;
+      parts.push(make("p", { className: "muted" }, `product: ${product.state} ${product.error || ""}`));
     }
-    el("tile").innerHTML = html;
+    el("tile").replaceChildren(...parts);
   }
 
   // For the bench and the tests: when the tiles were first drawn (ms since navigation).
@@ -320,8 +372,8 @@
   (async function start() {
     renderLegend();
     const [collection, summary] = await Promise.all([
-      getJSON(`collections/${campaign}`),
-      getJSON(`campaigns/${campaign}/summary`),
+      getJSON(`collections/${campaignPath}`),
+      getJSON(`campaigns/${campaignPath}/summary`),
     ]);
     el("title").textContent = collection.title || campaign;
     renderSummary(summary);
