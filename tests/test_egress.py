@@ -427,6 +427,29 @@ def test_a_campaign_with_a_refused_url_is_refused_when_stored(
     assert {address[0] for address in connections} <= {"127.0.0.1"}
 
 
+def test_a_url_stored_before_these_rules_still_lists_and_is_refused_when_fetched(
+    http: httpx.Client, database: Database
+) -> None:
+    """A definition stored earlier with a URL the rules now refuse must not break reads
+    (listings would fail for everybody); the runner still refuses to fetch it."""
+    campaign = f"egress-old-{uuid.uuid4().hex[:8]}"
+    backend = {"name": "a", "url": "http://127.0.0.1:9/openeo"}
+    assert http.post("/campaigns", json={"id": campaign, "backends": [backend]}).status_code == 201
+    database.sql(
+        "UPDATE pgstac.collections SET content = jsonb_set(content, "
+        "'{tilekeeper:campaign,backends,0,url}', '\"file:///etc/passwd\"') WHERE id = %s",
+        campaign,
+    )
+    listed = http.get("/campaigns", params={"f": "json"})
+    assert listed.status_code == 200, listed.text
+    shown = http.get(f"/campaigns/{campaign}")
+    assert shown.status_code == 200 and shown.json()["backends"][0]["url"].startswith("file:")
+    fields = {k: v for k, v in shown.json().items() if k != "links"}
+    stored = CampaignDefinition.model_validate(fields, context={"stored": True})
+    refused = refused_backends(stored.backends)
+    assert list(refused) == ["a"] and "http" in refused["a"]
+
+
 def test_webhooks_follow_no_redirect_and_give_up_a_refused_url(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, connections: list[Any]
 ) -> None:

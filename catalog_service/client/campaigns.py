@@ -10,7 +10,7 @@ import orjson
 
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import TileSet
-from catalog_service.jobs.campaign import CampaignDefinition
+from catalog_service.jobs.campaign import STORED, CampaignDefinition
 
 # Big enough to amortise a request, small enough to keep each all-or-nothing write short.
 REGISTER_BATCH = 20_000
@@ -64,7 +64,8 @@ class Campaigns:
 
     def definition(self, campaign_id: str) -> CampaignDefinition:
         raw = self.get(campaign_id)
-        return CampaignDefinition.model_validate({k: v for k, v in raw.items() if k != "links"})
+        stored = {k: v for k, v in raw.items() if k != "links"}
+        return CampaignDefinition.model_validate(stored, context=STORED)
 
     def all(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.http.get("campaigns")["campaigns"]

@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from catalog_service import geojson_check
 from catalog_service.egress import check_shape
@@ -25,6 +32,16 @@ MANAGED_PREFIX = "tilekeeper:"
 ATTEMPT_KEYS = ("id", "backend_name", "start_time", "running_start_time", "finish_time", "costs")
 
 
+# Validation context of a definition read back from the catalogue: URLs stored before
+# today's egress rules still load (listings must not fail on them); they are checked again
+# whenever they are fetched.
+STORED = {"stored": True}
+
+
+def stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
 class Backend(BaseModel):
     """An openEO back-end of a campaign. ``auth`` says how the runner logs in; the
     credentials themselves stay where openEO users keep them (the openEO client's
@@ -39,8 +56,9 @@ class Backend(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _fetchable(cls, value: str) -> str:
-        return check_shape(value)  # the rest of the egress policy: where it is stored
+    def _fetchable(cls, value: str, info: ValidationInfo) -> str:
+        # The rest of the egress policy: where it is stored, and again when fetched.
+        return value if stored(info) else check_shape(value)
 
 
 class ProcessSpec(BaseModel):
@@ -57,9 +75,11 @@ class ProcessSpec(BaseModel):
 
     @field_validator("namespace")
     @classmethod
-    def _fetchable(cls, value: str | None) -> str | None:
+    def _fetchable(cls, value: str | None, info: ValidationInfo) -> str | None:
         # A URL namespace is fetched (the fitness check); a back-end's namespace is a name.
-        return check_shape(value) if value and "://" in value else value
+        if value and "://" in value and not stored(info):
+            return check_shape(value)
+        return value
 
 
 class RetryPolicy(BaseModel):
@@ -86,8 +106,8 @@ class NotifyPolicy(BaseModel):
 
     @field_validator("webhooks")
     @classmethod
-    def _http_urls(cls, value: list[str]) -> list[str]:
-        return [check_shape(url) for url in value]
+    def _http_urls(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return value if stored(info) else [check_shape(url) for url in value]
 
 
 class CampaignDefinition(BaseModel):

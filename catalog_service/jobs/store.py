@@ -38,6 +38,7 @@ from catalog_service.jobs.campaign import (
     MANAGED_PREFIX,
     ORDER_KEY,
     REVISION_KEY,
+    STORED,
     WORKER_KEY,
     CampaignDefinition,
     job_properties,
@@ -388,7 +389,7 @@ async def get_definition(conn: asyncpg.Connection, campaign: str) -> CampaignDef
         if exists:
             raise CampaignNotFound(f"collection {campaign!r} is not a tilekeeper campaign")
         raise CampaignNotFound(f"no campaign {campaign!r}")
-    return CampaignDefinition.model_validate(_json(raw))
+    return CampaignDefinition.model_validate(_json(raw), context=STORED)
 
 
 async def list_definitions(conn: asyncpg.Connection) -> list[CampaignDefinition]:
@@ -396,7 +397,7 @@ async def list_definitions(conn: asyncpg.Connection) -> list[CampaignDefinition]
         "SELECT content->$1 AS d FROM pgstac.collections WHERE content ? $1 ORDER BY id",
         CAMPAIGN_KEY,
     )
-    return [CampaignDefinition.model_validate(_json(r["d"])) for r in rows]
+    return [CampaignDefinition.model_validate(_json(r["d"]), context=STORED) for r in rows]
 
 
 async def create_campaign(
