@@ -26,11 +26,16 @@ from catalog_service.database import bring_up
 @pytest.fixture(scope="module")
 def own_database() -> Iterator[Database]:
     db = make_database("tilekeeper-restart-")
-    saved = os.environ["TILEKEEPER_API_KEY"]
+    saved = os.environ.get("TILEKEEPER_API_KEY")  # the session database's, when it is up
     os.environ["TILEKEEPER_API_KEY"] = admin_token(db)
-    yield db
-    os.environ["TILEKEEPER_API_KEY"] = saved
-    db.destroy()
+    try:
+        yield db
+    finally:
+        if saved is None:
+            os.environ.pop("TILEKEEPER_API_KEY", None)
+        else:
+            os.environ["TILEKEEPER_API_KEY"] = saved
+        db.destroy()
 
 
 def _eventually_ok(url: str, timeout_s: float = 30.0) -> httpx.Response:
