@@ -76,6 +76,10 @@ def structure_problem(geometry: Any) -> str | None:
             if not isinstance(parts, list) or not parts:
                 raise _Bad("a GeometryCollection needs geometries")
             for part in parts:
+                if isinstance(part, dict) and part.get("type") == "GeometryCollection":
+                    # PostGIS stores it but cannot write it back as GeoJSON: the item
+                    # would fail every read (RFC 7946 3.1.8 advises against it too).
+                    raise _Bad("a GeometryCollection may not contain another one")
                 problem = structure_problem(part)
                 if problem:
                     raise _Bad(problem)

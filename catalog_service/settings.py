@@ -192,6 +192,12 @@ class ApiSettings(BaseSettings):
     )
     max_sort_fields: int = Field(default=10, ge=1, description="Most sortby fields of a search.")
     max_fields: int = Field(default=100, ge=1, description="Most entries of a search's fields.")
+    max_geometry_values: int = Field(
+        default=200_000,
+        ge=100,
+        description="Most JSON values (numbers, arrays, keys) of a search's intersects "
+        "geometry (100,000 vertices); a million pushed PostgreSQL past its jsonb limit.",
+    )
     pool_size: int = Field(default=8, description="Connections per pool (read and write).")
     statement_timeout_ms: int = Field(
         default=20_000, description="Per-statement timeout (503 at once when exceeded)."

@@ -121,6 +121,9 @@ def _same(hidden: Answer, missing: Answer, world: World, **more: str) -> None:
 # absolute path), with what its owner gets: 200 where the spelling leads to the file.
 TRAVERSALS = [
     ("{p}/P1/x.tif", 200),
+    # Names the file system refuses: 404 like any missing file, never a 5xx.
+    ("{p}/P1/%00", 404),
+    ("{p}/P1/" + "n" * 300, 404),
     ("./{p}/P1/x.tif", 200),
     ("x/../{p}/P1/x.tif", 200),
     ("%2e/{p}/P1/x.tif", 200),
@@ -286,6 +289,49 @@ def test_a_non_owner_cannot_change_a_public_campaign(
         assert answer.status_code == 403, answer.text
     assert _stored(w, w.public) == before
     assert client.get(f"/campaigns/{w.public}", headers=bearer(w.admin)).json() == shown
+
+
+def test_a_json_patch_cannot_move_a_collection_onto_another(
+    world: World, client: httpx.Client
+) -> None:
+    """Found by an outside tester: a JSON Patch replacing /id wrote the patched document
+    under the new id, over a private campaign (exposing its tiles and files) or anyone's."""
+    w = world
+    mine = f"mine-{w.s}"
+    plain_made = client.post(
+        "/collections",
+        json={
+            "id": mine,
+            "type": "Collection",
+            "stac_version": "1.1.0",
+            "description": "x",
+            "license": "other",
+            "extent": {
+                "spatial": {"bbox": [[0, 0, 1, 1]]},
+                "temporal": {"interval": [[None, None]]},
+            },
+            "links": [],
+        },
+        headers=bearer(w.other),
+    )
+    assert plain_made.status_code == 201, plain_made.text
+    targets = [w.private, f"{w.private}-products", w.public, f"{w.public}-products", w.plain]
+    before = _stored(w, *targets)
+    patches = [
+        [{"op": "replace", "path": "/id", "value": target} for target in targets],
+        [{"op": "copy", "from": "/description", "path": "/id"}],
+        [{"op": "replace", "path": "", "value": {"id": w.public}}],
+    ]
+    json_patch = {"Content-Type": "application/json-patch+json"}
+    for token in (w.other, w.admin):
+        for ops in patches:
+            for op in ops:
+                answer = client.patch(
+                    f"/collections/{mine}", json=[op], headers={**bearer(token), **json_patch}
+                )
+                assert answer.status_code == 400, (op, answer.text)
+    assert _stored(w, *targets) == before
+    assert client.get(f"/collections/{mine}").status_code == 200
 
 
 # -- 4. X-products squatting, both ways -------------------------------------------------

@@ -120,3 +120,87 @@ def test_a_body_that_is_not_json_is_415(anonymous: httpx.Client, path: str) -> N
     assert answer.json()["code"] == "UnsupportedMediaType"
     geojson = anonymous.post(path, content=b"{}", headers={"Content-Type": "application/geo+json"})
     assert geojson.status_code == 200, geojson.text
+
+
+# Found by an outside tester: no bracket among them, so no bracket depth to see, yet each
+# unary operator is a level of the native parser's recursion.
+UNARY_RUNS = {
+    "minus signs": "a = " + "-" * 4_500 + "1",
+    "nots": "NOT " * 4_500 + "a = 1",
+}
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+@pytest.mark.parametrize("text", list(UNARY_RUNS.values()), ids=list(UNARY_RUNS))
+def test_a_filter_deep_in_operators_does_not_kill_the_service(
+    anonymous: httpx.Client, path: str, text: str
+) -> None:
+    answer = anonymous.get(path, params={"filter": text})
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert "MAX_EXPRESSION_DEPTH" in answer.json()["description"]
+    assert anonymous.get("/search", params={"limit": 1}).status_code == 200
+
+
+def test_a_text_filter_that_does_not_parse_is_400(anonymous: httpx.Client) -> None:
+    answer = anonymous.get("/search", params={"filter": "a = " + "-" * 4_500})
+    assert answer.status_code == 400 and "Invalid filter" in answer.json()["description"]
+
+
+DOTTED = ".".join(["a"] * 1_000)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/search", {"params": {"fields": DOTTED}}),
+        ("GET", "/search", {"params": {"sortby": DOTTED}}),
+        ("GET", "/collections/bounds-plain/items", {"params": {"fields": DOTTED}}),
+        ("GET", "/search", {"params": {"filter": f"{DOTTED} = 1"}}),
+        ("POST", "/search", {"json": {"fields": {"include": [DOTTED]}}}),
+        ("POST", "/search", {"json": {"sortby": [{"field": DOTTED, "direction": "asc"}]}}),
+        (
+            "POST",
+            "/search",
+            {"json": {"filter": {"op": "=", "args": [{"property": DOTTED}, 1]}}},
+        ),
+    ],
+    ids=["get-fields", "get-sortby", "items-fields", "get-filter", "fields", "sortby", "filter"],
+)
+def test_a_property_path_is_as_deep_as_a_bracket(
+    anonymous: httpx.Client, method: str, path: str, kwargs: dict[str, object]
+) -> None:
+    # pgstac walks a dotted path recursively: 1,000 levels ran out of the database's stack.
+    _refused(anonymous.request(method, path, **kwargs), "MAX_EXPRESSION_DEPTH")  # type: ignore[arg-type]
+
+
+def test_a_search_geometry_has_a_size_limit(anonymous: httpx.Client) -> None:
+    ring = [[0.0 + n * 1e-6, 0.0] for n in range(70_000)] + [[0, 1], [0, 0]]
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    _refused(anonymous.post("/search", json={"intersects": polygon}), "MAX_GEOMETRY_VALUES")
+
+
+def test_write_bodies_are_bounded_in_depth_before_they_are_parsed(
+    api: str, database: object
+) -> None:
+    from conftest import admin_token
+
+    headers = {"Authorization": f"Bearer {admin_token(database)}"}  # type: ignore[arg-type]
+    deep = b"[" * 600 + b"]" * 600
+    bodies = {
+        "/campaigns": b'{"id": "deep-c", "job_options": {"x": ' + deep + b"}}",
+        "/collections/bounds-plain/items": b'{"type": "Feature", "x": ' + deep + b"}",
+        # Quotes and brackets in strings do not hide the depth (nor add to it).
+        "/collections": b'{"id": "deep-s", "a": "]]]]\\"]]", "x": ' + deep + b"}",
+    }
+    with httpx.Client(base_url=api, timeout=60, headers=headers) as client:
+        for path, body in bodies.items():
+            answer = client.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 400, (path, answer.text)
+            assert "MAX_EXPRESSION_DEPTH" in answer.json()["description"]
+        shallow = b'{"id": "ok-c", "grid": "utm-20km", "description": "[[[[[[[[[[[[[[[["}'
+        made = client.post(
+            "/campaigns", content=shallow, headers={"Content-Type": "application/json"}
+        )
+        assert made.status_code == 201, made.text
+        client.delete("/campaigns/ok-c")

@@ -153,6 +153,58 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/collections/{cid}/bulk_items", {"json": {"method": "explode", "items": {}}}),
     ("GET", "/collections/{cid}/items", {"params": {"bbox": "0,95,1,96"}}),
     ("GET", "/collections/{cid}/items", {"params": {"filter": "status ="}}),
+    # Stored by PostGIS, then unreadable as GeoJSON: every read of the item failed.
+    (
+        "POST",
+        "/collections/{cid}/items",
+        {
+            "json": {
+                **make_item("nested", "{cid}"),
+                "geometry": {
+                    "type": "GeometryCollection",
+                    "geometries": [
+                        {
+                            "type": "GeometryCollection",
+                            "geometries": [{"type": "Point", "coordinates": [1, 1]}],
+                        }
+                    ],
+                },
+            }
+        },
+    ),
+    ("GET", "/collections", {"params": {"q": "\\"}}),
+    ("GET", "/collections", {"params": {"q": "x,\\"}}),
+    (
+        "POST",
+        "/search",
+        {"content": b"[1]", "headers": {"content-type": "application/merge-patch+json"}},
+    ),
+    ("POST", "/search", {"content": b"null", "headers": {"content-type": "application/geo+json"}}),
+    (
+        "PATCH",
+        "/collections/{cid}",
+        {
+            "json": [{"op": "replace", "path": "/id", "value": "other"}],
+            "headers": {"content-type": "application/json-patch+json"},
+        },
+    ),
+    (
+        "PATCH",
+        "/collections/{cid}",
+        {
+            "json": [{"op": "replace", "path": "", "value": make_collection("other")}],
+            "headers": {"content-type": "application/json-patch+json"},
+        },
+    ),
+    (
+        "PATCH",
+        "/collections/{cid}",
+        {
+            "json": [{"op": "move", "from": "/id", "path": "/title"}],
+            "headers": {"content-type": "application/json-patch+json"},
+        },
+    ),
+    ("POST", "/collections", {"content": b'{"id": "deep", "x": ' + b"[" * 600 + b"]" * 600 + b"}"}),
 ]
 
 
@@ -351,6 +403,9 @@ def test_a_bug_answers_500_in_the_stac_shape_and_says_the_connection_ends(
             assert answer.status_code == 500
             assert answer.json()["code"] == "InternalServerError"
             assert answer.headers["connection"] == "close"
+            # Sent from outside every middleware, it still carries the security headers.
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert answer.headers["content-security-policy"].startswith("default-src 'none'")
             assert client.get("/_mgmt/ping").status_code == 200  # a new connection works
     finally:
         server.stop()

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catalog_service.api.asgi import replaying
+from catalog_service.api.headers import API_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def classify(exc: BaseException) -> tuple[Failure, BaseException] | None:
                 return Failure.UNAVAILABLE, seen
             if sqlstate in BAD_INPUT_SQLSTATES or sqlstate.startswith("22"):
                 return Failure.BAD_INPUT, seen
-            if sqlstate == "42601" and "tsquery" in str(seen):
+            if sqlstate == "42601" and ("tsquery" in str(seen) or "escaped character" in str(seen)):
                 # Free-text search (`q`) that PostgreSQL cannot parse.
                 return Failure.BAD_INPUT, seen
         if isinstance(
@@ -276,7 +277,8 @@ def add_exception_handlers(app: FastAPI) -> None:
         # A bug: answered in the STAC shape, and the client is told the connection ends
         # (uvicorn closes it after an unhandled exception; clients otherwise see a reset).
         description = "An unexpected error; it is logged."
-        return error_response("InternalServerError", description, 500, {"Connection": "close"})
+        headers = {**API_HEADERS, "Connection": "close"}
+        return error_response("InternalServerError", description, 500, headers)
 
     app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

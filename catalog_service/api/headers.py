@@ -28,6 +28,13 @@ from catalog_service.settings import ApiSettings, ProductSettings
 
 # Answers that are not pages: nothing may load or run from them, nobody may frame them.
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# What every non-page answer carries; also set by the 500 handler, whose answer Starlette
+# sends from outside every middleware.
+API_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": API_POLICY,
+}
 # Scripts only from this service's files. Inline styles stay allowed: STAC Browser's
 # libraries inject <style> elements and style attributes (without them its layout breaks)
 # and the campaign list colours its swatches with style attributes. Workers: STAC

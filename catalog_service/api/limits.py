@@ -5,15 +5,22 @@ search body (400, naming the setting)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+import numpy as np
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from catalog_service.api.asgi import replaying
 from catalog_service.api.errors import error_body
-from catalog_service.api.search_input import ExpressionLimits, body_problem, query_problem
+from catalog_service.api.search_input import (
+    ExpressionLimits,
+    body_problem,
+    filter_as_json,
+    query_problem,
+)
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Routes that take a POST without a body.
@@ -47,6 +54,26 @@ def string_limit_problem(value: Any, limit: int, where: str) -> str | None:
     return f"{where}: {found} is over the limit of {limit:,} (TILEKEEPER_API_MAX_STRING_CHARS)"
 
 
+JSON_PATCH = "application/json-patch+json"
+# A JSON string (escapes included), to be removed before brackets are counted.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def json_depth(body: bytes, budget: int) -> int:
+    """Nesting of a JSON text's arrays and objects, up to ``budget`` + 1, before it is
+    parsed: strings are cut out and the rest reduced to its brackets in C (a 20 MB
+    registration of 100,000 tiles: 0.2 s; 0.8 s when it holds escapes)."""
+    # With escapes a quote may be inside a string; without, every other piece is one.
+    escaped = b"\\" in body
+    outside = _JSON_STRING.sub(b"", body) if escaped else b"".join(body.split(b'"')[::2])
+    brackets = np.frombuffer(outside.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    if not brackets.size:
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return min(int(np.cumsum(steps).max()), budget + 1)
+
+
 def is_json(media: str) -> bool:
     """application/json and its kin: geo+json, merge-patch+json, json-patch+json."""
     return media == "application/json" or (
@@ -74,10 +101,12 @@ class RequestBodyGuard:
         query = scope.get("query_string", b"")
         if query:
             params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            too_much = query_problem(params, self.limits)
-            if too_much is not None:
-                await self._answer(send, *_error(400, "InvalidQueryParameter", too_much))
+            checked = query_problem(params, self.limits) or filter_as_json(params, self.limits)
+            if isinstance(checked, str):
+                await self._answer(send, *_error(400, "InvalidQueryParameter", checked))
                 return
+            if checked is not params:
+                scope = {**scope, "query_string": urlencode(checked).encode("latin-1")}
         if scope.get("method") not in _WRITES:
             await self.app(scope, receive, send)
             return
@@ -129,8 +158,19 @@ class RequestBodyGuard:
                 "UnsupportedMediaType",
                 f"the body must be JSON (Content-Type: application/json), not {media[:100]}",
             )
-        if media in ("", "application/json") and start != b"{":
+        if media == JSON_PATCH:
+            if start != b"[":
+                return _error(400, "BadRequest", "a JSON Patch body is a list of operations")
+        elif start != b"{":
             return _error(400, "BadRequest", "the body must be a JSON object")
+        if json_depth(body, self.limits.depth) > self.limits.depth:
+            # Parsers and serialisers down the line recurse (RecursionError: a 500).
+            return _error(
+                400,
+                "InvalidQueryParameter" if path.endswith(_SEARCH_SUFFIXES) else "BadRequest",
+                f"the body is nested more than {self.limits.depth} levels deep "
+                "(TILEKEEPER_API_MAX_EXPRESSION_DEPTH)",
+            )
         if path.endswith(_SEARCH_SUFFIXES):
             try:
                 search = orjson.loads(body)  # its nesting limit (1,024) cannot overflow

@@ -171,8 +171,12 @@ def create_router(products_dir: Path | None) -> APIRouter:
         async def product_file(request: Request, key: str) -> FileResponse:
             # Authorised on the canonical key (what the file system opens), never on the
             # key as sent: `./`, `x/../` and absolute paths normalise first.
-            path = (root / key).resolve()
-            missing = HTTPException(404, f"no product file {key}")
+            missing = HTTPException(404, f"no product file {key[:300]}")
+            try:
+                path = (root / key).resolve()
+                found = path.is_file()
+            except (OSError, ValueError):  # a NUL byte, a name too long for the disk
+                raise missing from None
             if not path.is_relative_to(root) or path == root:
                 raise missing
             canonical = path.relative_to(root).as_posix()
@@ -182,7 +186,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
             # campaign's files must not turn public).
             if not (named.exists and named.visible_to(identity)):
                 raise missing
-            if not path.is_file() or ".staging" in path.parts:
+            if not found or ".staging" in path.parts:
                 raise missing
             media = "image/tiff; application=geotiff; profile=cloud-optimized"
             return FileResponse(path, media_type=media if path.suffix == ".tif" else None)

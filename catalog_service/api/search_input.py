@@ -6,6 +6,7 @@ on the raw text of each expression before any parser that recurses sees it."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class ExpressionLimits:
     sort_fields: int
     fields: int
     ids: int
+    geometry_values: int
 
     @classmethod
     def of(cls, settings: ApiSettings) -> ExpressionLimits:
@@ -106,6 +108,7 @@ class ExpressionLimits:
             sort_fields=settings.max_sort_fields,
             fields=settings.max_fields,
             ids=settings.max_ids,
+            geometry_values=settings.max_geometry_values,
         )
 
 
@@ -166,17 +169,54 @@ def _count_problem(name: str, count: int, limits: ExpressionLimits) -> str | Non
     return None
 
 
-def _filter_terms(text: str, lang: str | None) -> Any:
-    """A GET filter as CQL2-JSON, parsed only once its size and depth are bounded."""
-    if lang == "cql2-json" or text.lstrip().startswith("{"):
-        return orjson.loads(text)
-    return Expr(text).to_json()
+# cql2's parser recurses natively, about 2 kB of stack per nested operator (a run of
+# 4,500 unary minus signs, no bracket among them, overflowed the 8 MB of the main thread
+# and killed the process). Text is parsed here, on a thread with room for anything the
+# length limit lets through, and handed on as CQL2-JSON, whose depth is bounded.
+PARSER_STACK_BYTES = 512 * 1024 * 1024
+_stack_lock = threading.Lock()
+
+
+class BadFilter(ValueError):
+    """A CQL2-text filter that does not parse."""
+
+
+def cql2_text_as_json(text: str) -> Any:
+    """CQL2-text as CQL2-JSON, parsed on a thread with a large stack."""
+    outcome: dict[str, Any] = {}
+
+    def parse() -> None:
+        try:
+            # Not validate(): its memory grows ~10 MB a level (4,500 NOTs: all there is);
+            # upstream validates the JSON once its depth is bounded.
+            outcome["json"] = Expr(text).to_json()
+        except Exception as exc:  # cql2 raises bare Exceptions
+            outcome["error"] = exc
+
+    with _stack_lock:  # the stack size applies to threads started while it is set
+        previous = threading.stack_size(PARSER_STACK_BYTES)
+        try:
+            worker = threading.Thread(target=parse, name="cql2-parse", daemon=True)
+            worker.start()
+        finally:
+            threading.stack_size(previous)
+    worker.join()
+    if "error" in outcome:
+        raise BadFilter(f"Invalid filter: {outcome['error']}")
+    return outcome["json"]
+
+
+def _path_problem(name: str, path: str, limits: ExpressionLimits) -> str | None:
+    """A property path (``a.b.c``) pgstac walks recursively: as deep as a bracket."""
+    if path.count(".") >= limits.depth:
+        return _too_deep(f"{name} path {path[:40]}...", limits.depth)
+    return None
 
 
 def query_problem(params: Sequence[tuple[str, str]], limits: ExpressionLimits) -> str | None:
-    """Why a GET's expression parameters are over their bounds (None when they are not)."""
+    """Why a GET's expression parameters are over their bounds (None when they are not),
+    judged on their raw text: nothing is parsed here."""
     counts: dict[str, int] = {}
-    lang = next((v for k, v in params if k == "filter-lang"), None)
     for name, value in params:
         if name not in EXPRESSION_PARAMS:
             continue
@@ -187,19 +227,70 @@ def query_problem(params: Sequence[tuple[str, str]], limits: ExpressionLimits) -
             )
         if text_depth(value, limits.depth) > limits.depth:
             return _too_deep(name, limits.depth)
-        counts[name] = counts.get(name, 0) + value.count(",") + 1
-        if name == "filter":
-            try:
-                terms = _filter_terms(value, lang)
-            except Exception:  # upstream answers the parse error itself
-                continue
-            if _nodes(terms, limits.terms) > limits.terms:
-                return _too_many_terms(limits.terms)
+        entries = value.split(",")
+        counts[name] = counts.get(name, 0) + len(entries)
+        if name in ("sortby", "fields"):
+            for entry in entries:
+                found = _path_problem(name, entry, limits)
+                if found:
+                    return found
     for name, count in counts.items():
         found = _count_problem(name, count, limits)
         if found:
             return found
     return None
+
+
+def filter_as_json(
+    params: list[tuple[str, str]], limits: ExpressionLimits
+) -> list[tuple[str, str]] | str:
+    """The parameters with a CQL2-text ``filter`` turned into CQL2-JSON (so no parser
+    after this one reads text), or why the filter is refused."""
+    lang = next((v for k, v in params if k == "filter-lang"), None)
+    text = next((v for k, v in params if k == "filter"), None)
+    if text is None:
+        return params
+    if lang == "cql2-json" or text.lstrip().startswith("{"):
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return params  # upstream words its own 400
+        return filter_problem(parsed, limits) or params
+    try:
+        parsed = cql2_text_as_json(text)
+    except BadFilter as exc:
+        return str(exc)
+    problem = filter_problem(parsed, limits)
+    if problem:
+        return problem
+    kept = [(k, v) for k, v in params if k not in ("filter", "filter-lang")]
+    return [*kept, ("filter", orjson.dumps(parsed).decode()), ("filter-lang", "cql2-json")]
+
+
+def filter_problem(expression: Any, limits: ExpressionLimits) -> str | None:
+    """A parsed filter over its bounds: depth, terms, property paths."""
+    if value_depth(expression, limits.depth) > limits.depth:
+        return _too_deep("filter", limits.depth)
+    if _nodes(expression, limits.terms) > limits.terms:
+        return _too_many_terms(limits.terms)
+    for name in _property_names(expression):
+        found = _path_problem("filter property", name, limits)
+        if found:
+            return found
+    return None
+
+
+def _property_names(value: Any) -> list[str]:
+    found, stack = [], [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("property"), str):
+                found.append(node["property"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def body_problem(body: Any, limits: ExpressionLimits) -> str | None:
@@ -212,15 +303,29 @@ def body_problem(body: Any, limits: ExpressionLimits) -> str | None:
             continue
         if value_depth(value, limits.depth) > limits.depth:
             return _too_deep(name, limits.depth)
-        if name == "filter" and _nodes(value, limits.terms) > limits.terms:
-            return _too_many_terms(limits.terms)
-        if name == "fields" and isinstance(value, dict):
-            listed = [v for v in value.values() if isinstance(v, list)]
-            found = _count_problem(name, sum(len(v) for v in listed), limits)
-        elif isinstance(value, list):
-            found = _count_problem(name, len(value), limits)
-        else:
-            found = None
+        found = _key_problem(name, value, limits)
         if found:
             return found
     return None
+
+
+def _key_problem(name: str, value: Any, limits: ExpressionLimits) -> str | None:
+    if name == "filter":
+        return filter_problem(value, limits)
+    if name == "intersects" and _nodes(value, limits.geometry_values) > limits.geometry_values:
+        return (
+            f"intersects has more than {limits.geometry_values:,} values "
+            "(TILEKEEPER_API_MAX_GEOMETRY_VALUES); simplify the geometry"
+        )
+    paths: list[Any] = []
+    if name == "fields" and isinstance(value, dict):
+        paths = [p for v in value.values() if isinstance(v, list) for p in v]
+    elif name == "sortby" and isinstance(value, list):
+        paths = [s.get("field") if isinstance(s, dict) else s for s in value]
+    for path in paths:
+        found = _path_problem(name, path, limits) if isinstance(path, str) else None
+        if found:
+            return found
+    if name == "fields":
+        return _count_problem(name, len(paths), limits)
+    return _count_problem(name, len(value), limits) if isinstance(value, list) else None

@@ -137,10 +137,31 @@ def check_item_shape(item: Any, limit: int) -> None:
             raise HTTPException(400, f"{stamp!r} is not an RFC 3339 datetime") from None
 
 
+_IDENTITY = ("id", "collection")
+
+
+def keeps_identity(patch: Any) -> None:
+    """A JSON Patch may not touch what names the record (``/id``, ``/collection``):
+    upstream writes the patched document under its new id, over whatever holds it."""
+    if not isinstance(patch, list):
+        return
+    for op in patch:
+        if not isinstance(op, dict) or op.get("op") == "test":
+            continue
+        for key in ("path", "from"):
+            if key not in op:
+                continue
+            target = str(op[key]).strip("/").split("/", 1)[0]
+            if target in _IDENTITY or (key == "path" and not target):
+                # The root path ("") would replace the whole document, id included.
+                raise HTTPException(400, f"a patch may not change /{target}")
+
+
 def check_collection_patch(request: Request, patch: Any) -> None:
     """A collection patch (plain JSON): no campaign definition, nothing STAC requires
-    removed, no over-long string."""
+    removed, the id kept, no over-long string."""
     refuse_campaign_definition(patch)
+    keeps_identity(patch)
     keeps_required(patch, COLLECTION_REQUIRED)
     _short_strings(request, patch)
 
@@ -149,6 +170,7 @@ def check_item_patch(request: Request, patch: Any) -> None:
     """An item patch (plain JSON): nothing STAC requires removed, a geometry set whole
     and storable, no over-long string."""
     keeps_required(patch, ITEM_REQUIRED)
+    keeps_identity(patch)
     patched_geometry_is_storable(patch)
     _short_strings(request, patch)
 
