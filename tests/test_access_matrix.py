@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -314,7 +314,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(api: str, database: Database) -> World:
+def world(api: str, database: Database) -> Iterator[World]:
     s = suffix()
     owner = new_key(database, f"owner-{s}", WRITE_SCOPES)
     tokens: dict[str, str | None] = {
@@ -338,7 +338,22 @@ def world(api: str, database: Database) -> World:
         plain_collection(http, owner, f"pln-{s}")
     headers = {name: bearer(token) for name, token in tokens.items()}
     headers["junk key"] = {"X-API-Key": "tk_nonsense"}  # the other way to send a key
-    return World(api, database, tokens, headers, ids, f"pln-{s}")
+    yield World(api, database, tokens, headers, ids, f"pln-{s}")
+    # Gone again: a hundred throwaway campaigns would fill the pages others look at
+    # (STAC Browser shows the first pages of /collections).
+    admin = bearer(admin_token(database))
+    ours = ("tpu-", "tse-", "tpl-", f"pub-{s}", f"sec-{s}", f"pln-{s}")
+    with httpx.Client(base_url=api, timeout=60, headers=admin) as http:
+        listed = http.get("/campaigns", params={"f": "json"}).json()["campaigns"]
+        for found in listed:
+            if found["id"].startswith(ours):
+                http.delete(f"/campaigns/{found['id']}", params={"products": "true"})
+        for plain in [*sql_ids(database, "tpl-%"), f"pln-{s}"]:
+            http.delete(f"/collections/{plain}")
+
+
+def sql_ids(database: Database, pattern: str) -> list[str]:
+    return [row[0] for row in database.sql("SELECT id FROM collections WHERE id LIKE %s", pattern)]
 
 
 def throwaway(http: httpx.Client, world: World, target: Target) -> dict[str, str]:
