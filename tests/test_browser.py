@@ -22,6 +22,7 @@ from conftest import (
     Database,
     Offline,
     auth_headers,
+    find_listed,
     make_item,
     products_settings,
     shot,
@@ -55,8 +56,8 @@ def test_stac_browser_lists_campaigns_and_opens_a_product(
     offline = Offline(page)
     csp = CspViolations(page)
     page.goto(f"{api}/browser/")
-    page.get_by_text(f"Campaign {campaign}").first.wait_for(timeout=30_000)
-    page.get_by_text(f"Products of campaign {campaign}").first.wait_for(timeout=30_000)
+    find_listed(page, f"Campaign {campaign}")
+    find_listed(page, f"Products of campaign {campaign}")
     shot(page, "browser-root")
 
     page.goto(f"{api}/browser/#/collections/{campaign}-products/items/T31UFS")

@@ -21,7 +21,12 @@ from starlette.responses import JSONResponse, Response
 
 from catalog_service.api.auth import current_identity
 from catalog_service.api.errors import MISSING_COLLECTION, BulkWriteRejected
-from catalog_service.api.search_input import check_filter, check_ids, flat_bbox
+from catalog_service.api.search_input import (
+    check_filter,
+    check_ids,
+    flat_bbox,
+    property_names,
+)
 from catalog_service.api.visibility import (
     excluding,
     hidden_collections,
@@ -294,29 +299,15 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         return JSONResponse(result) if isinstance(answer, Response) else result
 
 
-def _properties(value: Any) -> list[str]:
-    """The property names a CQL2-JSON expression refers to."""
-    found, stack = [], [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("property"), str):
-                found.append(node["property"])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
 def refuse_definition_search(text: str | None, lang: str | None, kwargs: dict[str, Any]) -> None:
     """A campaign's definition (webhook URLs with their secrets, owners) is shown to
     readers redacted; filtering or sorting collections by it would read it one guess at a
     time, so collection search does not look into it."""
-    names = _properties(collection_filter(text, lang))
+    names = property_names(collection_filter(text, lang))
     sortby = kwargs.get("sortby") or []
     names += sortby.split(",") if isinstance(sortby, str) else [str(s) for s in sortby]
     if kwargs.get("query"):
-        names += _properties(query_as_cql2(kwargs["query"]))
+        names += property_names(query_as_cql2(kwargs["query"]))
     if any(CAMPAIGN_KEY in name for name in names):
         raise HTTPException(
             400,

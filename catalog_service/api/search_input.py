@@ -273,14 +273,15 @@ def filter_problem(expression: Any, limits: ExpressionLimits) -> str | None:
         return _too_deep("filter", limits.depth)
     if _nodes(expression, limits.terms) > limits.terms:
         return _too_many_terms(limits.terms)
-    for name in _property_names(expression):
+    for name in property_names(expression):
         found = _path_problem("filter property", name, limits)
         if found:
             return found
     return None
 
 
-def _property_names(value: Any) -> list[str]:
+def property_names(value: Any) -> list[str]:
+    """The property names a CQL2-JSON expression refers to."""
     found, stack = [], [value]
     while stack:
         node = stack.pop()
