@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Database, admin_token, make_collection, make_item
-from fastapi.routing import APIRoute
 from security_world import (
     FILE,
     TILE_GEOMETRY,
@@ -47,6 +46,7 @@ from security_world import (
 )
 
 from catalog_service.api.app import create_app
+from catalog_service.api.auth import api_routes
 from catalog_service.settings import DatabaseSettings, ProductSettings
 
 # --------------------------------------------------------------------------------------
@@ -59,19 +59,7 @@ def app_routes() -> list[tuple[str, str]]:
         db_settings=DatabaseSettings(dsn="postgresql://nobody@127.0.0.1:9/none"),
         products=ProductSettings(store="/nonexistent/products"),  # a local store: file routes
     )
-    try:
-        from fastapi.routing import iter_route_contexts  # FastAPI's nested routers
-    except ImportError:  # pragma: no cover - older FastAPI flattens included routers
-        contexts: list[Any] = list(app.routes)
-    else:
-        contexts = list(iter_route_contexts(app.routes))
-    found = set()
-    for context in contexts:
-        route = getattr(context, "original_route", context)
-        if isinstance(route, APIRoute):
-            for method in context.methods or ():
-                found.add((method, context.path))
-    return sorted(found, key=lambda r: (r[1], r[0]))
+    return api_routes(app)
 
 
 ROUTES = app_routes()

@@ -121,16 +121,19 @@ def writes(method: str, path: str) -> bool:
     return method not in READ_METHODS and not path.endswith(READ_POST_SUFFIXES)
 
 
-def write_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """(method, path) of every route that writes, for tests and docs (included routers
+def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path template) of every API route, for tests and docs (included routers
     are nested in FastAPI's route list: walked through their contexts)."""
-    found = []
+    found: set[tuple[str, str]] = set()
     for context in iter_route_contexts(app.routes):
         if isinstance(context.original_route, APIRoute) and context.path:
-            for method in context.methods or ():
-                if writes(method, context.path):
-                    found.append((method, context.path))
-    return sorted(set(found))
+            found.update((method, context.path) for method in context.methods or ())
+    return sorted(found, key=lambda route: (route[1], route[0]))
+
+
+def write_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every route that writes."""
+    return sorted((method, path) for method, path in api_routes(app) if writes(method, path))
 
 
 def actor_of(request: Request, claimed: str) -> str:
