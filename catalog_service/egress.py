@@ -22,13 +22,20 @@ name resolves to here, right before the request.
 
 URLs the operator configures (the tilekeeper API, the OIDC issuer, the S3 endpoint)
 are trusted and do not go through this policy.
+
+A session may also bound its answers (:class:`AnswerLimits`): each request gets a
+deadline for the whole exchange and a cap on the body it reads, so a server that
+drips or streams forever costs at most that. Streamed requests (downloads) are bounded
+by their reader instead (ingest/download.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -278,11 +285,34 @@ def _checked_pools(policy: EgressSettings) -> dict[str, type[HTTPConnectionPool]
     return {"http": CheckedHTTPConnectionPool, "https": CheckedHTTPSConnectionPool}
 
 
+@dataclass(frozen=True)
+class AnswerLimits:
+    """How long a request may take in all and how much of an answer is read."""
+
+    connect_s: float
+    total_s: float
+    max_bytes: int
+
+
+class AnswerTooLarge(requests.RequestException):
+    """An answer larger than the session's AnswerLimits allow."""
+
+
+class AnswerTooSlow(requests.Timeout):
+    """An answer that took longer than the session's AnswerLimits allow."""
+
+
+READ_CHUNK = 64 << 10
+
+
 class EgressAdapter(HTTPAdapter):
     """A requests transport that sends only what the policy allows (see the module)."""
 
-    def __init__(self, policy: EgressSettings, **kwargs: Any) -> None:
+    def __init__(
+        self, policy: EgressSettings, limits: AnswerLimits | None = None, **kwargs: Any
+    ) -> None:
         self.policy = policy  # before HTTPAdapter.__init__, which makes the pool manager
+        self.limits = limits
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -302,20 +332,76 @@ class EgressAdapter(HTTPAdapter):
         try:
             # Direct, the connection resolves and checks; through a proxy, check here.
             check_url(url, self.policy, resolve_name=bool(select_proxy(url, proxies)))
-            return super().send(request, stream, timeout, verify, cert, proxies)
+            if self.limits is None or stream:
+                return super().send(request, stream, timeout, verify, cert, proxies)
+            return self._bounded(request, timeout, verify, cert, proxies, self.limits)
         except EgressRefused as exc:
             raise RefusedRequest(str(exc), request=request) from None
 
+    def _bounded(
+        self,
+        request: requests.PreparedRequest,
+        timeout: Any,
+        verify: bool | str,
+        cert: Any,
+        proxies: Mapping[str, str] | None,
+        limits: AnswerLimits,
+    ) -> requests.Response:
+        """Send, then read the body against the deadline and the size cap (a
+        per-read timeout alone lets a server drip forever)."""
+        deadline = time.monotonic() + limits.total_s
+        shown = _shown(request.url or "")
+        read_s = limits.total_s
+        if isinstance(timeout, int | float):
+            read_s = min(read_s, float(timeout))
+        response = super().send(request, True, (limits.connect_s, read_s), verify, cert, proxies)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limits.max_bytes:
+            response.close()
+            raise AnswerTooLarge(
+                f"{shown}: an answer of {declared} bytes, more than the "
+                f"{limits.max_bytes} read (TILEKEEPER_RUNNER_MAX_ANSWER_BYTES)",
+                request=request,
+            )
+        body = bytearray()
+        try:
+            while chunk := response.raw.read1(READ_CHUNK, decode_content=True):
+                body += chunk
+                if len(body) > limits.max_bytes:
+                    raise AnswerTooLarge(
+                        f"{shown}: an answer of more than "
+                        f"{limits.max_bytes} bytes (TILEKEEPER_RUNNER_MAX_ANSWER_BYTES)",
+                        request=request,
+                    )
+                if time.monotonic() > deadline:
+                    raise AnswerTooSlow(
+                        f"{shown}: no whole answer within "
+                        f"{limits.total_s:g} s (TILEKEEPER_RUNNER_REQUEST_TIMEOUT_S)",
+                        request=request,
+                    )
+        finally:
+            response.close()
+        response._content = bytes(body)
+        return response
+
+
+def _shown(url: str) -> str:
+    """A URL for a message: without its query (signed URLs carry secrets there)."""
+    return url.split("?", 1)[0][:200]
+
 
 def egress_session(
-    policy: EgressSettings | None = None, retry: Retry | int = 0
+    policy: EgressSettings | None = None,
+    retry: Retry | int = 0,
+    limits: AnswerLimits | None = None,
 ) -> requests.Session:
     """A requests session that sends only what ``policy`` (default: the environment's)
     allows, each redirect hop checked, at most ``policy.max_redirects`` of them; a
-    refused request raises RefusedRequest. ``retry``: the transport's retries (urllib3)."""
+    refused request raises RefusedRequest. ``retry``: the transport's retries (urllib3);
+    ``limits``: a deadline and a size cap for every answer not streamed."""
     policy = policy or EgressSettings()
     session = requests.Session()
-    adapter = EgressAdapter(policy, max_retries=retry)
+    adapter = EgressAdapter(policy, limits, max_retries=retry)
     session.adapters.clear()
     # "" catches every other scheme (a redirect to file:, gopher:, ...): refused with
     # the policy's message rather than requests' "no connection adapter".

@@ -17,3 +17,20 @@ def id_problem(value: Any, what: str = "id") -> str | None:
         shown = repr(value)[:60]
         return f"{what} {shown} is not valid: an id has {ID_RULE}"
     return None
+
+
+# openEO job ids (API 1.2: ``^[\w\-\.~]+$``) are a back-end's answer and go into URL
+# paths: no ``.`` or ``..`` segment, no other character, and a bounded length.
+JOB_ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.~-]{1,256}$"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+
+
+def job_id_problem(value: Any) -> str | None:
+    """Why ``value`` is not a usable openEO job id, or None."""
+    if not isinstance(value, str) or not _JOB_ID.match(value):
+        shown = repr(value)[:60]
+        return (
+            f"job id {shown} is not valid: openEO job ids have 1 to 256 letters, digits "
+            "and _ . ~ - (and are not . or ..)"
+        )
+    return None

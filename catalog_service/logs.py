@@ -9,6 +9,18 @@ from rich.logging import RichHandler
 
 # Chatty libraries: one line per HTTP request is noise in a weeks-long run.
 _QUIET = ("urllib3", "openeo.rest.connection", "openeo.extra.job_management")
+# rich's highlighter is quadratic on long unbroken words and holds the logging lock:
+# no record reaches it longer than this (remote text is cut far shorter where it is
+# received, see catalog_service/remote_text.py; this is the last line of defence).
+MAX_RECORD_CHARS = 4000
+
+
+def _bounded(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    if len(message) > MAX_RECORD_CHARS:
+        record.msg = f"{message[:MAX_RECORD_CHARS]}... ({len(message) - MAX_RECORD_CHARS} more)"
+        record.args = None
+    return True
 
 
 def configure_logging(level: str = "INFO", log_file: Path | None = None) -> None:
@@ -23,6 +35,8 @@ def configure_logging(level: str = "INFO", log_file: Path | None = None) -> None
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
         handlers.append(file_handler)
+    for handler in handlers:
+        handler.addFilter(_bounded)
     logging.basicConfig(level=numeric, handlers=handlers, force=True)
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -341,3 +341,90 @@ class EgressSettings(BaseSettings):
         le=30,
         description="Redirects followed per request, each hop checked again; webhooks follow none.",
     )
+
+
+class RunnerSettings(BaseSettings):
+    """How the runner talks to openEO back-ends, whose every answer is untrusted input
+    (see catalog_service/runner/answers.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_RUNNER_", extra="ignore")
+
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a back-end to accept a connection."
+    )
+    request_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds one request to a back-end may take in all (connecting, waiting and "
+        "reading the whole answer); a slower answer counts as a fault of that back-end.",
+    )
+    max_answer_bytes: int = Field(
+        default=16 << 20,
+        gt=0,
+        description="Largest answer read from a back-end's API (job lists, logs, results "
+        "documents); a larger one counts as a fault. Result files have their own limit.",
+    )
+    unhealthy_after: int = Field(
+        default=3,
+        ge=1,
+        description="Faults in a row (5xx, garbage, timeouts) after which a back-end is "
+        "unhealthy: it gets no new tiles and is polled with backoff until it answers well.",
+    )
+    backoff_max_s: float = Field(
+        default=600.0, gt=0, description="Longest wait between polls of an unhealthy back-end."
+    )
+    silent_job_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A tile whose back-end has given no valid answer about its job for this "
+        "long ends in error (retried as the campaign's retry policy says).",
+    )
+
+
+class HarvestSettings(BaseSettings):
+    """Limits on what a harvest downloads and converts: result files come from back-ends
+    and are untrusted input (see ingest/download.py and ingest/rasters.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_HARVEST_", extra="ignore")
+
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Harvests at once (downloads and conversions) per runner worker.",
+    )
+    max_file_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Largest result file downloaded. Default: derived from the tile's size "
+        "(see max_raster_bytes), 1.5 times the raster limit.",
+    )
+    max_raster_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Largest raster (width x height x bands x bytes per sample, uncompressed) "
+        "checked, converted or described. Default: the tile's area at 10 m per pixel, "
+        "16 bands of 8 bytes, with the footprint tolerance; at least 256 MiB.",
+    )
+    deadline_s: float = Field(
+        default=1800.0, gt=0, description="Seconds one file's download may take in all."
+    )
+    min_rate_bytes_s: float = Field(
+        default=16384.0,
+        ge=0,
+        description="Slowest download accepted, averaged over rate_window_s (0: no minimum).",
+    )
+    rate_window_s: float = Field(
+        default=60.0, gt=0, description="The window over which the download rate is measured."
+    )
+    footprint_tolerance: float = Field(
+        default=0.1,
+        ge=0,
+        description="How far a product may reach beyond its tile, as a fraction of the "
+        "tile's size; a product further out fails its harvest.",
+    )
+    crs: str = Field(
+        default="tile",
+        pattern="^(tile|any)$",
+        description="'tile': a product must be in its tile's CRS (proj:code); 'any': any CRS.",
+    )

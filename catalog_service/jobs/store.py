@@ -13,6 +13,7 @@ properties in place: no partition is ever touched again after registration.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,26 @@ class Change:
         for link in self.links:
             if not isinstance(link.get("href"), str) or not isinstance(link.get("rel"), str):
                 raise InvalidChange(f"tile {self.tile}: a link needs string `rel` and `href`")
+        costs = self.set.get("costs")
+        if costs is not None and not _is_costs(costs):
+            raise InvalidChange(
+                f"tile {self.tile}: costs must be a number of credits from 0 to "
+                f"{MAX_COSTS:g}, not {costs!r:.60}"
+            )
+
+
+# Credits of one job: the budget and the summaries add them up, so each is a finite,
+# non-negative number (a string, -4000 or 1.7e308 would break both).
+MAX_COSTS = 1e12
+
+
+def _is_costs(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_COSTS
+    )
 
 
 @dataclass

@@ -25,17 +25,22 @@ from openeo.rest.connection import Connection
 from openeo.rest.connection import connect as openeo_connect
 from openeo.utils.http import retry_configuration
 
-from catalog_service.egress import EgressRefused, check_url, egress_session
+from catalog_service.egress import AnswerLimits, EgressRefused, check_url, egress_session
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs.campaign import Backend
+from catalog_service.remote_text import inert
+from catalog_service.settings import RunnerSettings
 
 logger = logging.getLogger(__name__)
 # Network trouble: the back-end is down, not the login wrong.
 UNREACHABLE = (requests.ConnectionError, requests.Timeout)
-# The openEO client's retries, without retrying a refused connection: its default waits
-# ~15 s per request to a back-end that is down, holding up the other back-ends' round;
-# the runner instead marks it down and tries again later.
-RUNNER_RETRY = retry_configuration(connect=0)
+# One quick retry of a 502/503/504, none of a refused connection or a 429: the openEO
+# client's default (3 retries, 2.5 s backoff, ~17 s per request) holds up a round for a
+# back-end that is down or unhealthy; the runner instead counts the fault (see
+# BackendLink) and polls it with backoff, and a 429 pauses its launches.
+RUNNER_RETRY = retry_configuration(
+    total=1, connect=0, backoff_factor=0.5, status_forcelist=(502, 503, 504)
+)
 
 
 class LoginFailed(TilekeeperError):
@@ -71,11 +76,20 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
     """A connection to ``backend`` logged in as its ``auth`` says. Raises LoginFailed
     (credentials) or BackendDown (network)."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
+    settings = RunnerSettings()
     try:
         # Every request of the connection (its redirects, result downloads) goes through
-        # the egress policy.
-        session = egress_session(retry=RUNNER_RETRY)
-        connection = openeo_connect(backend.url, auto_validate=False, session=session)
+        # the egress policy, and each answer has a deadline and a size cap.
+        limits = AnswerLimits(
+            settings.connect_timeout_s, settings.request_timeout_s, settings.max_answer_bytes
+        )
+        session = egress_session(retry=RUNNER_RETRY, limits=limits)
+        connection = openeo_connect(
+            backend.url,
+            auto_validate=False,
+            session=session,
+            default_timeout=max(1, round(settings.request_timeout_s)),
+        )
         if backend.auth == "none":
             return connection
         if backend.auth == "basic":
@@ -87,14 +101,18 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
         raise BackendDown(
             f"back-end {backend.name} ({backend.url}) does not answer: {exc}"
         ) from exc
+    except (requests.RequestException, ValueError) as exc:  # garbage, too large an answer
+        raise BackendDown(
+            f"back-end {backend.name} ({backend.url}) answers badly: {inert(exc, 300)}"
+        ) from exc
     except OpenEoApiError as exc:
         if exc.http_status_code in (401, 403):
             raise LoginFailed(
-                f"back-end {backend.name} ({backend.url}) refused the login: {exc.message}"
+                f"back-end {backend.name} ({backend.url}) refused the login: {inert(exc.message)}"
             ) from exc
         if exc.http_status_code and exc.http_status_code >= 500:
-            raise BackendDown(f"back-end {backend.name} ({backend.url}): {exc}") from exc
-        raise LoginFailed(f"back-end {backend.name} ({backend.url}): {exc}") from exc
+            raise BackendDown(f"back-end {backend.name} ({backend.url}): {inert(exc)}") from exc
+        raise LoginFailed(f"back-end {backend.name} ({backend.url}): {inert(exc)}") from exc
 
 
 def _basic(connection: Connection, backend: Backend) -> Connection:
@@ -141,24 +159,45 @@ def _oidc(connection: Connection, backend: Backend, interactive: bool) -> Connec
 @dataclass
 class BackendLink:
     """One back-end as the runner sees it: a logged-in connection made on first use,
-    and whether it is down (then it gets no work until ``retry_s`` passed and it
-    answers again)."""
+    and its health. A back-end that is down, or that answered with a fault (5xx,
+    garbage, too slow) ``unhealthy_after`` times in a row, is unhealthy: it gets no
+    work and is polled again after a backoff that doubles up to ``backoff_max_s``; a
+    good answer makes it healthy again. Each change is logged once."""
 
     backend: Backend
     connect: Callable[[Backend], Connection]
     retry_s: float = 30.0
+    unhealthy_after: int = 3
+    backoff_max_s: float = 600.0
     connection: Connection | None = None
     down_until: float = 0.0
     reason: str = ""
-    # When it stopped answering (monotonic clock); None while it answers.
+    faults: int = 0  # in a row
+    # When it stopped answering well (monotonic clock); None while it answers.
     down_since: float | None = None
     # Seconds from the back-end's last Retry-After header (openEO errors do not keep it).
     retry_after: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @classmethod
+    def configured(
+        cls, backend: Backend, connect: Callable[[Backend], Connection], settings: RunnerSettings
+    ) -> BackendLink:
+        return cls(
+            backend,
+            connect,
+            retry_s=min(30.0, settings.backoff_max_s),
+            unhealthy_after=settings.unhealthy_after,
+            backoff_max_s=settings.backoff_max_s,
+        )
+
     @property
     def name(self) -> str:
         return self.backend.name
+
+    @property
+    def unhealthy(self) -> bool:
+        return self.faults >= self.unhealthy_after
 
     def usable(self) -> bool:
         return time.monotonic() >= self.down_until
@@ -174,16 +213,12 @@ class BackendLink:
                     self.mark_down(str(exc))
                     raise
                 self.connection.session.hooks["response"].append(self._note_retry_after)
-                if self.reason:
-                    logger.warning("back-end %s answers again", self.name)
-                    self.reason = ""
-                self.down_since = None
             return self.connection
 
     def _note_retry_after(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         raw = response.headers.get("Retry-After", "") if response.status_code in (429, 503) else ""
         try:
-            self.retry_after = max(1.0, float(raw))
+            self.retry_after = min(self.backoff_max_s, max(1.0, float(raw)))
         except ValueError:
             self.retry_after = None  # none, or an HTTP date: the caller's default applies
 
@@ -195,16 +230,37 @@ class BackendLink:
         self.down_until = max(self.down_until, time.monotonic() + wait_s)
         self.reason = reason
 
-    def mark_down(self, reason: str, wait_s: float | None = None) -> None:
-        if self.usable():
-            logger.warning(
-                "back-end %s unavailable (%s): no new jobs there, retrying in %.0f s",
-                self.name,
-                reason,
-                wait_s or self.retry_s,
-            )
-        self.down_until = time.monotonic() + (wait_s or self.retry_s)
+    def fault(self, reason: str) -> None:
+        """An answer that is the back-end's fault (5xx, garbage, too slow or large)."""
+        self.faults += 1
         self.reason = reason
+        if not self.unhealthy:
+            return
+        wait = min(self.backoff_max_s, self.retry_s * 2 ** (self.faults - self.unhealthy_after))
+        if self.faults == self.unhealthy_after:
+            logger.warning(
+                "back-end %s is unhealthy (%d faults in a row, the last: %s): no new tiles "
+                "there; polled again after %.0f s, backing off up to %.0f s",
+                self.name,
+                self.faults,
+                reason,
+                wait,
+                self.backoff_max_s,
+            )
+        self.down_until = time.monotonic() + wait
         if self.down_since is None:
             self.down_since = time.monotonic()
-        self.connection = None  # log in again when it is back
+
+    def mark_down(self, reason: str) -> None:
+        """It does not answer at all: unhealthy at once, and logged in again when back."""
+        self.faults = max(self.faults, self.unhealthy_after - 1)
+        self.fault(reason)
+        self.connection = None
+
+    def answered(self) -> None:
+        """A good answer: healthy again."""
+        if self.unhealthy:
+            logger.warning("back-end %s answers well again", self.name)
+        self.faults = 0
+        self.reason = ""
+        self.down_since = None

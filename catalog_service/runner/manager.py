@@ -21,10 +21,13 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,24 +41,33 @@ from openeo.rest.job import BatchJob
 
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
+from catalog_service.client.jobdb import JobDatabaseError
 from catalog_service.egress import EgressRefused, check_url
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import budget, status
 from catalog_service.jobs.campaign import Backend, CampaignDefinition
+from catalog_service.remote_text import inert
+from catalog_service.runner.answers import (
+    BadAnswer,
+    JobDescription,
+    checked_job_id,
+    fault_reason,
+    job_description,
+)
 from catalog_service.runner.creator import CampaignJobCreator, job_title
 from catalog_service.runner.fitness import allowed_backends, unfit_reason
 from catalog_service.runner.jobdb import WorkerJobDatabase
 from catalog_service.runner.logins import UNREACHABLE, BackendDown, BackendLink, login
 from catalog_service.runner.notify import FailureWindow, Notifier
 from catalog_service.runner.reconcile import reconcile_creating
-from catalog_service.settings import ProductSettings
+from catalog_service.settings import ProductSettings, RunnerSettings
 from ingest.harvest import Harvester
 from ingest.store import open_store
 
 logger = logging.getLogger(__name__)
 # openEO error codes that mean "not now" rather than "never" (openeo-python-client#838).
 BUSY_CODES = frozenset({"TooManyRequests", "ConcurrentJobLimit", "JobLimitExceeded"})
-MAX_MESSAGE = 2000
+MAX_MESSAGE = 1000  # the catalogue takes 2,000 characters; a tile's error stays short
 BUSY_WAIT_S = 60.0  # how long a back-end that said 429 without Retry-After gets no new jobs
 
 
@@ -86,7 +98,34 @@ def _plain(row: pd.Series) -> dict[str, Any]:
 
 
 def _message(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE]
+    return inert(f"{type(exc).__name__}: {exc}", MAX_MESSAGE)
+
+
+@dataclass
+class Seen:
+    """What a back-end said about one tile's job in a round: a valid description
+    (with the status after a start, and the error log's message), a ``problem`` that
+    fails the tile, or a ``fault`` (no valid answer this round)."""
+
+    index: Any
+    row: pd.Series
+    job: BatchJob | None = None
+    described: JobDescription | None = None
+    status: str | None = None
+    error_message: str | None = None
+    problem: str | None = None
+    fault: str | None = None
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+@dataclass
+class Endings:
+    """The jobs that ended in a round, as MultiBackendJobManager hears of them."""
+
+    done: list[Any] = field(default_factory=list)
+    failed: list[Any] = field(default_factory=list)
+    canceled: list[Any] = field(default_factory=list)
+    finished: set[Any] = field(default_factory=set)
 
 
 class CampaignJobManager(MultiBackendJobManager):
@@ -107,6 +146,11 @@ class CampaignJobManager(MultiBackendJobManager):
         self.job_db = job_db
         self.links = links
         self.campaigns = job_db.campaigns
+        self.settings = RunnerSettings()
+        # One tracking thread per back-end, and per tile the time since its back-end
+        # last said something valid about its job.
+        self._trackers = ThreadPoolExecutor(max(1, len(links)), thread_name_prefix="track")
+        self._silent_since: dict[Any, float] = {}
         self._stop = threading.Event()
         # Finished tiles become products on the harvester's own threads (see ingest/).
         self.harvester: Harvester | None = None
@@ -190,40 +234,61 @@ class CampaignJobManager(MultiBackendJobManager):
                 self._sync_row(df, i)
                 stats["launch deferred (back-end busy)"] += 1
                 return
+            self._fault(link, exc)
             self._start_failed(df, i, order, tile, exc, stats)
             return
-        except Exception as exc:  # a bad tile (missing parameter, ...) stays on its tile
+        except Exception as exc:  # a bad tile (missing parameter, ...) or a bad answer
+            self._fault(link, exc)
             self._start_failed(df, i, order, tile, exc, stats)
             return
         if job is None:
             self.job_db.update(order, status.SKIPPED, {})
             self._sync_row(df, i)
             return
+        try:
+            checked_job_id(job.job_id)
+        except BadAnswer as exc:
+            self._start_failed(df, i, order, tile, exc, stats)
+            return
+        link.answered()
         logger.info("tile %s: job %s created on %s", tile, job.job_id, backend_name)
         self.budget.launched()
         self.job_db.update(order, status.CREATED, {"id": job.job_id})
-        new_status = self._start(job, tile, stats)
+        new_status = self._start(job, tile, stats, link)
         if new_status != status.CREATED:
             self.job_db.update(order, new_status, {})
         self._sync_row(df, i)
         stats["job launched"] += 1
 
-    def _start(self, job: BatchJob, tile: str, stats: dict[str, int]) -> str:
+    def _start(
+        self,
+        job: BatchJob,
+        tile: str,
+        stats: collections.abc.MutableMapping[str, int],
+        link: BackendLink | None = None,
+    ) -> str:
         """Start a created job; returns the tile's new status (``created`` when the
         start has to wait: it is tried again on the next round)."""
         try:
             job.start()
-        except UNREACHABLE as exc:
-            logger.warning(
-                "tile %s: starting job %s failed (%s); retried later", tile, job.job_id, exc
-            )
-            return status.CREATED
         except OpenEoApiError as exc:
             if is_busy(exc):
                 logger.info("tile %s: back-end busy, job %s starts later", tile, job.job_id)
                 return status.CREATED
-            logger.warning("tile %s: start of job %s refused: %s", tile, job.job_id, exc)
-            return status.START_FAILED
+            if exc.http_status_code is not None and exc.http_status_code < 500:
+                logger.warning("tile %s: start of job %s refused: %s", tile, job.job_id, inert(exc))
+                return status.START_FAILED
+            reason = self._fault(link, exc) if link is not None else inert(exc)
+            logger.warning(
+                "tile %s: starting job %s failed (%s); retried later", tile, job.job_id, reason
+            )
+            return status.CREATED
+        except Exception as exc:  # unreachable, garbage: the start is tried again later
+            reason = self._fault(link, exc) if link is not None else _message(exc)
+            logger.warning(
+                "tile %s: starting job %s failed (%s); retried later", tile, job.job_id, reason
+            )
+            return status.CREATED
         stats["job started"] += 1
         return status.QUEUED
 
@@ -272,81 +337,178 @@ class CampaignJobManager(MultiBackendJobManager):
     def _track_statuses(
         self, job_db: Any, stats: dict[str, int] | None = None
     ) -> tuple[list[Any], list[Any], list[Any]]:
+        """Ask every back-end about its active jobs, each back-end on its own thread (a
+        slow one delays only itself), and write what each said as soon as it has
+        answered. Nothing a back-end answers raises out of here."""
         stats = stats if stats is not None else collections.defaultdict(int)
         active = self.job_db.claim_active().copy()
         for column in ("running_start_time", "last_error", "errors", "costs"):
             if column not in active.columns:
                 active[column] = pd.Series([None] * len(active), index=active.index, dtype=object)
-        done: list[Any] = []
-        failed: list[Any] = []
-        canceled: list[Any] = []
+        by_backend: dict[str, list[tuple[Any, pd.Series]]] = {}
         for i in active.index:
             row = active.loc[i]
-            backend, job_id, previous = row.get("backend_name"), row.get("id"), row.get("status")
-            link = self.links.get(str(backend))
-            if link is None or not job_id:
-                continue
-            if not link.usable():
-                stats["tracking deferred (back-end unavailable)"] += 1
-                continue
-            try:
-                job = link.get().job(str(job_id))
-                metadata = job.describe()
-            except (BackendDown, *UNREACHABLE) as exc:
-                link.mark_down(_message(exc))
-                continue
-            except OpenEoApiError as exc:
-                if exc.http_status_code == 404:
-                    message = f"job {job_id} no longer exists on back-end {backend}"
-                    active.loc[i, "status"] = status.ERROR
-                    active.loc[i, "last_error"] = message
-                    active.at[i, "errors"] = self._errors_with(row, message)
-                    continue
-                logger.warning("tile %s: tracking job %s failed: %s", row["item_id"], job_id, exc)
-                continue
-            new = str(metadata.get("status"))
-            if new == status.CREATED:
-                # Created but not started: the start was lost (a crash) or deferred (429).
-                new = self._start(job, str(row["item_id"]), stats)
-            if new == status.RUNNING and previous != status.RUNNING:
-                active.loc[i, "running_start_time"] = now()
-            if new == status.FINISHED and previous != status.FINISHED:
-                self.job_db.attach_links(int(i), [results_link(job.connection, str(job_id))])
-                done.append((job, row))
-            if new == status.ERROR and previous != status.ERROR:
-                message = self._error_message(job)
-                active.loc[i, "last_error"] = message
-                active.at[i, "errors"] = self._errors_with(row, message)
-                failed.append((job, row))
-            if new == status.CANCELED and previous != status.CANCELED:
-                canceled.append((job, row))
-            if new != previous:
-                logger.info(
-                    "tile %s: %s -> %s (job %s on %s)",
-                    row["item_id"],
-                    previous,
-                    new,
-                    job_id,
-                    backend,
-                )
-            active.loc[i, "status"] = new
-            usage = metadata.get("usage") or {}
-            for key, value in usage.items():
-                if key not in active.columns:
-                    active[key] = pd.Series([None] * len(active), index=active.index, dtype=object)
-                if isinstance(value, dict):
-                    active.loc[i, key] = f"{value.get('value', '')} {value.get('unit', '')}".strip()
-            if metadata.get("costs") is not None:
-                active.loc[i, "costs"] = metadata["costs"]
-            stats["job describe"] += 1
-        self.job_db.persist(active)
-        self._count_endings(len(done), len(failed))
+            link = self.links.get(str(row.get("backend_name")))
+            if link is not None and row.get("id"):
+                by_backend.setdefault(link.name, []).append((i, row))
+        ended = Endings()
+        futures = {
+            self._trackers.submit(self._observe, self.links[name], rows): name
+            for name, rows in by_backend.items()
+        }
+        for future in as_completed(futures):
+            observed = future.result()
+            for seen in observed:
+                self._apply(active, seen, ended, stats)
+                for key, n in seen.counts.items():
+                    stats[key] += n
+            self._persist(active.loc[[seen.index for seen in observed]])
+            if self.harvester is not None:
+                for seen in observed:
+                    if seen.index in ended.finished:
+                        self.harvester.submit(str(active.at[seen.index, "item_id"]),
+                                              _plain(active.loc[seen.index]))  # fmt: skip
+        self._count_endings(len(ended.done), len(ended.failed))
         # Between tracking and launching: the costs of jobs that just ended count.
         self.budget.refresh()
-        if self.harvester is not None:
-            for _job, row in done:
-                self.harvester.submit(str(row["item_id"]), _plain(row))
-        return done, failed, canceled
+        return ended.done, ended.failed, ended.canceled
+
+    def _observe(self, link: BackendLink, rows: list[tuple[Any, pd.Series]]) -> list[Seen]:
+        """What ``link``'s back-end says about each of ``rows``' jobs (on its thread).
+        A round spends at most twice the request timeout on one back-end; the order is
+        shuffled so that a slow one still gets to every job over a few rounds."""
+        rows = random.sample(rows, len(rows))
+        budget_end = time.monotonic() + 2 * self.settings.request_timeout_s
+        observed = []
+        for i, row in rows:
+            if not link.usable():
+                observed.append(Seen(i, row, fault=link.reason or "back-end unavailable"))
+                continue
+            if time.monotonic() > budget_end:
+                observed.append(Seen(i, row, fault="not asked this round (a slow back-end)"))
+                continue
+            observed.append(self._ask(link, i, row))
+        return observed
+
+    def _ask(self, link: BackendLink, i: Any, row: pd.Series) -> Seen:
+        seen = Seen(i, row)
+        job_id, tile = str(row.get("id")), str(row["item_id"])
+        try:
+            checked_job_id(row.get("id"))
+            job = link.get().job(job_id)
+            seen.described = job_description(job.describe(), job_id)
+        except BadAnswer as exc:
+            seen.problem = str(exc)
+            return seen
+        except OpenEoApiError as exc:
+            if exc.http_status_code == 404:
+                seen.problem = f"job {job_id} no longer exists on back-end {link.name}"
+                return seen
+            seen.fault = self._fault(link, exc)
+            return seen
+        except Exception as exc:  # whatever a back-end does, it stays on its tiles
+            seen.fault = self._fault(link, exc)
+            return seen
+        link.answered()
+        seen.job, seen.status = job, seen.described.status
+        if seen.status == status.CREATED:
+            # Created but not started: the start was lost (a crash) or deferred (429).
+            seen.status = self._start(job, tile, seen.counts, link)
+        if seen.status == status.ERROR and row.get("status") != status.ERROR:
+            seen.error_message = self._error_message(job)
+        seen.counts["job describe"] += 1
+        return seen
+
+    def _fault(self, link: BackendLink, exc: BaseException) -> str:
+        """Count ``exc`` against the back-end when it is its fault; returns why."""
+        if isinstance(exc, BackendDown):  # link.get() has marked it down already
+            return _message(exc)
+        reason = fault_reason(exc)
+        if isinstance(exc, UNREACHABLE):
+            link.mark_down(reason or _message(exc))
+        elif reason is not None:
+            link.fault(reason)
+        else:  # a 4xx about one job, or our own bug: logged, the back-end not blamed
+            logger.warning("back-end %s: %s", link.name, _message(exc))
+        return reason or _message(exc)
+
+    def _apply(
+        self, active: pd.DataFrame, seen: Seen, ended: Endings, stats: dict[str, int]
+    ) -> None:
+        """Write what a back-end said about one job into the round's frame."""
+        i, row = seen.index, seen.row
+        backend, job_id, previous = row.get("backend_name"), row.get("id"), row.get("status")
+        if seen.problem is not None:
+            self._fail(active, i, row, f"back-end {backend}: {seen.problem}")
+            ended.failed.append((seen.job, row))
+            return
+        if seen.described is None:
+            self._silence(active, i, row, seen.fault or "no answer")
+            return
+        self._silent_since.pop(i, None)
+        new = str(seen.status)
+        if new == status.RUNNING and previous != status.RUNNING:
+            active.loc[i, "running_start_time"] = now()
+        if new == status.FINISHED and previous != status.FINISHED:
+            assert seen.job is not None
+            self.job_db.attach_links(int(i), [results_link(seen.job.connection, str(job_id))])
+            ended.done.append((seen.job, row))
+            ended.finished.add(i)
+        if new == status.ERROR and previous != status.ERROR:
+            message = seen.error_message or "job ended in error (no log message)"
+            active.loc[i, "last_error"] = message
+            active.at[i, "errors"] = self._errors_with(row, message)
+            ended.failed.append((seen.job, row))
+        if new == status.CANCELED and previous != status.CANCELED:
+            ended.canceled.append((seen.job, row))
+        if new != previous:
+            logger.info(
+                "tile %s: %s -> %s (job %s on %s)", row["item_id"], previous, new, job_id, backend
+            )
+        active.loc[i, "status"] = new
+        for key, value in seen.described.usage_texts().items():
+            if key not in active.columns:
+                active[key] = pd.Series([None] * len(active), index=active.index, dtype=object)
+            active.loc[i, key] = value
+        if seen.described.costs is not None:
+            active.loc[i, "costs"] = seen.described.costs
+
+    def _silence(self, active: pd.DataFrame, i: Any, row: pd.Series, reason: str) -> None:
+        """No valid answer about a job this round: after ``silent_job_timeout_s`` of
+        them the tile ends in error (retried as the campaign says) instead of waiting
+        for a back-end that may never answer again."""
+        since = self._silent_since.setdefault(i, time.monotonic())
+        silent_s = time.monotonic() - since
+        if silent_s < self.settings.silent_job_timeout_s:
+            return
+        self._silent_since.pop(i, None)
+        self._fail(
+            active,
+            i,
+            row,
+            f"no valid answer from back-end {row.get('backend_name')} about job "
+            f"{row.get('id')} for {silent_s:.0f} s (the last: {reason}); "
+            "TILEKEEPER_RUNNER_SILENT_JOB_TIMEOUT_S sets how long to wait",
+        )
+
+    def _fail(self, active: pd.DataFrame, i: Any, row: pd.Series, message: str) -> None:
+        message = inert(message, MAX_MESSAGE)
+        logger.warning("tile %s: %s", row["item_id"], message)
+        active.loc[i, "status"] = status.ERROR
+        active.loc[i, "last_error"] = message
+        active.at[i, "errors"] = self._errors_with(row, message)
+
+    def _persist(self, frame: pd.DataFrame) -> None:
+        """Write a back-end's changes; when the catalogue refuses them together, each
+        alone, so one refused value (logged) holds up no other tile."""
+        try:
+            self.job_db.persist(frame)
+        except JobDatabaseError as exc:
+            if len(frame) <= 1:
+                logger.warning("a job change was refused: %s", inert(exc))
+                return
+            for index in frame.index:
+                self._persist(frame.loc[[index]])
 
     # -- events ---------------------------------------------------------------------
 
@@ -396,12 +558,14 @@ class CampaignJobManager(MultiBackendJobManager):
                 )
 
     def _error_message(self, job: BatchJob) -> str:
+        """The job's last error log message, truncated and inert (it is shown to
+        everyone who may read the campaign)."""
         try:
             logs = job.logs(level="error")
-            if logs:
-                return str(logs[-1].get("message"))[:MAX_MESSAGE]
-        except Exception as exc:  # the back-end may not serve logs
-            logger.info("no error logs for job %s: %s", job.job_id, exc)
+            if logs and isinstance(logs[-1], dict):
+                return inert(logs[-1].get("message"))
+        except Exception as exc:  # the back-end may not serve logs, or serve garbage
+            logger.info("no error logs for job %s: %s", job.job_id, inert(exc))
         return "job ended in error (no log message)"
 
     def on_job_error(self, job: BatchJob, row: pd.Series) -> None:
@@ -512,6 +676,7 @@ class CampaignJobManager(MultiBackendJobManager):
                 self._stop.wait(self.poll_sleep)
         finally:
             self._stop.set()
+            self._trackers.shutdown(wait=False, cancel_futures=True)
             heartbeat.join(5)
             self.notifier.close()
             try:
@@ -635,7 +800,8 @@ def build_manager(
             "(`--backend name=URL[@parallel_jobs]`)"
         )
     CampaignJobCreator(definition)  # fails early when the campaign has no process
-    links = {b.name: BackendLink(b, connect) for b in definition.backends}
+    settings = RunnerSettings()
+    links = {b.name: BackendLink.configured(b, connect, settings) for b in definition.backends}
     refused = refused_backends(definition.backends)
     for name, link in links.items():
         if name not in refused:
@@ -680,8 +846,10 @@ def check_fitness(
             continue
         try:
             reason = unfit_reason(link.get(), definition.process)
-        except (BackendDown, OpenEoApiError, *UNREACHABLE) as exc:
-            logger.warning("back-end %s: its fitness could not be checked (%s)", name, exc)
+        except Exception as exc:  # down, or answering garbage: not held against it now
+            logger.warning(
+                "back-end %s: its fitness could not be checked (%s)", name, _message(exc)
+            )
             continue
         if reason:
             unfit[name] = reason

@@ -12,11 +12,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from openeo.rest import OpenEoApiError
-
 from catalog_service.jobs import status
+from catalog_service.remote_text import inert
+from catalog_service.runner.answers import listed_jobs
 from catalog_service.runner.creator import job_title
-from catalog_service.runner.logins import UNREACHABLE, BackendDown
 
 if TYPE_CHECKING:
     from catalog_service.runner.manager import CampaignJobManager
@@ -107,17 +106,18 @@ def reconcile_creating(manager: CampaignJobManager, stats: dict[str, int]) -> No
 
 
 def _listing(manager: CampaignJobManager, backend: str) -> list[dict[str, Any]] | None:
+    """The back-end's jobs (entries that do not parse, or have an unusable id, left
+    out), or None when it cannot tell now."""
     link = manager.links[backend]
     if not link.usable():
         return None
     try:
-        return list(link.get().list_jobs(limit=None))
-    except (BackendDown, *UNREACHABLE) as exc:
-        link.mark_down(str(exc))
+        jobs = listed_jobs(list(link.get().list_jobs(limit=None)))
+    except Exception as exc:  # down, 5xx, garbage: the tiles wait, still `creating`
+        logger.warning("could not list the jobs on %s: %s", backend, manager._fault(link, exc))
         return None
-    except OpenEoApiError as exc:
-        logger.warning("could not list the jobs on %s: %s", backend, exc)
-        return None
+    link.answered()
+    return [job.model_dump() for job in jobs]
 
 
 def _discard(connection: Any, job: dict[str, Any], tile: str) -> None:
@@ -128,5 +128,7 @@ def _discard(connection: Any, job: dict[str, Any], tile: str) -> None:
             handle.stop()
         handle.delete()
         logger.warning("tile %s: deleted duplicate job %s", tile, job["id"])
-    except (OpenEoApiError, *UNREACHABLE) as exc:
-        logger.warning("tile %s: could not delete duplicate job %s: %s", tile, job["id"], exc)
+    except Exception as exc:  # left on the back-end; the tile has its one job
+        logger.warning(
+            "tile %s: could not delete duplicate job %s: %s", tile, job["id"], inert(exc)
+        )
