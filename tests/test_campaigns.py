@@ -399,3 +399,19 @@ def test_reset_for_retry_and_summary(http: httpx.Client) -> None:
     p = props(http, campaign, tiles[3])
     assert p["status"] == "not_started" and p["job_options"] == {"executor-memory": "4g"}
     assert "id" not in p and p["attempts"] == 1
+
+
+@pytest.mark.parametrize("costs", ["12.5", -4000, 1.7e308, True, [1]])
+def test_costs_that_are_not_credits_are_refused_and_nothing_is_stored(
+    http: httpx.Client, costs: Any
+) -> None:
+    campaign = new_campaign(http)
+    tile = register(http, campaign)[0]["id"]
+    before = props(http, campaign, tile)
+    answer = change(http, campaign, {"tile": tile, "status": "queued", "set": {"costs": costs}})
+    assert answer.status_code == 400, answer.text
+    assert "costs must be a number of credits" in answer.json()["description"]
+    assert props(http, campaign, tile) == before
+    fine = change(http, campaign, {"tile": tile, "status": "queued", "set": {"costs": 12.5}})
+    assert fine.status_code == 200, fine.text
+    assert props(http, campaign, tile)["costs"] == 12.5

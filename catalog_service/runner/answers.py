@@ -90,6 +90,8 @@ def job_description(raw: Any, job_id: str) -> JobDescription:
         raise BadAnswer(
             f"the description of job {job_id} is invalid: {_first_error(exc)}"
         ) from None
+    except (OverflowError, ValueError) as exc:  # pydantic comparing 10**400 with a bound
+        raise BadAnswer(f"the description of job {job_id} is invalid: {inert(exc, 300)}") from None
     if described.id is not None and described.id != job_id:
         raise BadAnswer(inert(f"asked for job {job_id}, the back-end described {described.id}"))
     return described
