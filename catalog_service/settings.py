@@ -374,7 +374,7 @@ class RunnerSettings(BaseSettings):
         default=600.0, gt=0, description="Longest wait between polls of an unhealthy back-end."
     )
     silent_job_timeout_s: float = Field(
-        default=3600.0,
+        default=10800.0,
         gt=0,
         description="A tile whose back-end has given no valid answer about its job for this "
         "long ends in error (retried as the campaign's retry policy says).",
