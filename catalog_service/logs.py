@@ -12,7 +12,7 @@ _QUIET = ("urllib3", "openeo.rest.connection", "openeo.extra.job_management")
 # rich's highlighter is quadratic on long unbroken words and holds the logging lock:
 # no record reaches it longer than this (remote text is cut far shorter where it is
 # received, see catalog_service/remote_text.py; this is the last line of defence).
-MAX_RECORD_CHARS = 4000
+MAX_RECORD_CHARS = 2000
 
 
 def _bounded(record: logging.LogRecord) -> bool:

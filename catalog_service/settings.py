@@ -404,7 +404,8 @@ class HarvestSettings(BaseSettings):
         gt=0,
         description="Largest raster (width x height x bands x bytes per sample, uncompressed) "
         "checked, converted or described. Default: the tile's area at 10 m per pixel, "
-        "16 bands of 8 bytes, with the footprint tolerance; at least 256 MiB.",
+        "16 bands of 8 bytes, with the footprint tolerance; at least 256 MiB (8 GiB for files "
+        "that belong to no tile).",
     )
     deadline_s: float = Field(
         default=1800.0, gt=0, description="Seconds one file's download may take in all."

@@ -10,6 +10,7 @@ from typing import Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -17,7 +18,9 @@ from catalog_service.cli.errors import friendly_errors
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.products import campaign_products_id
+from catalog_service.remote_text import inert
 from catalog_service.settings import ClientSettings, ProductSettings
+from ingest.download import shown_url
 from ingest.engine import INGEST_WORKERS, Ingester, Outcome
 from ingest.errors import IngestError
 from ingest.sources import Product, from_path, from_url
@@ -45,12 +48,18 @@ def _report(outcomes: list[Outcome], as_json: bool) -> None:
         for o in outcomes:
             colour = "red" if o.failed else "green"
             table.add_row(
-                o.source, o.product or "-", f"[{colour}]{o.result}[/]", str(o.version or "")
+                escape(o.source),
+                escape(o.product or "-"),
+                f"[{colour}]{o.result}[/]",
+                str(o.version or ""),
             )
         console.print(table)
     failed = [o for o in outcomes if o.failed]
     for o in failed:
-        err_console.print(f"[bold red]failed:[/] {o.source}: {o.error}")
+        # Errors hold remote text: escaped, so brackets in it are not taken for markup.
+        err_console.print(
+            f"[bold red]failed:[/] {escape(o.source)}: {escape(str(o.error))}", highlight=False
+        )
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.result] = counts.get(o.result, 0) + 1
@@ -58,7 +67,20 @@ def _report(outcomes: list[Outcome], as_json: bool) -> None:
         ", ".join(f"{n} {result}" for result, n in sorted(counts.items())) or "nothing to do"
     )
     if failed:
+        err_console.print(
+            f"{len(failed)} input(s) failed, each for the reason above; the others are in. "
+            "Fix or leave out the failed ones and run the same command again: what is "
+            "already in stays unchanged.",
+            highlight=False,
+        )
         raise typer.Exit(1)
+
+
+def _shown(source: str) -> str:
+    """A source for the report: a URL without its query (signed URLs carry secrets)."""
+    if source.startswith(("http://", "https://")):
+        return shown_url(source)
+    return source
 
 
 @friendly_errors
@@ -110,7 +132,11 @@ def ingest(
                 else:
                     found = list(from_path(Path(source), tile=tile))
             except IngestError as exc:
-                outcomes.append(Outcome(source, None, "failed", error=str(exc)))
+                outcomes.append(Outcome(_shown(source), None, "failed", error=inert(exc)))
+                continue
+            except Exception as exc:  # one bad source fails alone; the others go on
+                error = inert(f"{type(exc).__name__}: {exc}")
+                outcomes.append(Outcome(_shown(source), None, "failed", error=error))
                 continue
             for product in found:
                 if campaign and product.tile:

@@ -1,9 +1,12 @@
 """The ingest engine: products (from ``ingest.sources``) into COG files in the product
 store and product items in the catalogue, together or not at all.
 
-Per product: the source bytes are hashed (and checked against a checksum or size the
-source document states); the same source bytes as the latest version change nothing;
-otherwise every raster is checked and made a COG when it is not one, described, and
+Per product: every raster's header is checked first (size to decode, CRS, footprint
+within its tile, truncation, COG validity: ``ingest.rasters.check``), so nothing a
+back-end sent is read in full, copied or converted before it is known to be a raster
+this product may hold; then the source bytes are hashed (and checked against a checksum
+or size the source document states); the same source bytes as the latest version change
+nothing; otherwise every raster is made a COG when it is not one, described, and
 previewed; the item is validated offline; the files are written under keys holding
 their digest; then one API call writes the item (a new version where the product
 existed), grows the collection's extent and marks the tile's job ingested; a batch of
@@ -24,9 +27,12 @@ from typing import Any
 
 from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
+from catalog_service.remote_text import inert
+from catalog_service.settings import HarvestSettings
 from ingest.errors import IngestError
 from ingest.items import SOURCE_KEY, StoredRaster, product_collection, product_item
-from ingest.rasters import COG_TYPE, FileDigest, check, describe, make_cog
+from ingest.limits import raster_bytes_limit
+from ingest.rasters import COG_TYPE, Expectations, FileDigest, check, describe, make_cog
 from ingest.sources import Product
 from ingest.store import ProductStore
 from ingest.validate import InvalidStac, validate
@@ -76,12 +82,14 @@ class Ingester:
         *,
         campaign: str | None = None,
         dry_run: bool = False,
+        settings: HarvestSettings | None = None,
     ) -> None:
         self.http = http
         self.store = store
         self.collection = collection
         self.campaign = campaign
         self.dry_run = dry_run
+        self.settings = settings or HarvestSettings()
         self._collection_checked = False
         # Latest versions looked up ahead for a batch (None: no such product yet).
         self._known: dict[str, dict[str, Any] | None] = {}
@@ -206,17 +214,40 @@ class Ingester:
         except (TilekeeperError, OSError) as exc:
             logger.warning("%s: %s", product.source, exc)
             return Outcome(product.source, product.id, "failed", error=str(exc))
+        except Exception as exc:  # a file no check foresaw (GDAL, numpy): it fails alone
+            error = inert(f"{type(exc).__name__}: {exc}")
+            logger.warning("%s: unexpected error: %s", product.source, error)
+            logger.debug("%s: unexpected error", product.source, exc_info=True)
+            return Outcome(product.source, product.id, "failed", error=error)
+
+    def expectations(self, product: Product) -> Expectations:
+        """What the product's rasters must be: within the raster limit (from the tile's
+        size, unless set), and for a campaign tile, within the tile and in its CRS."""
+        crs = product.expected_crs if self.settings.crs == "tile" else None
+        return Expectations(
+            max_bytes=raster_bytes_limit(self.settings, product.tile_geometry),
+            tile=product.tile,
+            tile_geometry=product.tile_geometry,
+            tolerance=self.settings.footprint_tolerance,
+            crs=crs,
+        )
 
     def _stage(self, product: Product, job: tuple[str, str] | None) -> Staged | Outcome:
         self.ensure_collection([r.key for r in product.rasters])
         existing = self._existing(product.id)
-        # A new product's files are copied into the store while they are hashed: one
-        # read each. A known one is hashed first: the same bytes again change nothing.
+        # The header checks first (milliseconds, no pixel read): nothing is read in full,
+        # copied or converted before it is known to be a raster this product may hold.
+        expect = self.expectations(product)
+        cogs = {id(raster): check(raster.path, expect) for raster in product.rasters}
+        # A new product's COGs are copied into the store while they are hashed: one read
+        # each. A known one is hashed first: the same bytes again change nothing. A file
+        # to convert is only hashed: its converted COG is what is stored.
         copies: dict[int, Path] = {}
         try:
             digests = {}
             for raster in product.rasters:
-                copy = None if existing is not None or self.dry_run else self.store.staging_path()
+                new = existing is None and not self.dry_run and cogs[id(raster)]
+                copy = self.store.staging_path() if new else None
                 digests[id(raster)] = FileDigest.of(raster.path, copy_to=copy)
                 if copy is not None:
                     copies[id(raster)] = copy
@@ -229,7 +260,7 @@ class Ingester:
                     return Outcome(product.source, product.id, "unchanged", version)
                 return Staged(product, existing, job, [])  # the job item learns of it
             with tempfile.TemporaryDirectory(prefix="tilekeeper-ingest-") as tmp:
-                item, files = self._prepare(product, Path(tmp), checksums, digests, copies)
+                item, files = self._prepare(product, Path(tmp), checksums, digests, copies, cogs)
                 if self.dry_run:
                     result = "would update" if existing else "would create"
                     return Outcome(product.source, product.id, result)
@@ -282,9 +313,10 @@ class Ingester:
         checksums: list[str],
         digests: dict[int, FileDigest],
         copies: dict[int, Path],
+        cogs: dict[int, bool],
     ) -> tuple[dict[str, Any], list[tuple[str, Path, str]]]:
         """The product's item and its files (key, path, media type); the files are
-        ``copies`` already in the store where the input is a COG."""
+        ``copies`` already in the store where the input is a COG (``cogs``: checked)."""
         stored: list[StoredRaster] = []
         files: list[tuple[str, Path, str]] = []
         folder = f"{self.collection}/{product.id}"
@@ -292,9 +324,9 @@ class Ingester:
         for n, raster in enumerate(product.rasters):
             cog, digest = raster.path, digests[id(raster)]
             stored_file = copies.get(id(raster), raster.path)
-            if not check(raster.path):
-                if id(raster) in copies:  # a copy of what is not a COG: of no use
-                    copies.pop(id(raster)).unlink(missing_ok=True)
+            if not cogs[id(raster)]:
+                # Bounded work: check() held the raster to the raster limit, and the
+                # conversion (overviews included) decodes no more than that.
                 cog = work / f"{raster.key}.tif"
                 make_cog(raster.path, cog)
                 staging = self.store.staging_path()
@@ -344,13 +376,16 @@ class Ingester:
 
 
 def _check_expected(path: Path, expected: dict[str, Any], digest: FileDigest) -> None:
+    name = inert(path.name, 200)
     size = expected.get("file:size")
     if size is not None and int(size) != digest.size:
         raise IngestError(
-            f"{path.name}: {digest.size} bytes, but its document says {size} (truncated download?)"
+            f"{name}: {digest.size} bytes, but its document says {inert(size, 40)} "
+            "(truncated download?)"
         )
     checksum = expected.get("file:checksum")
     if checksum and str(checksum).lower() != digest.checksum:
         raise IngestError(
-            f"{path.name}: checksum {digest.checksum} does not match the document's {checksum}"
+            f"{name}: checksum {digest.checksum} does not match the document's "
+            f"{inert(checksum, 140)}"
         )

@@ -2,6 +2,14 @@
 login, assets downloaded through their signed URLs) become products, on a worker pool
 so the manager's polling loop never waits for a download.
 
+Everything a back-end says is untrusted: its job id is checked before it goes into a
+URL, its results document is parsed strictly (ingest/results.py), each file is
+downloaded through the egress policy under a size cap derived from the tile, a deadline
+and a minimum rate (ingest/download.py), and the back-end's credentials go only to its
+own origin. A failure is stored on the tile as a short, inert reason, never an answer's
+body. Temporary folders carry the owning process's id; a Harvester removes those of
+processes no longer alive.
+
 Each job item carries its harvest state in ``tilekeeper:product`` (pending, ingested,
 failed with the error); tiles never harvested, pending or failed are picked up again by
 the next run (``catch_up``) and by ``tilekeeper ingest --campaign``."""
@@ -9,32 +17,126 @@ the next run (``catch_up``) and by ``tilekeeper ingest --campaign``."""
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
+import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+import requests
+from openeo.rest import OpenEoApiError, OpenEoApiPlainError
 from openeo.rest.connection import Connection
 
 from catalog_service.client.http import HttpSession
+from catalog_service.egress import egress_session
 from catalog_service.errors import TilekeeperError
+from catalog_service.ids import job_id_problem
 from catalog_service.products import campaign_products_id
+from catalog_service.remote_text import inert
+from catalog_service.settings import HarvestSettings
+from ingest.download import DownloadLimits, download
 from ingest.engine import Ingester, Outcome
 from ingest.errors import IngestError
-from ingest.sources import (
-    Raster,
-    date_of,
-    expected_of,
-    group_by_date,
-    is_raster,
-    provenance_of,
-)
+from ingest.results import Asset, parse_document, raster_key
+from ingest.sources import Raster, date_of, group_by_date, is_raster, provenance_of
 from ingest.store import ProductStore
 
 logger = logging.getLogger(__name__)
-HARVEST_WORKERS = 2
+# What a tile's product error may hold: the API refuses more than 2,000 characters (the
+# tile would stay pending), and anyone who may read a public campaign reads it.
+MAX_PRODUCT_ERROR = 500
+# Temporary folders of harvests: <tmp>/tilekeeper-harvest-<uid>/<pid>-<tile>-<random>.
+HARVEST_DIR = "tilekeeper-harvest"
+_OWNED_BY = re.compile(r"^(\d+)-")
+T = TypeVar("T")
+
+
+def harvest_root() -> Path:
+    """The parent of every temporary harvest folder of this user."""
+    return Path(tempfile.gettempdir()) / f"{HARVEST_DIR}-{os.getuid()}"
+
+
+def _own_folder(root: Path) -> Path:
+    """``root``, made when missing; refused when it is not this user's own folder (a
+    link or a folder somebody else made in a shared temporary directory)."""
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(root)
+    except OSError as exc:
+        raise IngestError(f"cannot make the harvest folder {root} ({exc.strerror})") from exc
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise IngestError(
+            f"{root} is not a folder of this user: remove it, or set TMPDIR to another folder"
+        )
+    return root
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process: alive
+        return True
+    return True
+
+
+def remove_stale_folders(root: Path | None = None) -> int:
+    """Remove the temporary harvest folders of processes no longer alive (a run killed
+    with -9 leaves its folder behind); returns how many were removed."""
+    root = root or harvest_root()
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        owner = _OWNED_BY.match(folder.name)
+        if owner is None or not folder.is_dir() or _alive(int(owner[1])):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += not folder.exists()
+    return removed
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of ``url``, or None when it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
+    if scheme not in ("http", "https") or not host:
+        return None
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+def _from_backend(what: str, call: Callable[[], T]) -> T:
+    """``call``'s answer; its failure as an IngestError without the answer's body."""
+    try:
+        return call()
+    except OpenEoApiError as exc:  # an openEO error document: its code and message
+        raise IngestError(
+            f"{what}: the back-end answered {exc.http_status_code} {inert(exc.code, 60)}: "
+            f"{inert(exc.message, 200)}"
+        ) from None
+    except OpenEoApiPlainError as exc:  # anything else: its status only
+        raise IngestError(f"{what}: the back-end answered {exc.http_status_code}") from None
+    except requests.RequestException as exc:
+        raise IngestError(f"{what}: no usable answer ({type(exc).__name__})") from None
+    except ValueError as exc:  # a 200 that is not JSON
+        raise IngestError(f"{what}: not a JSON document ({inert(exc, 120)})") from None
+
+
+def product_error(failures: list[str]) -> str:
+    """What is stored as a tile's product error (public on a public campaign)."""
+    return inert("; ".join(failures), MAX_PRODUCT_ERROR)
 
 
 class Harvester:
@@ -46,16 +148,25 @@ class Harvester:
         campaign: str,
         store: ProductStore,
         connect: Callable[[str], Connection],
-        workers: int = HARVEST_WORKERS,
+        workers: int | None = None,
+        settings: HarvestSettings | None = None,
     ) -> None:
         self.http = http
         self.campaign = campaign
         self.connect = connect
-        self.ingester = Ingester(http, store, campaign_products_id(campaign), campaign=campaign)
-        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="harvest")
+        self.settings = settings or HarvestSettings()
+        self.ingester = Ingester(
+            http, store, campaign_products_id(campaign), campaign=campaign, settings=self.settings
+        )
+        self.pool = ThreadPoolExecutor(
+            max(1, workers or self.settings.workers), thread_name_prefix="harvest"
+        )
         self.futures: list[Future[list[Outcome]]] = []
         self.lock = threading.Lock()
         self.queued: set[str] = set()
+        removed = remove_stale_folders()
+        if removed:
+            logger.info("removed %d temporary harvest folder(s) of runs no longer alive", removed)
 
     def tiles(self, states: list[str], limit: int = 10_000) -> list[dict[str, Any]]:
         answer = self.http.get(
@@ -82,15 +193,18 @@ class Harvester:
         try:
             self._state(tile, "pending", None)
             outcomes = self.harvest(tile, properties)
+        except IngestError as exc:
+            outcomes = [Outcome(tile, tile, "failed", error=str(exc))]
         except Exception as exc:  # whatever it was, it stays on the tile and the run goes on
             outcomes = [Outcome(tile, tile, "failed", error=f"{type(exc).__name__}: {exc}")]
-        failures = [o.error for o in outcomes if o.failed]
+        failures = [str(o.error) for o in outcomes if o.failed]
         if failures:
-            logger.warning("tile %s: harvest failed: %s", tile, "; ".join(map(str, failures)))
+            error = product_error(failures)
+            logger.warning("tile %s: harvest failed: %s", tile, error)
             try:
-                self._state(tile, "failed", "; ".join(map(str, failures)))
+                self._state(tile, "failed", error)
             except TilekeeperError as exc:
-                logger.warning("tile %s: could not record the failed harvest: %s", tile, exc)
+                logger.warning("tile %s: could not record the failed harvest: %s", tile, inert(exc))
         else:
             logger.info("tile %s: harvested (%s)", tile, ", ".join(o.result for o in outcomes))
         with self.lock:
@@ -102,39 +216,84 @@ class Harvester:
             f"campaigns/{self.campaign}/jobs/{tile}/product", json={"state": state, "error": error}
         )
 
+    @contextmanager
+    def _workdir(self, tile: str) -> Iterator[Path]:
+        """A temporary folder named with this process's id (see remove_stale_folders)."""
+        root = _own_folder(harvest_root())
+        with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-{tile}-", dir=root) as tmp:
+            yield Path(tmp)
+
+    def _tile_item(self, tile: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The tile's footprint and, when products must be in it, its CRS."""
+        item = self.http.get(f"collections/{self.campaign}/items/{tile}")
+        geometry = item.get("geometry") if isinstance(item, dict) else None
+        crs = None
+        if self.settings.crs == "tile" and isinstance(item, dict):
+            code = (item.get("properties") or {}).get("proj:code")
+            crs = str(code) if code else None
+        return (geometry if isinstance(geometry, dict) else None), crs
+
     def harvest(self, tile: str, properties: dict[str, Any]) -> list[Outcome]:
         backend, job_id = properties.get("backend_name"), properties.get("id")
         if not backend or not job_id:
             raise IngestError(f"tile {tile} has no back-end job")
+        problem = job_id_problem(job_id)
+        if problem:  # it goes into URL paths on the back-end
+            raise IngestError(f"tile {tile}: {problem}")
+        geometry, crs = self._tile_item(tile)
         connection = self.connect(str(backend))
         job = connection.job(str(job_id))
-        results = job.get_results()
-        doc = results.get_metadata()
-        provenance = provenance_of(doc, job.describe())
-        with tempfile.TemporaryDirectory(prefix=f"tilekeeper-harvest-{tile}-") as tmp:
+        what = f"results of job {job_id} on {inert(backend, 100)}"
+        doc = parse_document(_from_backend(what, job.get_results().get_metadata), what)
+        described = _from_backend(f"job {job_id} on {inert(backend, 100)}", job.describe)
+        provenance = provenance_of(doc.as_stac(), described if isinstance(described, dict) else {})
+        assets = [a for a in doc.assets if is_raster(a.key, a.metadata())]
+        limits = DownloadLimits.for_files(self.settings, geometry)
+        with self._workdir(tile) as tmp:
             rasters = []
-            for asset in results.get_assets():
-                if not is_raster(asset.key, asset.metadata):
-                    continue
-                target = Path(tmp) / Path(asset.key).name
-                try:
-                    asset.download(target)
-                except Exception as exc:  # expired signed URL, back-end gone, ...
-                    raise IngestError(f"asset {asset.key}: download failed ({exc})") from exc
-                title, expected = asset.metadata.get("title"), expected_of(asset.metadata)
-                raster = Raster(target, Path(asset.key).stem, title, expected)
-                rasters.append((raster, date_of(asset.metadata, asset.key)))
+            keys: dict[str, str] = {}
+            for asset in assets:
+                key = raster_key(asset.key)
+                if key in keys:
+                    raise IngestError(
+                        f"{what}: assets {inert(keys[key], 100)} and {inert(asset.key, 100)} "
+                        f"both make a raster {key}"
+                    )
+                keys[key] = asset.key
+                target = tmp / f"{key}.tif"
+                self._download(connection, asset, target, limits)
+                raster = Raster(target, key, asset.title, _expected(asset))
+                rasters.append((raster, date_of(asset.metadata(), asset.key)))
             products = group_by_date(
                 tile,
                 rasters,
-                f"tile {tile} (job {job_id} on {backend})",
+                f"tile {tile} (job {job_id} on {inert(backend, 100)})",
                 tile=tile,
                 grid_code=properties.get("grid:code"),
                 provenance=provenance,
                 via=f"{connection.root_url.rstrip('/')}/jobs/{job_id}",
                 job_item=self.http.url(f"collections/{self.campaign}/items/{tile}"),
+                tile_geometry=geometry,
+                expected_crs=crs,
             )
             return [self.ingester.ingest(p, job=(self.campaign, tile)) for p in products]
+
+    def _download(
+        self, connection: Connection, asset: Asset, target: Path, limits: DownloadLimits
+    ) -> None:
+        """Download one result file. The back-end's login goes only to its own origin;
+        any other host (result storage with signed URLs) gets no credentials, and
+        requests drops them on a redirect to another host or port."""
+        own = origin(asset.href) == origin(connection.root_url)
+        # A session of its own, not the connection's: its retries and the caps meant
+        # for API answers are not a download's.
+        with egress_session() as session:
+            if own:
+                session.auth = connection.auth
+            try:
+                download(asset.href, target, session, limits)
+            except IngestError as exc:
+                raise IngestError(f"asset {inert(asset.key, 100)}: {exc}") from None
 
     def wait(self, on_tile: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
         """Wait for every queued harvest (``on_tile`` hears of each tile as it ends);
@@ -153,3 +312,9 @@ class Harvester:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _expected(asset: Asset) -> dict[str, Any]:
+    """file:size / file:checksum the document states (checked after the download)."""
+    metadata = asset.metadata()
+    return {k: metadata[k] for k in ("file:size", "file:checksum") if k in metadata}

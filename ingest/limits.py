@@ -13,6 +13,8 @@ from catalog_service.settings import HarvestSettings
 
 MIB = 1 << 20
 MIN_RASTER_BYTES = 256 * MIB
+# A whole Sentinel-2 granule (10,980 px square) of 16 float32 bands is ~7.2 GiB.
+UNTILED_RASTER_BYTES = 8 << 30
 # Derived limit: the tile at 10 m per pixel (Sentinel-2's finest), 16 bands of 8 bytes.
 PIXEL_M = 10.0
 BANDS = 16
@@ -26,8 +28,8 @@ def raster_bytes_limit(settings: HarvestSettings, tile_geometry: dict[str, Any] 
     """The largest raster (width x height x bands x bytes per sample) a product may be."""
     if settings.max_raster_bytes is not None:
         return settings.max_raster_bytes
-    if tile_geometry is None:
-        return MIN_RASTER_BYTES
+    if tile_geometry is None:  # `tilekeeper ingest` of files that belong to no tile
+        return UNTILED_RASTER_BYTES
     area_m2 = abs(_GEOD.geometry_area_perimeter(shape(tile_geometry))[0])
     grown = area_m2 * (1 + 2 * settings.footprint_tolerance) ** 2
     return max(MIN_RASTER_BYTES, int(grown / PIXEL_M**2 * BANDS * SAMPLE_BYTES))

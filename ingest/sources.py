@@ -6,7 +6,9 @@
 - a folder MultiBackendJobManager downloaded (``job_{id}/``: the files, the results
   document and ``job_{id}.json`` with the job's metadata);
 - an http(s) URL of a GeoTIFF or of such a document (its item links and assets
-  downloaded, each URL and redirect through the egress policy, catalog_service/egress.py);
+  downloaded, each URL and redirect through the egress policy, catalog_service/egress.py,
+  under the size, time and rate limits of ingest/download.py; documents parsed strictly
+  by ingest/results.py);
 - a finished openEO job, read with the back-end's login (see ``ingest.harvest``).
 
 Results with several dates give one product per date."""
@@ -15,16 +17,17 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-import requests
-
-from catalog_service.egress import EgressRefused, egress_session
+from catalog_service.egress import egress_session
+from ingest.download import DownloadLimits, download, fetch, read_json, shown_url
 from ingest.errors import IngestError
+from ingest.results import parse_document, raster_key
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
@@ -51,6 +54,10 @@ class Product:
     provenance: dict[str, Any] = field(default_factory=dict)  # processing:* fields
     via: str | None = None  # the back-end job (or other authoritative record)
     job_item: str | None = None  # href of the tile's job item (derived_from)
+    # A campaign tile's product must lie within its tile (GeoJSON, EPSG:4326) and, when
+    # set, be in the tile's CRS (see ingest/rasters.py).
+    tile_geometry: dict[str, Any] | None = None
+    expected_crs: str | None = None
 
 
 def date_of(asset: dict[str, Any], name: str) -> str | None:
@@ -70,15 +77,18 @@ def provenance_of(doc: dict[str, Any], job: dict[str, Any] | None = None) -> dic
     """processing:* fields from an openEO results document's producer (its ``providers``)
     and, where the document lacks it, the process graph from the job's metadata."""
     fields: dict[str, Any] = {}
-    for provider in doc.get("providers") or []:
-        for key, value in provider.items():
+    providers = doc.get("providers")
+    for provider in providers if isinstance(providers, list) else []:
+        for key, value in provider.items() if isinstance(provider, dict) else ():
             if key.startswith("processing:"):
                 fields.setdefault(key, value)
-    for key, value in (doc.get("properties") or {}).items():
+    properties = doc.get("properties")
+    for key, value in properties.items() if isinstance(properties, dict) else ():
         if key.startswith("processing:"):
             fields.setdefault(key, value)
-    graph = (job or {}).get("process", {}).get("process_graph")
-    if "processing:expression" not in fields and graph:
+    process = (job or {}).get("process")
+    graph = process.get("process_graph") if isinstance(process, dict) else None
+    if "processing:expression" not in fields and isinstance(graph, dict) and graph:
         fields["processing:expression"] = {"format": "openeo", "expression": graph}
     return fields
 
@@ -136,7 +146,10 @@ def from_stac_file(path: Path, job: dict[str, Any] | None = None, **common: Any)
             item_path = (folder / link["href"]).resolve()
             if not item_path.is_relative_to(folder.resolve()):
                 raise IngestError(f"{path}: item link {link['href']!r} leaves the folder")
-            docs.append(json.loads(item_path.read_text()))
+            try:
+                docs.append(json.loads(item_path.read_text()))
+            except (OSError, ValueError) as exc:
+                raise IngestError(f"{item_path}: not a readable JSON document ({exc})") from exc
     rasters = []
     for d in docs:
         for name, asset in (d.get("assets") or {}).items():
@@ -144,7 +157,7 @@ def from_stac_file(path: Path, job: dict[str, Any] | None = None, **common: Any)
                 date = date_of(asset, name) or date_of(d.get("properties") or {}, "")
                 raster = Raster(
                     _local_asset(folder, name, asset),
-                    Path(name).stem,
+                    raster_key(name),
                     asset.get("title"),
                     expected_of(asset),
                 )
@@ -176,56 +189,54 @@ def _raster_files(folder: Path) -> list[Path]:
     )
 
 
-def _download(url: str, target: Path) -> None:
-    try:
-        with egress_session().get(url, stream=True, timeout=60) as response:
-            if response.status_code >= 400:
-                raise IngestError(
-                    f"{url.split('?')[0]}: {response.status_code} {response.reason} "
-                    "(a signed URL that expired, or a file no longer there?)"
-                )
-            with target.open("wb") as f:
-                for chunk in response.iter_content(1 << 20):
-                    f.write(chunk)
-    except EgressRefused as exc:
-        raise IngestError(f"{url.split('?')[0]}: not downloaded: {exc}") from exc
-    except requests.RequestException as exc:
-        raise IngestError(f"{url.split('?')[0]}: cannot download ({exc})") from exc
+def _url_name(url: str) -> str:
+    """A plain file name for a download, from the URL's last path segment."""
+    name = Path(urlsplit(url).path).name
+    return re.sub(r"[^A-Za-z0-9_.~-]+", "_", name).strip("._")[:100] or "download"
 
 
 def from_url(url: str, workdir: Path, **common: Any) -> list[Product]:
     """Products of an http(s) URL: a GeoTIFF, or a STAC item/collection (an openEO
-    results document) whose raster assets are downloaded into ``workdir``."""
-    name = Path(urlsplit(url).path).name or "download"
-    first = workdir / f"{len(list(workdir.iterdir()))}-{name}"
-    _download(url, first)
-    head = first.read_bytes()[:1].strip()
-    if head not in (b"{", b""):
-        product_id = str(common.pop("product_id", None) or Path(name).stem)
-        return [Product(product_id, [Raster(first, "data")], url, date_of({}, name), **common)]
-    try:
-        doc = json.loads(first.read_text())
-    except ValueError as exc:
-        raise IngestError(f"{url}: neither a raster nor a JSON document ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise IngestError(f"{url}: not a STAC item or collection")
-    folder = workdir / f"doc-{len(list(workdir.iterdir()))}"
-    folder.mkdir()
-    # The document and the items it links, each saved beside its downloaded rasters.
-    docs: list[tuple[dict[str, Any], str, Path]] = [(doc, url, folder / "document.json")]
-    for n, link in enumerate(doc.get("links", [])):
-        if link.get("rel") == "item":
-            item_url, item_path = urljoin(url, link["href"]), folder / f"item-{n}.json"
-            _download(item_url, item_path)
-            docs.append((json.loads(item_path.read_text()), item_url, item_path))
-            link["href"] = item_path.name
-    for d, base, path in docs:
-        for key, asset in (d.get("assets") or {}).items():
-            if is_raster(key, asset):
-                local = f"{Path(key).stem}.tif"
-                _download(urljoin(base, str(asset.get("href", ""))), folder / local)
-                asset["href"] = local
-        path.write_text(json.dumps(d))
+    results document) whose raster assets are downloaded into ``workdir``. Every
+    request goes through the egress policy, each file and document under the limits of
+    ``ingest.download``; the documents are parsed strictly (``ingest.results``)."""
+    session = egress_session()
+    file_limits = DownloadLimits.for_files()
+    document_limits = DownloadLimits.for_documents()
+    shown = shown_url(url)
+    name = _url_name(url)
+    n = len(list(workdir.iterdir()))
+    first = workdir / f"{n}-{name}"
+    with session:
+        doc = fetch(url, first, session, file_limits, document_limits)
+        if doc is None:
+            product_id = str(common.pop("product_id", None) or Path(name).stem)
+            return [Product(product_id, [Raster(first, "data")], url, date_of({}, name), **common)]
+        parsed = parse_document(doc, shown, base_url=url)
+        if parsed.type not in ("Feature", "Collection"):
+            raise IngestError(f"{shown}: not a STAC item or collection")
+        folder = Path(tempfile.mkdtemp(prefix=f"doc-{n}-", dir=workdir))
+        # The document and the items it links, each saved beside its downloaded rasters
+        # with only what was checked, its raster assets pointing at the local files.
+        docs = [(parsed, folder / "document.json")]
+        for i, item_url in enumerate(parsed.item_links):
+            item = parse_document(
+                read_json(item_url, session, document_limits), shown_url(item_url), item_url
+            )
+            docs.append((item, folder / f"item-{i}.json"))
+        for d, (document, path) in enumerate(docs):
+            saved = document.as_stac()
+            saved["assets"] = {}
+            for a, asset in enumerate(document.assets):
+                if is_raster(asset.key, asset.metadata()):
+                    local = f"{d}-{a}.tif"
+                    download(asset.href, folder / local, session, file_limits)
+                    saved["assets"][asset.key] = {**asset.metadata(), "href": local}
+            if d == 0:
+                saved["links"] = [
+                    {"rel": "item", "href": item_path.name} for _, item_path in docs[1:]
+                ]
+            path.write_text(json.dumps(saved))
     products = from_stac_file(folder / "document.json", **common)
     for product in products:
         product.source = url

@@ -111,7 +111,11 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
                 f"back-end {backend.name} ({backend.url}) refused the login: {inert(exc.message)}"
             ) from exc
         if exc.http_status_code and exc.http_status_code >= 500:
-            raise BackendDown(f"back-end {backend.name} ({backend.url}): {inert(exc)}") from exc
+            # Not the message: a 5xx's body is whatever the server (or a proxy) sent.
+            raise BackendDown(
+                f"back-end {backend.name} ({backend.url}): {exc.http_status_code} "
+                f"{inert(exc.code, 100)}"
+            ) from exc
         raise LoginFailed(f"back-end {backend.name} ({backend.url}): {inert(exc)}") from exc
 
 
