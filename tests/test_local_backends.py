@@ -352,7 +352,7 @@ def test_a_backend_killed_mid_run_is_waited_for_and_its_logs_are_shown(
         alive = [j for j in titles[f"{campaign} {tile}"] if j.get("status") != "error"]
         assert [j["id"] for j in alive] == [props["id"]]
     log = (tmp_path / "runner.log").read_text()
-    assert "back-end beta unavailable" in log and "back-end beta answers again" in log
+    assert "back-end beta is unhealthy" in log and "back-end beta answers well again" in log
 
     tile, props = next(iter(jobs.items()))
     shown = subprocess.run(

@@ -84,6 +84,14 @@ def job_description(raw: Any, job_id: str) -> JobDescription:
     """``raw`` (a parsed describe answer) as a JobDescription, or BadAnswer."""
     if not isinstance(raw, dict):
         raise BadAnswer(f"the description of job {job_id} is a {type(raw).__name__}, not an object")
+    for key in ("costs", "progress"):
+        value = raw.get(key)
+        # JSON integers have no bound: 10**400 cannot even be compared with a float.
+        if isinstance(value, int) and abs(value) > 10**18:
+            raise BadAnswer(
+                f"the description of job {job_id} is invalid: {key}: a number of "
+                f"{len(str(abs(value)))} digits"
+            )
     try:
         described = JobDescription.model_validate(raw)
     except ValidationError as exc:

@@ -151,6 +151,9 @@ class CampaignJobManager(MultiBackendJobManager):
         # last said something valid about its job.
         self._trackers = ThreadPoolExecutor(max(1, len(links)), thread_name_prefix="track")
         self._silent_since: dict[Any, float] = {}
+        # Jobs whose last start failed (5xx, garbage), with why: a job that cannot be
+        # started for as long as the silence timeout ends in error like a silent one.
+        self._start_faults: dict[str, str] = {}
         self._stop = threading.Event()
         # Finished tiles become products on the harvester's own threads (see ingest/).
         self.harvester: Harvester | None = None
@@ -279,16 +282,19 @@ class CampaignJobManager(MultiBackendJobManager):
                 logger.warning("tile %s: start of job %s refused: %s", tile, job.job_id, inert(exc))
                 return status.START_FAILED
             reason = self._fault(link, exc) if link is not None else inert(exc)
+            self._start_faults[str(job.job_id)] = f"its start failed: {reason}"
             logger.warning(
                 "tile %s: starting job %s failed (%s); retried later", tile, job.job_id, reason
             )
             return status.CREATED
         except Exception as exc:  # unreachable, garbage: the start is tried again later
             reason = self._fault(link, exc) if link is not None else _message(exc)
+            self._start_faults[str(job.job_id)] = f"its start failed: {reason}"
             logger.warning(
                 "tile %s: starting job %s failed (%s); retried later", tile, job.job_id, reason
             )
             return status.CREATED
+        self._start_faults.pop(str(job.job_id), None)
         stats["job started"] += 1
         return status.QUEUED
 
@@ -414,6 +420,8 @@ class CampaignJobManager(MultiBackendJobManager):
         if seen.status == status.CREATED:
             # Created but not started: the start was lost (a crash) or deferred (429).
             seen.status = self._start(job, tile, seen.counts, link)
+            if seen.status == status.CREATED:
+                seen.fault = self._start_faults.get(job_id)
         if seen.status == status.ERROR and row.get("status") != status.ERROR:
             seen.error_message = self._error_message(job)
         seen.counts["job describe"] += 1
@@ -445,7 +453,10 @@ class CampaignJobManager(MultiBackendJobManager):
         if seen.described is None:
             self._silence(active, i, row, seen.fault or "no answer")
             return
-        self._silent_since.pop(i, None)
+        if seen.fault is None:
+            self._silent_since.pop(i, None)
+        elif self._silence(active, i, row, seen.fault):
+            return
         new = str(seen.status)
         if new == status.RUNNING and previous != status.RUNNING:
             active.loc[i, "running_start_time"] = now()
@@ -473,23 +484,26 @@ class CampaignJobManager(MultiBackendJobManager):
         if seen.described.costs is not None:
             active.loc[i, "costs"] = seen.described.costs
 
-    def _silence(self, active: pd.DataFrame, i: Any, row: pd.Series, reason: str) -> None:
-        """No valid answer about a job this round: after ``silent_job_timeout_s`` of
-        them the tile ends in error (retried as the campaign says) instead of waiting
-        for a back-end that may never answer again."""
+    def _silence(self, active: pd.DataFrame, i: Any, row: pd.Series, reason: str) -> bool:
+        """No valid answer about a job this round, or no start: after
+        ``silent_job_timeout_s`` of them the tile ends in error (retried as the campaign
+        says) instead of waiting for a back-end that may never answer again. True when
+        the tile ended so."""
         since = self._silent_since.setdefault(i, time.monotonic())
         silent_s = time.monotonic() - since
         if silent_s < self.settings.silent_job_timeout_s:
-            return
+            return False
         self._silent_since.pop(i, None)
+        self._start_faults.pop(str(row.get("id")), None)
         self._fail(
             active,
             i,
             row,
-            f"no valid answer from back-end {row.get('backend_name')} about job "
+            f"no progress from back-end {row.get('backend_name')} with job "
             f"{row.get('id')} for {silent_s:.0f} s (the last: {reason}); "
             "TILEKEEPER_RUNNER_SILENT_JOB_TIMEOUT_S sets how long to wait",
         )
+        return True
 
     def _fail(self, active: pd.DataFrame, i: Any, row: pd.Series, message: str) -> None:
         message = inert(message, MAX_MESSAGE)
@@ -566,6 +580,7 @@ class CampaignJobManager(MultiBackendJobManager):
                 return inert(logs[-1].get("message"))
         except Exception as exc:  # the back-end may not serve logs, or serve garbage
             logger.info("no error logs for job %s: %s", job.job_id, inert(exc))
+            return f"job ended in error (its error log could not be read: {inert(exc, 300)})"
         return "job ended in error (no log message)"
 
     def on_job_error(self, job: BatchJob, row: pd.Series) -> None:
