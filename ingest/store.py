@@ -36,6 +36,11 @@ class ProductStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def delete_folder(self, prefix: str) -> int:
+        """Remove every file under ``prefix/`` (a collection's products); returns how
+        many there were."""
+        ...
+
     def href(self, key: str) -> str: ...
 
     def describe(self) -> str: ...
@@ -83,6 +88,14 @@ class LocalStore:
                 break
             parent.rmdir()
 
+    def delete_folder(self, prefix: str) -> int:
+        folder = self._path(prefix)
+        if folder == self.root.resolve() or not folder.is_dir():
+            return 0
+        count = sum(1 for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return count
+
     def href(self, key: str) -> str:
         return f"{self.base_url}/{quote(key)}"
 
@@ -113,6 +126,19 @@ class ObjectStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self.store, key)
+
+    def delete_folder(self, prefix: str) -> int:
+        if not prefix.strip("/"):
+            return 0
+        count = 0
+        try:
+            for batch in obstore.list(self.store, prefix=f"{prefix.strip('/')}/", chunk_size=1000):
+                paths = [meta["path"] for meta in batch]
+                obstore.delete(self.store, paths)
+                count += len(paths)
+        except ObjectStoreError as exc:
+            raise IngestError(f"product store {self.url}: cannot delete {prefix}/ ({exc})") from exc
+        return count
 
     def href(self, key: str) -> str:
         return f"{self.public_url}/{quote(key)}"

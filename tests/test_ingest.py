@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from catalog_service.api.server import free_port
 from catalog_service.cli.main import app
+from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
 from ingest.validate import validate
 
@@ -474,3 +475,38 @@ def test_a_cog_edited_in_place_is_no_longer_taken_for_one(tmp_path: Path) -> Non
         dst.write(np.random.default_rng(5).random((1, 1200, 1200)).astype("float32") * 100)
     assert check(cog) is False  # ingest makes it a COG again
     assert cog_validate(str(cog), quiet=True)[0] is False
+
+
+def test_deleting_a_campaign_with_its_products_empties_its_folder_in_the_bucket(
+    env: dict[str, str], s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="gone")
+    monkeypatch.setenv("TILEKEEPER_PRODUCTS_STORE", "s3://gone/eu27")
+    monkeypatch.setenv("TILEKEEPER_PRODUCTS_S3_ENDPOINT", s3_server)
+    campaign = f"del-{os.urandom(4).hex()}"
+    Campaigns(HttpSession(env["api"])).create(
+        {"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-01-01", "2024-12-31"]}
+    )
+    other = ingest(str(write_raster(tmp_path / "K.tif", size=64)), "--collection", "kept-s3")
+    mine = ingest(
+        str(write_raster(tmp_path / "D.tif", size=64)), "--collection", f"{campaign}-products"
+    )
+    assert other.exit_code == 0 and mine.exit_code == 0, other.output + mine.output
+
+    def keys() -> list[str]:
+        listed = s3.list_objects_v2(Bucket="gone").get("Contents", [])
+        return sorted(str(o["Key"]) for o in listed)
+
+    assert any(k.startswith(f"eu27/{campaign}-products/") for k in keys())
+    result = runner.invoke(
+        app, ["campaign", "delete", campaign, "--products", "--yes"], env={"COLUMNS": "1000"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 product file(s)" in result.output  # the COG and its thumbnail
+    assert not any(k.startswith(f"eu27/{campaign}-products/") for k in keys())
+    assert any(k.startswith("eu27/kept-s3/") for k in keys()), "another collection's files stay"

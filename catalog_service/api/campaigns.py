@@ -317,7 +317,8 @@ def create_router() -> APIRouter:
         products: bool = Query(
             False,
             description="Also delete its products: their catalogue records and their files "
-            "in the local product store (object storage is left to its bucket's rules). "
+            "in the local product store (`tilekeeper campaign delete --products` empties its "
+            "folder in object storage too). "
             "Without it, a campaign with products is kept.",
         ),
     ) -> Response:

@@ -18,7 +18,9 @@ from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.grids import FittedArea, TileSet
 from catalog_service.jobs import status as job_status
-from catalog_service.settings import ClientSettings
+from catalog_service.products import campaign_products_id
+from catalog_service.settings import ClientSettings, ProductSettings
+from ingest.store import ObjectStore, open_store
 
 console = Console()
 app = typer.Typer(help="Campaigns: tiled openEO productions tracked as STAC.", no_args_is_help=True)
@@ -232,7 +234,10 @@ def create(
 def delete(
     campaign_id: str = typer.Argument(..., help="Campaign id."),
     products: bool = typer.Option(
-        False, "--products", help="Also delete its products' records and local files."
+        False,
+        "--products",
+        help="Also delete its products: their records, and their files in the product store "
+        "(TILEKEEPER_PRODUCTS_STORE; object storage with this machine's credentials).",
     ),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     api: str | None = ApiOption,
@@ -240,8 +245,13 @@ def delete(
     """Delete a campaign with its tile jobs and their history."""
     if not yes:
         typer.confirm(f"Delete campaign {campaign_id} and all its tile jobs?", abort=True)
-    _campaigns(api).delete(campaign_id, products=products)
+    campaigns = _campaigns(api)
+    campaigns.delete(campaign_id, products=products)
     console.print(f"Deleted campaign {campaign_id}.")
+    store = open_store(ProductSettings(), campaigns.http.root_url)
+    if products and isinstance(store, ObjectStore):  # local files: the API removed them
+        removed = store.delete_folder(campaign_products_id(campaign_id))
+        console.print(f"Deleted {removed} product file(s) from {store.describe()}.")
 
 
 @app.command("register")
