@@ -13,7 +13,8 @@ import httpx
 import pytest
 from conftest import make_collection, make_item
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "stac-schemas"
+# The schemas ingest validates with: carried by the repository (a clone needs nothing beside it).
+SCHEMAS = Path(__file__).resolve().parents[1] / "ingest" / "schemas"
 WRAPPER = Path(__file__).parent / "conformance" / "validate_offline.py"
 AREA = '{"type":"Polygon","coordinates":[[[3.9,49.9],[4.3,49.9],[4.3,50.3],[3.9,50.3],[3.9,49.9]]]}'
 

@@ -1,7 +1,7 @@
 """The campaign runner: MultiBackendJobManager with crash-safe launches, isolated
 failures, outage tolerance and several workers.
 
-What it adds to the manager's loop (see ``../shared/research/openeo-jobmanager.md``):
+What it adds to the manager's loop:
 - a launch records the intent (``creating``, the back-end and the job title) before it
   creates the job, then starts it at once; a crash anywhere leaves a tile that says
   where to look, and ``reconcile`` adopts, starts or re-creates it;

@@ -1,5 +1,5 @@
 """stac-api-validator without the internet: every schema it would download is read from
-the vendored mirror (``../shared/stac-schemas``, laid out like the URLs).
+the vendored mirror (``ingest/schemas``, laid out like the URLs).
 
 Usage: python validate_offline.py SCHEMA_DIR [stac-api-validator options]"""
 
