@@ -31,11 +31,14 @@ by their reader instead (ingest/download.py).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
-import time
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPException
+from types import TracebackType
 from typing import Any
 
 import requests
@@ -44,6 +47,7 @@ from requests.utils import select_proxy
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import parse_url
 from urllib3.util.connection import allowed_gai_family, create_connection
 from urllib3.util.retry import Retry
@@ -285,6 +289,89 @@ def _checked_pools(policy: EgressSettings) -> dict[str, type[HTTPConnectionPool]
     return {"http": CheckedHTTPConnectionPool, "https": CheckedHTTPSConnectionPool}
 
 
+# How often the watchdog looks again for a connection to shut once the deadline passed
+# (one made after it, while the transfer was still connecting).
+WATCH_POLL_S = 0.2
+
+# -- a transfer's deadline ----------------------------------------------------------
+
+_current = threading.local()
+
+
+class TransferDeadline:
+    """Shuts down the connection of a transfer once its deadline passes, so a transfer
+    ends whatever it waits for: connecting, headers dripping in (which no socket timeout
+    bounds, each byte restarts it), a body read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.conn: HTTPConnection | None = None
+        self.expired = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(seconds,), name="download-deadline", daemon=True
+        )
+
+    def __enter__(self) -> TransferDeadline:
+        _current.watch = self
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _current.watch = None
+        self._done.set()
+
+    def _run(self, seconds: float) -> None:
+        if self._done.wait(seconds):
+            return
+        self.expired.set()
+        shut: socket.socket | None = None
+        while True:
+            sock = getattr(self.conn, "sock", None)
+            if isinstance(sock, socket.socket) and sock is not shut:
+                # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
+                # state under the reading thread's feet.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                shut = sock
+            if self._done.wait(WATCH_POLL_S):
+                return
+
+
+def _watched_pool(base: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """``base`` telling the transfer running on this thread which connection it got."""
+    get_conn = base._get_conn
+
+    def _get_conn(self: HTTPConnectionPool, timeout: float | None = None) -> Any:
+        conn = get_conn(self, timeout)
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.conn = conn
+        return conn
+
+    return type(f"Watched{base.__name__}", (base,), {"_get_conn": _get_conn, "_watched": True})
+
+
+def watch_connections(session: requests.Session) -> None:
+    """Let the watchdog find the connections ``session`` makes from now on."""
+    for adapter in set(session.adapters.values()):
+        manager = getattr(adapter, "poolmanager", None)
+        classes = getattr(manager, "pool_classes_by_scheme", None)
+        if manager is None or not isinstance(classes, dict):
+            continue
+        if all(getattr(cls, "_watched", False) for cls in classes.values()):
+            continue
+        # A new dict: urllib3's default one is shared by every pool manager.
+        manager.pool_classes_by_scheme = {
+            scheme: cls if getattr(cls, "_watched", False) else _watched_pool(cls)
+            for scheme, cls in classes.items()
+        }
+
+
 @dataclass(frozen=True)
 class AnswerLimits:
     """How long a request may take in all and how much of an answer is read."""
@@ -317,7 +404,10 @@ class EgressAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _checked_pools(self.policy)
+        # Watched: a TransferDeadline finds the connection a request got (see _bounded).
+        self.poolmanager.pool_classes_by_scheme = {
+            scheme: _watched_pool(cls) for scheme, cls in _checked_pools(self.policy).items()
+        }
 
     def send(
         self,
@@ -347,40 +437,60 @@ class EgressAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None,
         limits: AnswerLimits,
     ) -> requests.Response:
-        """Send, then read the body against the deadline and the size cap (a
-        per-read timeout alone lets a server drip forever)."""
-        deadline = time.monotonic() + limits.total_s
+        """Send and read the whole answer within the deadline (a watchdog shuts the
+        connection when it passes, so headers or chunk sizes dripping in end too) and
+        the size cap."""
         shown = _shown(request.url or "")
         read_s = limits.total_s
         if isinstance(timeout, int | float):
             read_s = min(read_s, float(timeout))
-        response = super().send(request, True, (limits.connect_s, read_s), verify, cert, proxies)
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limits.max_bytes:
-            response.close()
-            raise AnswerTooLarge(
-                f"{shown}: an answer of {declared} bytes, more than the "
-                f"{limits.max_bytes} read (TILEKEEPER_RUNNER_MAX_ANSWER_BYTES)",
+
+        def too_slow() -> AnswerTooSlow:
+            return AnswerTooSlow(
+                f"{shown}: no whole answer within {limits.total_s:g} s "
+                "(TILEKEEPER_RUNNER_REQUEST_TIMEOUT_S)",
                 request=request,
             )
-        body = bytearray()
-        try:
-            while chunk := response.raw.read1(READ_CHUNK, decode_content=True):
-                body += chunk
-                if len(body) > limits.max_bytes:
-                    raise AnswerTooLarge(
-                        f"{shown}: an answer of more than "
-                        f"{limits.max_bytes} bytes (TILEKEEPER_RUNNER_MAX_ANSWER_BYTES)",
-                        request=request,
-                    )
-                if time.monotonic() > deadline:
-                    raise AnswerTooSlow(
-                        f"{shown}: no whole answer within "
-                        f"{limits.total_s:g} s (TILEKEEPER_RUNNER_REQUEST_TIMEOUT_S)",
-                        request=request,
-                    )
-        finally:
-            response.close()
+
+        with TransferDeadline(limits.total_s) as watch:
+            try:
+                response = super().send(
+                    request, True, (limits.connect_s, read_s), verify, cert, proxies
+                )
+            except requests.RequestException:
+                if watch.expired.is_set():
+                    raise too_slow() from None
+                raise
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limits.max_bytes:
+                response.close()
+                raise AnswerTooLarge(
+                    f"{shown}: an answer of {declared} bytes, more than the "
+                    f"{limits.max_bytes} read (TILEKEEPER_RUNNER_MAX_ANSWER_BYTES)",
+                    request=request,
+                )
+            body = bytearray()
+            try:
+                while chunk := response.raw.read1(READ_CHUNK, decode_content=True):
+                    body += chunk
+                    if len(body) > limits.max_bytes:
+                        raise AnswerTooLarge(
+                            f"{shown}: an answer of more than "
+                            f"{limits.max_bytes} bytes (TILEKEEPER_RUNNER_MAX_ANSWER_BYTES)",
+                            request=request,
+                        )
+                    if watch.expired.is_set():
+                        raise too_slow()
+            except requests.RequestException:  # ours above (an OSError too)
+                raise
+            except (Urllib3Error, HTTPException, OSError) as exc:
+                if watch.expired.is_set():
+                    raise too_slow() from None
+                raise requests.ConnectionError(f"{shown}: {exc}", request=request) from None
+            finally:
+                response.close()
+            if watch.expired.is_set():  # the watchdog's shutdown reads as an end
+                raise too_slow()
         response._content = bytes(body)
         return response
 

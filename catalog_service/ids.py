@@ -13,7 +13,8 @@ _ID = re.compile(ID_PATTERN)
 
 def id_problem(value: Any, what: str = "id") -> str | None:
     """Why ``value`` is not a valid id, or None."""
-    if not isinstance(value, str) or not _ID.match(value):
+    # fullmatch: `$` alone also matches before a trailing newline.
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         shown = repr(value)[:60]
         return f"{what} {shown} is not valid: an id has {ID_RULE}"
     return None
@@ -27,7 +28,7 @@ _JOB_ID = re.compile(JOB_ID_PATTERN)
 
 def job_id_problem(value: Any) -> str | None:
     """Why ``value`` is not a usable openEO job id, or None."""
-    if not isinstance(value, str) or not _JOB_ID.match(value):
+    if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
         shown = repr(value)[:60]
         return (
             f"job id {shown} is not valid: openEO job ids have 1 to 256 letters, digits "

@@ -24,23 +24,19 @@ import contextlib
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from urllib3 import HTTPConnectionPool
-from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from catalog_service.egress import EgressRefused
+from catalog_service.egress import EgressRefused, TransferDeadline, watch_connections
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings, RunnerSettings
 from ingest.errors import IngestError
@@ -51,9 +47,6 @@ CONNECT_TIMEOUT_S = 10.0
 # Bytes looked at to tell a JSON document from a file (leading blanks included).
 SNIFF_BYTES = 4096
 SHOWN_URL_CHARS = 200
-# How often the watchdog looks again for a connection to shut once the deadline passed
-# (one made after it, while the transfer was still connecting).
-WATCH_POLL_S = 0.2
 
 MAX_FILE_SETTING = "TILEKEEPER_HARVEST_MAX_FILE_BYTES"
 FILE_DEADLINE_SETTING = "TILEKEEPER_HARVEST_DEADLINE_S"
@@ -131,85 +124,6 @@ def _reason(exc: BaseException) -> str:
     return inert(text, 200)
 
 
-# -- the deadline's watchdog ----------------------------------------------------------
-
-_current = threading.local()
-
-
-class _Watch:
-    """Shuts down the connection of a transfer once its deadline passes, so a transfer
-    ends whatever it waits for: connecting, headers dripping in (which no socket timeout
-    bounds, each byte restarts it), a body read."""
-
-    def __init__(self, seconds: float) -> None:
-        self.conn: HTTPConnection | None = None
-        self.expired = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(seconds,), name="download-deadline", daemon=True
-        )
-
-    def __enter__(self) -> _Watch:
-        _current.watch = self
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        _current.watch = None
-        self._done.set()
-
-    def _run(self, seconds: float) -> None:
-        if self._done.wait(seconds):
-            return
-        self.expired.set()
-        shut: socket.socket | None = None
-        while True:
-            sock = getattr(self.conn, "sock", None)
-            if isinstance(sock, socket.socket) and sock is not shut:
-                # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
-                # state under the reading thread's feet.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                shut = sock
-            if self._done.wait(WATCH_POLL_S):
-                return
-
-
-def _watched_pool(base: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
-    """``base`` telling the transfer running on this thread which connection it got."""
-    get_conn = base._get_conn
-
-    def _get_conn(self: HTTPConnectionPool, timeout: float | None = None) -> Any:
-        conn = get_conn(self, timeout)
-        watch = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.conn = conn
-        return conn
-
-    return type(f"Watched{base.__name__}", (base,), {"_get_conn": _get_conn, "_watched": True})
-
-
-def _watch_connections(session: requests.Session) -> None:
-    """Let the watchdog find the connections ``session`` makes from now on."""
-    for adapter in set(session.adapters.values()):
-        manager = getattr(adapter, "poolmanager", None)
-        classes = getattr(manager, "pool_classes_by_scheme", None)
-        if manager is None or not isinstance(classes, dict):
-            continue
-        if all(getattr(cls, "_watched", False) for cls in classes.values()):
-            continue
-        # A new dict: urllib3's default one is shared by every pool manager.
-        manager.pool_classes_by_scheme = {
-            scheme: cls if getattr(cls, "_watched", False) else _watched_pool(cls)
-            for scheme, cls in classes.items()
-        }
-
-
 # -- one transfer ---------------------------------------------------------------------
 
 
@@ -236,7 +150,7 @@ class _Reader:
         response: requests.Response,
         limits: DownloadLimits,
         started: float,
-        watch: _Watch,
+        watch: TransferDeadline,
         shown: str,
     ) -> None:
         self.response = response
@@ -338,8 +252,8 @@ def _opened(url: str, session: requests.Session, limits: DownloadLimits) -> Iter
     length is within the cap. Everything that goes wrong is an IngestError."""
     shown = shown_url(url)
     started = time.monotonic()
-    _watch_connections(session)
-    with _Watch(limits.deadline_s) as watch:
+    watch_connections(session)
+    with TransferDeadline(limits.deadline_s) as watch:
         reader: _Reader | None = None
         try:
             timeout = (

@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 # tile would stay pending), and anyone who may read a public campaign reads it.
 MAX_PRODUCT_ERROR = 500
 # Temporary folders of harvests: <tmp>/tilekeeper-harvest-<uid>/<pid>-<tile>-<random>.
+# One tile's results: at most a daily time series of rasters, and at most this many
+# files' worth of bytes in all (so disk and time are bounded per tile, not per file).
+MAX_RASTERS_PER_TILE = 366
+TILE_FILES_OVER_FILE = 8
 HARVEST_DIR = "tilekeeper-harvest"
 _OWNED_BY = re.compile(r"^(\d+)-")
 T = TypeVar("T")
@@ -248,7 +252,13 @@ class Harvester:
         described = _from_backend(f"job {job_id} on {inert(backend, 100)}", job.describe)
         provenance = provenance_of(doc.as_stac(), described if isinstance(described, dict) else {})
         assets = [a for a in doc.assets if is_raster(a.key, a.metadata())]
+        if len(assets) > MAX_RASTERS_PER_TILE:
+            raise IngestError(
+                f"{what}: {len(assets):,} raster assets, more than the {MAX_RASTERS_PER_TILE} "
+                "a tile may have"
+            )
         limits = DownloadLimits.for_files(self.settings, geometry)
+        budget = limits.max_bytes * TILE_FILES_OVER_FILE  # all of one tile's files
         with self._workdir(tile) as tmp:
             rasters = []
             keys: dict[str, str] = {}
@@ -262,6 +272,12 @@ class Harvester:
                 keys[key] = asset.key
                 target = tmp / f"{key}.tif"
                 self._download(connection, asset, target, limits)
+                budget -= target.stat().st_size
+                if budget < 0:
+                    raise IngestError(
+                        f"{what}: its files add up to more than {TILE_FILES_OVER_FILE} times "
+                        "the limit of one (TILEKEEPER_HARVEST_MAX_FILE_BYTES)"
+                    )
                 raster = Raster(target, key, asset.title, _expected(asset))
                 rasters.append((raster, date_of(asset.metadata(), asset.key)))
             products = group_by_date(

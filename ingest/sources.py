@@ -30,6 +30,7 @@ from ingest.errors import IngestError
 from ingest.results import parse_document, raster_key
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+MAX_EXPRESSION_BYTES = 64 * 1024
 DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 
 
@@ -88,7 +89,14 @@ def provenance_of(doc: dict[str, Any], job: dict[str, Any] | None = None) -> dic
             fields.setdefault(key, value)
     process = (job or {}).get("process")
     graph = process.get("process_graph") if isinstance(process, dict) else None
-    if "processing:expression" not in fields and isinstance(graph, dict) and graph:
+    # The job's graph, as the back-end describes it: kept when it is of a sensible size
+    # (a description may be 16 MiB; a product item is no place for that).
+    if (
+        "processing:expression" not in fields
+        and isinstance(graph, dict)
+        and graph
+        and len(json.dumps(graph, default=str)) <= MAX_EXPRESSION_BYTES
+    ):
         fields["processing:expression"] = {"format": "openeo", "expression": graph}
     return fields
 

@@ -23,6 +23,10 @@ from catalog_service.remote_text import inert
 # ~100 credits; the whole EU27 crop map ~1.1 million).
 MAX_JOB_COSTS = 1e9
 MAX_USAGE_METRICS = 50
+# The usage metrics openEO defines, kept as the tile's properties (as MultiBackendJobManager
+# does); a back-end's other keys are dropped: `attempts`, `status`, `start_time` or
+# `only_backends` would overwrite the tile's own properties.
+USAGE_KEYS = ("cpu", "memory", "duration", "network", "disk", "storage")
 OPENEO_STATUSES = ("created", "queued", "running", "finished", "error", "canceled")
 
 Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
@@ -52,8 +56,11 @@ class JobDescription(BaseModel):
     progress: Annotated[Number, Field(ge=0, le=100)] | None = None
 
     def usage_texts(self) -> dict[str, str]:
-        """Usage as the job item's properties keep it: ``"40668 cpu-seconds"``."""
-        return {k: f"{m.value:g} {m.unit}".strip() for k, m in self.usage.items()}
+        """openEO's usage metrics as the job item's properties keep them:
+        ``"40668 cpu-seconds"``; other keys are dropped (see USAGE_KEYS)."""
+        return {
+            k: inert(f"{m.value:g} {m.unit}", 100) for k, m in self.usage.items() if k in USAGE_KEYS
+        }
 
 
 class ListedJob(BaseModel):
@@ -70,7 +77,8 @@ class ListedJob(BaseModel):
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "the answer"
-    return inert(f"{where}: {error['msg']} (got {error.get('input')!r})", 300)
+    # Not the value: it may be another host's answer a redirect led to.
+    return inert(f"{where}: {error['msg']}", 300)
 
 
 def checked_job_id(value: Any) -> str:

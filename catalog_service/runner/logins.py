@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from openeo.rest import OpenEoApiError, OpenEoClientException
@@ -90,11 +91,21 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
             session=session,
             default_timeout=max(1, round(settings.request_timeout_s)),
         )
+        # The client follows the back-end's version discovery (/.well-known/openeo)
+        # wherever it points: credentials would then go to that host.
+        if _origin(connection.root_url) != _origin(backend.url):
+            raise BackendDown(
+                f"back-end {backend.name} ({backend.url}): its version discovery points at "
+                f"another host ({inert(_origin(connection.root_url), 200)}), not followed; "
+                "give the back-end's versioned URL itself"
+            )
         if backend.auth == "none":
             return connection
         if backend.auth == "basic":
             return _basic(connection, backend)
         return _oidc(connection, backend, interactive)
+    except TilekeeperError:  # LoginFailed, BackendDown: said already
+        raise
     except EgressRefused as exc:
         raise BackendDown(f"back-end {backend.name}: {exc}") from exc
     except UNREACHABLE as exc:
@@ -117,6 +128,19 @@ def login(backend: Backend, *, interactive: bool | None = None) -> Connection:
                 f"{inert(exc.code, 100)}"
             ) from exc
         raise LoginFailed(f"back-end {backend.name} ({backend.url}): {inert(exc)}") from exc
+    except Exception as exc:  # capabilities or credentials answers of the wrong shape
+        raise BackendDown(
+            f"back-end {backend.name} ({backend.url}) answers badly: {_message(exc)}"
+        ) from exc
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _message(exc: BaseException) -> str:
+    return inert(f"{type(exc).__name__}: {exc}", 300)
 
 
 def _basic(connection: Connection, backend: Backend) -> Connection:
@@ -229,10 +253,13 @@ class BackendLink:
     def pause(self, reason: str, wait_s: float) -> None:
         """The back-end asked to wait (429, concurrency limit): no new jobs meanwhile."""
         logger.warning(
-            "back-end %s asks to wait (%s): no new jobs for %.0f s", self.name, reason, wait_s
+            "back-end %s asks to wait (%s): no new jobs for %.0f s",
+            self.name,
+            inert(reason, 300),
+            wait_s,
         )
         self.down_until = max(self.down_until, time.monotonic() + wait_s)
-        self.reason = reason
+        self.reason = inert(reason, 300)
 
     def fault(self, reason: str) -> None:
         """An answer that is the back-end's fault (5xx, garbage, too slow or large)."""

@@ -9,7 +9,7 @@ back-end goes back to not_started, so it is created once more and only once."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from catalog_service.jobs import status
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 # How far the back-end's clock may be behind ours when matching a job to an intent.
 CLOCK_SKEW = timedelta(minutes=10)
+# Duplicates of one tile's job deleted at most (each delete is a request to a back-end
+# that has just misbehaved; the loop must not wait on thousands of them).
+MAX_DISCARDS = 10
 # Most advanced first: the copy to keep.
 _PREFERENCE = {
     status.FINISHED: 0,
@@ -35,10 +38,12 @@ _PREFERENCE = {
 
 
 def _when(value: Any) -> datetime | None:
+    """A timestamp, in UTC when it names no offset (a back-end's may not)."""
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def candidates(
@@ -88,12 +93,24 @@ def reconcile_creating(manager: CampaignJobManager, stats: dict[str, int]) -> No
             continue
         keep, extra = found[0], found[1:]
         connection = link.get()
-        for job in extra:
+        for job in extra[:MAX_DISCARDS]:
             _discard(connection, job, tile)
             stats["reconcile: duplicate removed"] += 1
+        if len(extra) > MAX_DISCARDS:
+            logger.warning(
+                "tile %s: %d more copies of its job on %s left there (a back-end that keeps "
+                "creating them is not ours to clean up)",
+                tile,
+                len(extra) - MAX_DISCARDS,
+                backend,
+            )
         job_id = str(keep["id"])
         logger.info(
-            "tile %s: adopting job %s on %s (%s)", tile, job_id, backend, keep.get("status")
+            "tile %s: adopting job %s on %s (%s)",
+            tile,
+            job_id,
+            backend,
+            inert(keep.get("status"), 50),
         )
         job_db.update(order, status.CREATED, {"id": job_id})
         stats["reconcile: adopted"] += 1
