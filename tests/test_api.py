@@ -15,6 +15,9 @@ REQUIRED_CONFORMANCE = {
     "https://api.stacspec.org/v1.0.0/ogcapi-features",
     "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
     "https://api.stacspec.org/v1.1.0/item-search#sort",
+    # What pystac-client 0.x looks for (v1.0.*): sortby is the same in both.
+    "https://api.stacspec.org/v1.0.0/item-search#sort",
+    "https://api.stacspec.org/v1.0.0/ogcapi-features#sort",
     "https://api.stacspec.org/v1.0.0/item-search#fields",
     "https://api.stacspec.org/v1.0.0/item-search#query",
     "https://api.stacspec.org/v1.0.0-rc.1/collection-search",
@@ -156,9 +159,14 @@ def test_collection_search(http: httpx.Client, tiles: str) -> None:
     assert tiles in {c["id"] for c in found["collections"]}
 
 
-def test_queryables_list_job_properties(http: httpx.Client) -> None:
+def test_queryables_list_job_properties(http: httpx.Client, tiles: str) -> None:
     props = http.get("/queryables").json()["properties"]
     assert {"status", "backend_name", "grid:code"} <= set(props)
+    assert props["tilekeeper:order"]["type"] == "integer" and props["costs"]["type"] == "number"
+    # A plain collection's items are not tile jobs: its queryables do not list their fields
+    # (tests/test_stac_clients.py checks every kind of collection).
+    own = http.get(f"/collections/{tiles}/queryables").json()["properties"]
+    assert {"id", "geometry", "datetime"} <= set(own) and "backend_name" not in own
 
 
 def test_item_transactions(http: httpx.Client, new_collection: Callable[[], str]) -> None:

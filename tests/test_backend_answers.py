@@ -27,6 +27,7 @@ from catalog_service.runner.answers import (
     listed_jobs,
 )
 from catalog_service.runner.logins import BackendDown, BackendLink, login
+from catalog_service.runner.namespaces import NamespaceUnreadable, process_in, read_namespace
 from catalog_service.runner.reconcile import candidates
 
 GOOD = {
@@ -248,3 +249,30 @@ def test_a_login_to_a_backend_that_answers_badly_is_a_backend_down(path: str, re
         )
         with pytest.raises(BackendDown, match=reason):
             login(backend, interactive=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("endless", "MAX_ANSWER_BYTES"), ("drip", "REQUEST_TIMEOUT_S"), ("big", "MAX_ANSWER_BYTES")],
+)
+def test_a_process_namespace_is_read_within_the_limits(
+    path: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TILEKEEPER_RUNNER_REQUEST_TIMEOUT_S", "2")
+    monkeypatch.setenv("TILEKEEPER_RUNNER_MAX_ANSWER_BYTES", str(1 << 20))
+    with loopback_server(Endless) as port, pytest.raises(NamespaceUnreadable, match=reason):
+        read_namespace(f"http://127.0.0.1:{port}/{path}")
+
+
+def test_a_process_namespace_goes_through_the_egress_policy() -> None:
+    with pytest.raises(NamespaceUnreadable, match="refused"):
+        read_namespace("http://169.254.169.254/latest/udp.json")
+
+
+def test_a_namespace_listing_gives_the_campaigns_process() -> None:
+    listing = {"processes": [{"id": "a"}, {"id": "ndvi", "process_graph": {}}]}
+    assert process_in(listing, "ndvi", "u")["id"] == "ndvi"
+    with pytest.raises(NamespaceUnreadable, match="lists no process"):
+        process_in(listing, "evi", "u")
+    with pytest.raises(NamespaceUnreadable, match="holds"):
+        process_in({"id": "other"}, "ndvi", "u")

@@ -421,3 +421,31 @@ def test_text_from_the_file_is_made_inert(tmp_path: Path) -> None:
     assert first is not None and first.startswith("red[2J fake log line x")
     assert len(first) < 260 and "\x1b" not in first and "\n" not in first
     assert second == "nir"
+
+
+def test_a_tiff_of_many_images_is_refused_before_gdal_walks_them(tmp_path: Path) -> None:
+    """100,000 tiny IFDs appended to a small raster cost GDAL 97 s and 500 MB to open."""
+    path = write(tmp_path / "many.tif", size=(16, 16))
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00", "rasterio writes little-endian classic TIFF"
+    # Walk to the last IFD and chain 1,000 minimal ones (one entry each) after it.
+    offset = int.from_bytes(data[4:8], "little")
+    while True:
+        entries = int.from_bytes(data[offset : offset + 2], "little")
+        next_at = offset + 2 + 12 * entries
+        following = int.from_bytes(data[next_at : next_at + 4], "little")
+        if not following:
+            break
+        offset = following
+    for _ in range(1000):
+        new = len(data) + (len(data) % 2)
+        data += b"\x00" * (new - len(data))
+        data[next_at : next_at + 4] = new.to_bytes(4, "little")
+        # One entry: NewSubfileType = 1 (a reduced-resolution image), then no next IFD.
+        data += (1).to_bytes(2, "little") + bytes.fromhex("fe0004000100000001000000")
+        next_at = len(data)
+        data += b"\x00\x00\x00\x00"
+    path.write_bytes(bytes(data))
+    with pytest.raises(IngestError, match="more than 64 images in one TIFF"):
+        check(path)
+    assert check(write(tmp_path / "fine.tif", size=(16, 16))) in (True, False)

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from brotli_asgi import BrotliMiddleware
 from fastapi import FastAPI, Request
-from stac_fastapi.extensions import BulkTransactionExtension, TransactionExtension
+from stac_fastapi.extensions import (
+    BulkTransactionExtension,
+    ItemCollectionFilterExtension,
+    SearchFilterExtension,
+    TransactionExtension,
+)
+from stac_fastapi.extensions.sort import ItemCollectionSortExtension, SearchSortExtension
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import Settings as StacSettings
 from stac_fastapi.pgstac.models.extensions import Extensions
@@ -38,6 +44,7 @@ from catalog_service.api.mapview import add_map
 from catalog_service.api.openapi import complete_openapi
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
+from catalog_service.api.queryables import TilekeeperFiltersClient
 from catalog_service.api.search_input import ExpressionLimits
 from catalog_service.api.visibility import guard_named_collections
 from catalog_service.database import DatabaseLogins, resolve_logins
@@ -63,6 +70,36 @@ class TilekeeperExtensions(Extensions):  # type: ignore[misc]
             ),
             BulkTransactionExtension(client=AtomicBulkTransactionsClient()),
         ]
+
+
+# sortby as stac-fastapi implements it is the sort extension of STAC API v1.0.0 as well as
+# v1.1.0 (which added only the optional sortables): pystac-client 0.x recognises the v1.0
+# classes only, and warned that the server "does not conform to SORT".
+SEARCH_SORT_CONFORMANCE = [
+    "https://api.stacspec.org/v1.0.0/item-search#sort",
+    "https://api.stacspec.org/v1.1.0/item-search#sort",
+]
+ITEMS_SORT_CONFORMANCE = [
+    "https://api.stacspec.org/v1.0.0/ogcapi-features#sort",
+    "https://api.stacspec.org/v1.1.0/ogcapi-features#sort",
+]
+
+
+def tilekeeper_extensions(stac: StacSettings) -> TilekeeperExtensions:
+    """The extensions with our sort conformance classes and per-collection queryables."""
+    queryables = TilekeeperFiltersClient()
+    return TilekeeperExtensions(
+        settings=stac,
+        search_map={
+            "sort": SearchSortExtension(conformance_classes=list(SEARCH_SORT_CONFORMANCE)),
+            "filter": SearchFilterExtension(client=queryables),
+        },
+        item_collection_map={
+            "sort": ItemCollectionSortExtension(conformance_classes=list(ITEMS_SORT_CONFORMANCE)),
+            "filter": ItemCollectionFilterExtension(client=queryables),
+        },
+        extra_map={"aggregation": AggregationExtension()},
+    )
 
 
 def stac_settings(settings: ApiSettings) -> StacSettings:
@@ -92,9 +129,7 @@ def create_app(
     settings = settings or ApiSettings()
     logins = logins or resolve_logins(db_settings or DatabaseSettings())
     stac = stac_settings(settings)
-    extensions = TilekeeperExtensions(
-        settings=stac, extra_map={"aggregation": AggregationExtension()}
-    )
+    extensions = tilekeeper_extensions(stac)
     api = instantiate_api(
         client=TilekeeperCoreClient,
         extensions=extensions,

@@ -47,7 +47,7 @@ from catalog_service.api.write_checks import (
     refuse_campaign_definition,
     same_id,
 )
-from catalog_service.jobs.campaign import CAMPAIGN_KEY
+from catalog_service.jobs.campaign import CAMPAIGN_KEY, ORDER_KEY, job_extensions
 
 
 class CampaignItemsAreManaged(Exception):
@@ -254,6 +254,32 @@ async def refuse_hidden_token(request: Request, token: str | None) -> None:
         raise asyncpg.exceptions.RaiseError(f"Could not find item using token: {token}")
 
 
+def as_served(item: dict[str, Any], excluded: set[str] | frozenset[str] = frozenset()) -> None:
+    """Make a stored item the valid STAC it was when written, in place (every item read
+    path, GET and POST, goes through ``_search_base``).
+
+    pgstac stores items without their null-valued properties (its dehydration strips
+    them), so ``datetime: null`` beside ``start_datetime``/``end_datetime``, as STAC
+    requires it for a range, comes back missing and the item would fail validation: it is
+    served again. Other null properties are not restored (which were null is not stored):
+    a property set to null reads as absent. Job items stored before they declared the
+    extensions of their grid fields (proj:, grid:, mgrs:) declare them as served; those
+    registered since carry them."""
+    props = item.get("properties")
+    if not isinstance(props, dict):
+        return
+    if (
+        "datetime" not in props
+        and "start_datetime" in props
+        and "end_datetime" in props
+        and "properties.datetime" not in excluded
+    ):
+        props["datetime"] = None
+    declared = item.get("stac_extensions")
+    if ORDER_KEY in props and isinstance(declared, list):
+        item["stac_extensions"] = job_extensions(props, declared)
+
+
 @attr.s
 class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     """Collections also link to their aggregation endpoints (the extension requires it),
@@ -263,7 +289,12 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         checked_search(request, search_request)
         await refuse_hidden_token(request, getattr(search_request, "token", None))
         search_request.collections = await visible_collections(request, search_request.collections)
-        return await super()._search_base(search_request, request=request)
+        result = await super()._search_base(search_request, request=request)
+        fields = getattr(search_request, "fields", None)
+        excluded = set(fields.exclude or ()) if fields is not None else set()
+        for item in result.get("features", []):
+            as_served(item, excluded)
+        return result
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         collection = await super().get_collection(collection_id, request=request, **kwargs)

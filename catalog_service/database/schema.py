@@ -14,6 +14,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.migrate import Migrate
 from pypgstac.version import __version__ as PGSTAC_VERSION
 
+from catalog_service.database import queryables
 from catalog_service.database.connection import (
     READER_ROLE,
     WRITER_ROLE,
@@ -122,6 +123,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER FUNCTION tilekeeper.forget_collection() SECURITY DEFINER
         SET search_path = tilekeeper, pg_temp;
+    """,
+    # Numbers and dates sort and compare as such: every numeric or date property of job
+    # and product items typed (database/queryables.py), pgstac's core queryables without
+    # $refs to the internet.
+    queryables.migration_sql(),
+    # numberMatched where counting is cheap: pgstac counts a search whose plan it
+    # estimates below either threshold, and answers the planner's estimate above both
+    # (README, "Sorting, counts and queryables": counting 100,000 tiles took 19 ms, at a
+    # planner cost of 9,329). Counts are kept 10 s, not a day: tiles change all the time.
+    # Only pgstac's defaults change; an operator's own settings stay.
+    """
+    UPDATE pgstac.pgstac_settings SET value = 'auto'
+    WHERE name = 'context' AND value = 'off';
+    UPDATE pgstac.pgstac_settings SET value = '10000'
+    WHERE name = 'context_estimated_count' AND value = '100000';
+    UPDATE pgstac.pgstac_settings SET value = '50000'
+    WHERE name = 'context_estimated_cost' AND value = '100000';
+    UPDATE pgstac.pgstac_settings SET value = '10 seconds'
+    WHERE name = 'context_stats_ttl' AND value = '1 day';
     """,
 )
 

@@ -4,6 +4,7 @@ and the rules that turn tiles into job items."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import (
@@ -255,6 +256,34 @@ def job_properties(
     return props
 
 
+# The STAC extensions whose fields job items carry (the grids' tile properties), by field
+# prefix, at the versions whose schemas ship in ingest/schemas (offline validation):
+# proj:code is projection v2; grid:code's pattern is grid v1.1.
+EXTENSIONS_BY_PREFIX: dict[str, str] = {
+    "proj:": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "grid:": "https://stac-extensions.github.io/grid/v1.1.0/schema.json",
+    "mgrs:": "https://stac-extensions.github.io/mgrs/v1.0.0/schema.json",
+}
+
+
+@lru_cache(maxsize=1024)
+def _extensions_of(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        url
+        for prefix, url in EXTENSIONS_BY_PREFIX.items()
+        if any(key.startswith(prefix) for key in keys)
+    )
+
+
+def job_extensions(properties: dict[str, Any], declared: list[str] | None = None) -> list[str]:
+    """``declared`` (kept, in order) plus the extensions whose fields ``properties`` use.
+    (Cached by the properties' names: a campaign's tiles share a handful of key sets.)"""
+    used = _extensions_of(tuple(properties))
+    if not declared:
+        return list(used)
+    return [*declared, *(url for url in used if url not in declared)]
+
+
 # The parts of a job item that are the same for every tile.
 JOB_ITEM_TEMPLATE: dict[str, Any] = {
     "type": "Feature",
@@ -273,12 +302,14 @@ def job_item(
     properties: dict[str, Any],
     order: int,
 ) -> dict[str, Any]:
-    """A new tile job as a STAC item."""
+    """A new tile job as a STAC item, declaring the extensions its fields belong to."""
+    props = job_properties(definition, tile_id, properties, order)
     return {
         **JOB_ITEM_TEMPLATE,
+        "stac_extensions": job_extensions(props),
         "id": tile_id,
         "collection": definition.id,
         "geometry": geometry,
         "bbox": bbox,
-        "properties": job_properties(definition, tile_id, properties, order),
+        "properties": props,
     }

@@ -42,6 +42,7 @@ from catalog_service.jobs.campaign import (
     STORED,
     WORKER_KEY,
     CampaignDefinition,
+    job_extensions,
     job_properties,
 )
 
@@ -646,6 +647,13 @@ LEFT JOIN pgstac.partition_stats ps
 WHERE c.id = %s
 """
 _EXISTING = "SELECT id FROM pgstac.{partition} WHERE id = ANY(%s)"
+_CAMPAIGN_BBOXES = (
+    "SELECT content->'extent'->'spatial'->'bbox' FROM pgstac.collections WHERE id = %s FOR UPDATE"
+)
+_SET_CAMPAIGN_BBOXES = """
+UPDATE pgstac.collections SET content = jsonb_set(content, '{extent,spatial,bbox}', %s::jsonb)
+WHERE id = %s
+"""
 _COPY = (
     "COPY pgstac.{partition} (id, collection, datetime, end_datetime, geometry, content) FROM STDIN"
 )
@@ -716,12 +724,38 @@ class TileRegistrar:
                     counts.REGISTER_SQL,
                     [definition.id, list(registered), list(registered.values())],
                 )
+            if tiles:
+                # All tiles received, not only new ones: registering a campaign's tiles
+                # again also mends the extent of one registered before it grew.
+                _grow_extent(cur, definition.id, tiles)
             conn.commit()
             # As the Loader does: refresh the partition's observed extents (not in the
             # transaction above, so readers are not blocked meanwhile).
             cur.execute("SELECT pgstac.update_partition_stats_q(%s)", [partition])
             conn.commit()
         return new
+
+
+def _union(boxes: Sequence[Sequence[float]]) -> list[float]:
+    """The 2D bbox containing every bbox (2D, or 3D as STAC writes them)."""
+    corners = np.asarray([[b[0], b[1], *(b[3:5] if len(b) == 6 else b[2:4])] for b in boxes])
+    return [*corners[:, :2].min(axis=0).tolist(), *corners[:, 2:].max(axis=0).tolist()]
+
+
+def _grow_extent(
+    cur: psycopg.Cursor[tuple[Any, ...]], campaign: str, tiles: Sequence[dict[str, Any]]
+) -> None:
+    """Widen the campaign collection's spatial extent (its first, overall bbox) to contain
+    every tile: it starts as the AOI's bbox, and grid cells stick out of the AOI. Only
+    grows, in the registration's transaction (the row lock orders it with definition
+    updates, which keep the extent as it is)."""
+    row = cur.execute(_CAMPAIGN_BBOXES, [campaign]).fetchone()
+    stored = _json(row[0]) if row else None
+    boxes: list[list[float]] = stored if isinstance(stored, list) and stored else []
+    tiles_box = _union([t["bbox"] for t in tiles])
+    overall = _union([boxes[0], tiles_box]) if boxes else tiles_box
+    if not boxes or overall != boxes[0]:
+        cur.execute(_SET_CAMPAIGN_BBOXES, [orjson.dumps([overall, *boxes[1:]]).decode(), campaign])
 
 
 def _content(base_item: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
@@ -760,20 +794,33 @@ def _copy_rows(
     common = {**JOB_ITEM_TEMPLATE, "collection": definition.id}
     # pgstac stores an item minus what equals its collection's base item (and without
     # the columns id, collection, geometry). bbox and properties are never part of a
-    # base item, so the common part is dehydrated once for every tile.
-    varying = {"bbox", "properties"}
+    # base item, so the common part is dehydrated once for every tile (stac_extensions,
+    # which follows each tile's fields, neither).
+    varying = {"bbox", "properties", "stac_extensions"}
     shared = None if varying & base_item.keys() else _content(base_item, common)
     out = bytearray()
     for n, (tile, footprint) in enumerate(zip(tiles, _footprints(tiles), strict=True)):
         properties = job_properties(
             definition, tile["id"], tile.get("properties") or {}, first_order + n
         )
+        extensions = job_extensions(properties)
         if shared is None:
             content = _content(
-                base_item, {**common, "bbox": tile["bbox"], "properties": properties}
+                base_item,
+                {
+                    **common,
+                    "stac_extensions": extensions,
+                    "bbox": tile["bbox"],
+                    "properties": properties,
+                },
             )
         else:
-            content = {**shared, "bbox": tile["bbox"], "properties": properties}
+            content = {
+                **shared,
+                "stac_extensions": extensions,
+                "bbox": tile["bbox"],
+                "properties": properties,
+            }
         out += _copy_field(tile["id"].encode())
         out += constant
         out += footprint.encode()

@@ -23,10 +23,22 @@ from catalog_service.remote_text import inert
 # ~100 credits; the whole EU27 crop map ~1.1 million).
 MAX_JOB_COSTS = 1e9
 MAX_USAGE_METRICS = 50
-# The usage metrics openEO defines, kept as the tile's properties (as MultiBackendJobManager
-# does); a back-end's other keys are dropped: `attempts`, `status`, `start_time` or
-# `only_backends` would overwrite the tile's own properties.
-USAGE_KEYS = ("cpu", "memory", "duration", "network", "disk", "storage")
+# The usage metrics openEO defines, and those the geopyspark back-ends (CDSE, VITO) add,
+# kept as the tile's properties (planning reads max_executor_memory); a back-end's other
+# keys are dropped: `attempts`, `status`, `start_time` or `only_backends` would
+# overwrite the tile's own properties.
+USAGE_KEYS = (
+    "cpu",
+    "memory",
+    "duration",
+    "network",
+    "disk",
+    "storage",
+    "max_executor_memory",
+    "input_pixel",
+    "network_received",
+    "sentinelhub",
+)
 OPENEO_STATUSES = ("created", "queued", "running", "finished", "error", "canceled")
 
 Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]

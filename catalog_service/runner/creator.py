@@ -6,11 +6,13 @@ from typing import Any
 
 import pandas as pd
 from openeo.extra.job_management.process_based import ProcessBasedJobCreator
+from openeo.internal.processes.parse import Process
 from openeo.rest.connection import Connection
 from openeo.rest.job import BatchJob
 
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs.campaign import CampaignDefinition
+from catalog_service.runner.namespaces import process_in, read_namespace
 
 JOB_OPTIONS_PROPERTY = "job_options"
 
@@ -66,6 +68,18 @@ class CampaignJobCreator(ProcessBasedJobCreator):
             parameter_column_map=definition.process.parameter_map or None,
         )
         self.definition = definition
+        self._remote: Process | None = None
+
+    def _get_process_definition(self, connection: Connection) -> Process:
+        # A namespace URL is read our way (egress policy, deadline, size cap), once.
+        namespace = self.definition.process.namespace if self.definition.process else None
+        if not namespace or not namespace.startswith(("http://", "https://")):
+            return super()._get_process_definition(connection)
+        if self._remote is None:
+            process_id = self.definition.process.process_id  # type: ignore[union-attr]
+            document = process_in(read_namespace(namespace), process_id, namespace)
+            self._remote = Process.from_dict(document)
+        return self._remote
 
     def start_job(self, row: pd.Series, connection: Connection, **kwargs: Any) -> BatchJob:
         options = dict(self.definition.job_options)

@@ -12,12 +12,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import requests
 from openeo.rest import OpenEoApiError
 from openeo.rest.connection import Connection
 
-from catalog_service.egress import EgressRefused, egress_session
 from catalog_service.jobs.campaign import ProcessSpec
+from catalog_service.runner.namespaces import NamespaceUnreadable, read_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +67,9 @@ def _process(
     namespace = process.namespace
     if namespace and namespace.startswith(("http://", "https://")):
         try:
-            response = egress_session().get(namespace, timeout=30)
-            response.raise_for_status()
-            document = response.json()
-            return (document if isinstance(document, dict) else None), None
-        except EgressRefused as exc:
-            logger.warning("not reading the process at %s to check it: %s", namespace, exc)
-            return None, None
-        except (requests.RequestException, ValueError) as exc:
-            logger.info("cannot read the process at %s to check it: %s", namespace, exc)
+            return read_namespace(namespace), None
+        except NamespaceUnreadable as exc:
+            logger.warning("not checking the process: %s", exc)
             return None, None
     if namespace:
         return None, None  # a back-end namespace: the back-end resolves it, unchecked here
