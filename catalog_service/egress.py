@@ -353,23 +353,7 @@ def _watched_pool(base: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
             watch.conn = conn
         return conn
 
-    return type(f"Watched{base.__name__}", (base,), {"_get_conn": _get_conn, "_watched": True})
-
-
-def watch_connections(session: requests.Session) -> None:
-    """Let the watchdog find the connections ``session`` makes from now on."""
-    for adapter in set(session.adapters.values()):
-        manager = getattr(adapter, "poolmanager", None)
-        classes = getattr(manager, "pool_classes_by_scheme", None)
-        if manager is None or not isinstance(classes, dict):
-            continue
-        if all(getattr(cls, "_watched", False) for cls in classes.values()):
-            continue
-        # A new dict: urllib3's default one is shared by every pool manager.
-        manager.pool_classes_by_scheme = {
-            scheme: cls if getattr(cls, "_watched", False) else _watched_pool(cls)
-            for scheme, cls in classes.items()
-        }
+    return type(f"Watched{base.__name__}", (base,), {"_get_conn": _get_conn})
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ is bounded:
 
 Every failure removes the partial file and raises IngestError naming the URL without its
 user info, query or fragment (signed URLs carry their signature there), made inert, and
-the setting to change when a limit was hit. The session is the caller's and should be
-an egress session (catalog_service/egress.py), which checks every redirect hop.
+the setting to change when a limit was hit. The session is the caller's and must be
+an egress session (catalog_service/egress.py): it checks every redirect hop, and its
+connections are the ones the deadline's watchdog can find and shut.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import requests
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from catalog_service.egress import EgressRefused, TransferDeadline, watch_connections
+from catalog_service.egress import EgressRefused, TransferDeadline
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings, RunnerSettings
 from ingest.errors import IngestError
@@ -252,7 +253,6 @@ def _opened(url: str, session: requests.Session, limits: DownloadLimits) -> Iter
     length is within the cap. Everything that goes wrong is an IngestError."""
     shown = shown_url(url)
     started = time.monotonic()
-    watch_connections(session)
     with TransferDeadline(limits.deadline_s) as watch:
         reader: _Reader | None = None
         try:
