@@ -97,7 +97,7 @@ def main() -> None:
         for path in cogs:
             FileDigest.of(path)
         floor = time.perf_counter() - start
-        store = LocalStore(stack.products, f"{stack.url}/products/files")
+        store = LocalStore(stack.products)
         serial = timed_ingest(http, store, "bench-cog-1", cogs, 1)
         ours_cog = timed_ingest(http, store, "bench-cog", cogs, INGEST_WORKERS)
         ours_plain = timed_ingest(http, store, "bench-plain", plains, INGEST_WORKERS)

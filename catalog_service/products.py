@@ -74,8 +74,10 @@ def _decoded(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _item_href(base: str, collection: str, item: str) -> str:
-    return f"{base}/collections/{collection}/items/{item}"
+def _item_href(collection: str, item: str) -> str:
+    # Relative to the API's root, as stac-fastapi-pgstac resolves stored links: they
+    # follow the address each request reaches the API at.
+    return f"collections/{collection}/items/{item}"
 
 
 def _link(rel: str, href: str, title: str | None = None) -> dict[str, Any]:
@@ -175,7 +177,7 @@ SELECT EXISTS (SELECT 1 FROM pgstac.items WHERE collection = $1 AND NOT id = ANY
 
 
 async def write_products(
-    conn: asyncpg.Connection, collection_id: str, writes: list[ProductWrite], base_url: str
+    conn: asyncpg.Connection, collection_id: str, writes: list[ProductWrite]
 ) -> list[list[Written]]:
     """Write product items (new versions where their source changed), grow the
     collection's extent and, for a campaign tile, mark its job item ingested with
@@ -191,11 +193,9 @@ async def write_products(
         collection, base_item = _decoded(row["content"]), _decoded(row["base_item"])
         changed: list[dict[str, Any]] = []
         for write in writes:
-            written = await _write_items(
-                conn, collection_id, base_item, write.items, base_url, changed
-            )
+            written = await _write_items(conn, collection_id, base_item, write.items, changed)
             if write.job is not None:
-                await _mark_job(conn, write.job, collection_id, [w.id for w in written], base_url)
+                await _mark_job(conn, write.job, collection_id, [w.id for w in written])
             results.append(written)
         if changed:
             ids = [i["id"] for i in changed]
@@ -212,7 +212,6 @@ async def _write_items(
     collection_id: str,
     base_item: dict[str, Any],
     items: list[dict[str, Any]],
-    base_url: str,
     changed: list[dict[str, Any]],
 ) -> list[Written]:
     written: list[Written] = []
@@ -230,7 +229,7 @@ async def _write_items(
             previous = int(existing["properties"].get("version") or 1)
             version = previous + 1
             old_id = f"{item['id']}_v{previous}"
-            latest = _item_href(base_url, collection_id, item["id"])
+            latest = _item_href(collection_id, item["id"])
             old = {
                 **existing,
                 "id": old_id,
@@ -243,7 +242,7 @@ async def _write_items(
                 + [_link("latest-version", latest), _link("successor-version", latest)],
             }
             await _upsert(conn, old)
-            links.append(_link("predecessor-version", _item_href(base_url, collection_id, old_id)))
+            links.append(_link("predecessor-version", _item_href(collection_id, old_id)))
             item["properties"] = {
                 **item["properties"],
                 "created": existing["properties"].get("created", item["properties"].get("created")),
@@ -275,7 +274,6 @@ async def _mark_job(
     job: tuple[str, str],
     collection_id: str,
     product_ids: list[str],
-    base_url: str,
 ) -> None:
     campaign, tile = job
     row = await conn.fetchrow(_JOB_PROPS, campaign, tile)
@@ -290,7 +288,7 @@ async def _mark_job(
     links += [
         _link("related", href, f"product {pid}")
         for pid in product_ids
-        if (href := _item_href(base_url, collection_id, pid)) not in present
+        if (href := _item_href(collection_id, pid)) not in present
     ]
     await conn.execute(_SET_JOB, campaign, tile, json.dumps(state), json.dumps(links))
 

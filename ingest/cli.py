@@ -112,7 +112,7 @@ def ingest(
     [TILEKEEPER_PRODUCTS_STORE], items into the catalogue. The same input twice changes
     nothing; a changed one becomes a new version. Exits 1 when any input failed."""
     http = HttpSession(api or ClientSettings().api_url)
-    store = open_store(ProductSettings(), http.root_url)
+    store = open_store(ProductSettings())
     if not sources:
         if not campaign:
             raise TilekeeperError("give SOURCES to ingest, or --campaign to harvest a campaign")
@@ -140,7 +140,7 @@ def ingest(
                 continue
             for product in found:
                 if campaign and product.tile:
-                    product.job_item = http.url(f"collections/{campaign}/items/{product.tile}")
+                    product.job_item = f"collections/{campaign}/items/{product.tile}"
             products += found
         work = [(p, (campaign, p.tile) if campaign and p.tile else None) for p in products]
         with _progress() as progress:

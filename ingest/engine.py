@@ -109,7 +109,7 @@ class Ingester:
             )
             if self.campaign:
                 collection["links"].append(
-                    {"rel": "related", "href": self.http.url(f"collections/{self.campaign}"),
+                    {"rel": "related", "href": f"collections/{self.campaign}",
                      "type": "application/json", "title": "the campaign these products come from"}
                 )  # fmt: skip
             validate(collection)
@@ -353,7 +353,7 @@ class Ingester:
         )
         # STAC 1.1: an item naming its collection links to it (the API adds the rest).
         item["links"].append(
-            {"rel": "collection", "href": self.http.url(f"collections/{self.collection}"),
+            {"rel": "collection", "href": f"collections/{self.collection}",
              "type": "application/json"}
         )  # fmt: skip
         try:

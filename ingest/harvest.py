@@ -38,6 +38,7 @@ from catalog_service.client.http import HttpSession
 from catalog_service.egress import egress_session
 from catalog_service.errors import TilekeeperError
 from catalog_service.ids import job_id_problem
+from catalog_service.jobs.campaign import JOB_ID_KEY
 from catalog_service.products import campaign_products_id
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings
@@ -238,7 +239,7 @@ class Harvester:
         return (geometry if isinstance(geometry, dict) else None), crs
 
     def harvest(self, tile: str, properties: dict[str, Any]) -> list[Outcome]:
-        backend, job_id = properties.get("backend_name"), properties.get("id")
+        backend, job_id = properties.get("backend_name"), properties.get(JOB_ID_KEY)
         if not backend or not job_id:
             raise IngestError(f"tile {tile} has no back-end job")
         problem = job_id_problem(job_id)
@@ -288,7 +289,7 @@ class Harvester:
                 grid_code=properties.get("grid:code"),
                 provenance=provenance,
                 via=f"{connection.root_url.rstrip('/')}/jobs/{job_id}",
-                job_item=self.http.url(f"collections/{self.campaign}/items/{tile}"),
+                job_item=f"collections/{self.campaign}/items/{tile}",
                 tile_geometry=geometry,
                 expected_crs=crs,
             )

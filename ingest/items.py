@@ -18,8 +18,13 @@ from ingest.sources import Product
 
 STAC_VERSION = "1.1.0"
 EXT = "https://stac-extensions.github.io"
+# Projection v1.2.0, not v2.0.0: v1.2.0 has proj:code and the deprecated proj:epsg side
+# by side, v2.0.0's schema refuses proj:epsg. GDAL's STACIT driver (a mosaic of a search)
+# skips every asset whose item lacks a proj:epsg member in GDAL 3.6, Debian bookworm's
+# (OSGeo/gdal#8137; tests/test_gdal_clients.py), and reads proj:code only since 3.10.2
+# (OSGeo/gdal#11760).
 EXTENSIONS = [
-    f"{EXT}/projection/v2.0.0/schema.json",
+    f"{EXT}/projection/v1.2.0/schema.json",
     f"{EXT}/raster/v1.1.0/schema.json",
     f"{EXT}/file/v2.1.0/schema.json",
     f"{EXT}/processing/v1.2.0/schema.json",
@@ -78,7 +83,12 @@ def product_item(
         "version": "1",
         SOURCE_KEY: source_checksums,
     }
-    if first.proj_code is None and first.proj_wkt2:
+    if first.proj_epsg is not None:
+        properties["proj:epsg"] = first.proj_epsg  # for GDAL's STACIT before 3.10.2
+    elif first.proj_wkt2:
+        # No EPSG code. GDAL 3.6's STACIT would read the WKT2 only beside a
+        # "proj:epsg": null, and pgstac drops null properties: such products do not
+        # mosaic there.
         properties["proj:wkt2"] = first.proj_wkt2
     provenance = dict(product.provenance)
     backend_software = provenance.pop("processing:software", None)

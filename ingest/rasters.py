@@ -167,8 +167,8 @@ class Band:
 
 @dataclass(frozen=True)
 class RasterInfo:
-    proj_code: str | None
-    proj_wkt2: str | None
+    proj_code: str | None  # "EPSG:n", or None for a CRS without an EPSG code
+    proj_wkt2: str | None  # WKT2 (2019) of a CRS without an EPSG code, else None
     shape: list[int]
     transform: list[float]
     proj_bbox: list[float]
@@ -176,6 +176,13 @@ class RasterInfo:
     bbox: list[float]
     bands: list[Band]
     categorical: bool
+
+    @property
+    def proj_epsg(self) -> int | None:
+        """The EPSG code of ``proj_code`` (the deprecated ``proj:epsg``)."""
+        if self.proj_code and self.proj_code.startswith("EPSG:"):
+            return int(self.proj_code.removeprefix("EPSG:"))
+        return None
 
 
 def _json_number(value: float) -> float | str:
@@ -555,7 +562,7 @@ def describe(path: Path, thumbnail_path: Path | None = None) -> RasterInfo:
             _write_thumbnail(data, src.nodata, colormap, thumbnail_path)
         return RasterInfo(
             proj_code=f"EPSG:{epsg}" if epsg else None,
-            proj_wkt2=None if epsg else src.crs.to_wkt(),
+            proj_wkt2=None if epsg else src.crs.to_wkt(version="WKT2_2019"),
             shape=[src.height, src.width],
             transform=list(src.transform)[:6],
             proj_bbox=list(src.bounds),

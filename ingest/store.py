@@ -41,15 +41,24 @@ class ProductStore(Protocol):
         many there were."""
         ...
 
-    def href(self, key: str) -> str: ...
+    def href(self, key: str) -> str:
+        """The href items store for ``key``: absolute on object storage, relative to the
+        API's root in the local store (served resolved)."""
+        ...
 
     def describe(self) -> str: ...
 
 
+# Where the API serves a local store's files, relative to the API's root: stored so in
+# items (as stac-fastapi-pgstac stores relative links) and resolved against each
+# request's base URL when served, so hrefs follow the address the API is reached at
+# (another host, port or a proxy's path prefix), not the one the ingest used.
+LOCAL_FILES_PATH = "products/files"
+
+
 class LocalStore:
-    def __init__(self, root: Path, base_url: str) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.base_url = base_url.rstrip("/")
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -97,7 +106,7 @@ class LocalStore:
         return count
 
     def href(self, key: str) -> str:
-        return f"{self.base_url}/{quote(key)}"
+        return f"{LOCAL_FILES_PATH}/{quote(key)}"
 
     def describe(self) -> str:
         return str(self.root)
@@ -147,12 +156,12 @@ class ObjectStore:
         return self.url
 
 
-def open_store(settings: ProductSettings, api_url: str) -> ProductStore:
+def open_store(settings: ProductSettings) -> ProductStore:
     """The store the settings name; local products are served by the API at
     ``{api}/products/files/``."""
     local = settings.local_dir()
     if local is not None:
-        return LocalStore(local, f"{api_url.rstrip('/')}/products/files")
+        return LocalStore(local)
     public = settings.public_base()
     assert settings.store is not None and public is not None
     return ObjectStore(settings.store, public, settings.s3_endpoint, settings.s3_region)

@@ -9,11 +9,15 @@ cd "$(dirname "$0")/.."
 PG_BIN=/usr/lib/postgresql/15/bin
 POSTGIS_CONTROL=/usr/share/postgresql/15/extension/postgis.control
 # Debian packages: PostgreSQL 15 + PostGIS 3; npm (STAC Browser's build); Chromium (the
-# browser tests drive it with playwright).
+# browser tests drive it with playwright); gdal-bin (tests/test_gdal_clients.py runs
+# Debian's gdalinfo/gdal_translate against the API, as users of that GDAL do); nginx
+# (tests/test_behind_a_proxy.py runs its own, not the system service, in front of the API).
 missing=()
 [[ -x "$PG_BIN/initdb" && -f "$POSTGIS_CONTROL" ]] || missing+=(postgresql-15 postgresql-15-postgis-3)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v gdalinfo >/dev/null || missing+=(gdal-bin)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 if (( ${#missing[@]} )); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "Missing Debian packages. Install them as root:" >&2

@@ -46,7 +46,7 @@ def test_stac_browser_lists_campaigns_and_opens_a_product(
         {"id": campaign, "title": f"Campaign {campaign}", "grid": "utm-20km",
          "temporal_extent": ["2024-03-01", "2024-09-30"]}
     )  # fmt: skip
-    store = open_store(products_settings(database), api)
+    store = open_store(products_settings(database))
     ingester = Ingester(http, store, f"{campaign}-products", campaign=campaign)
     raster = write_raster(tmp_path / "T31UFS.tif", size=200)
     outcome = ingester.ingest(Product("T31UFS", [Raster(raster, "data")], str(raster)))
@@ -284,7 +284,7 @@ def test_the_map_shows_finished_tiles_products(
     campaigns, campaign, tiles = _map_campaign(api)
     _move(campaigns, campaign, tiles[1], "running", "finished")
     http = HttpSession(api)
-    store = open_store(products_settings(database), api)
+    store = open_store(products_settings(database))
     ingester = Ingester(http, store, f"{campaign}-products", campaign=campaign)
     # 2 km of UTM 31N inside the campaign's area (4.0-5.0 E, 50.4-51.0 N).
     raster = write_raster(tmp_path / "P.tif", size=200, origin=(600_000, 5_620_000))

@@ -14,6 +14,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 
 from catalog_service.client.campaigns import tile_records
+from catalog_service.database.schema import RENAME_JOB_ID_SQL
 from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.jobs.campaign import CampaignDefinition, job_item
 
@@ -122,6 +123,18 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
             "is not valid: an id has",
         ),
         ({"tiles": [{"id": "a", "geometry": {"type": "Nope"}}]}, "not GeoJSON"),
+        (
+            {
+                "tiles": [
+                    {
+                        "id": "a",
+                        "geometry": {"type": "Point", "coordinates": [0, 0]},
+                        "properties": {"id": "j-1"},
+                    }
+                ]
+            },
+            "the openEO job id is openeo:job_id",
+        ),
         ({"tiles": [{"id": "a"}]}, "geometry"),
         ({"tiles": {"id": "a"}}, '{"tiles": [...]}'),
         (
@@ -201,7 +214,11 @@ def test_transitions_history_and_illegal_moves(http: httpx.Client) -> None:
     ok = change(
         http,
         campaign,
-        {"tile": tile, "status": "queued_for_start", "set": {"id": "j-1", "backend_name": "a"}},
+        {
+            "tile": tile,
+            "status": "queued_for_start",
+            "set": {"openeo:job_id": "j-1", "backend_name": "a"},
+        },
     )
     assert ok.status_code == 200, ok.text
     assert change(http, campaign, {"tile": tile, "status": "running"}).status_code == 200
@@ -215,13 +232,22 @@ def test_transitions_history_and_illegal_moves(http: httpx.Client) -> None:
         == 200
     )
     # Older news about the same job is ignored, not an error and not applied.
-    late = change(http, campaign, {"tile": tile, "status": "queued", "set": {"id": "j-1"}})
+    late = change(
+        http, campaign, {"tile": tile, "status": "queued", "set": {"openeo:job_id": "j-1"}}
+    )
     assert late.status_code == 200 and late.json()["stale"] == [tile]
     # Another job's "queued" on a finished tile is a conflict (a misdirected write).
-    wrong = change(http, campaign, {"tile": tile, "status": "queued", "set": {"id": "j-other"}})
+    wrong = change(
+        http, campaign, {"tile": tile, "status": "queued", "set": {"openeo:job_id": "j-other"}}
+    )
     assert wrong.status_code == 409
     p = props(http, campaign, tile)
-    assert (p["status"], p["id"], p["costs"], p["attempts"]) == ("finished", "j-1", 4.5, 1)
+    assert (p["status"], p["openeo:job_id"], p["costs"], p["attempts"]) == (
+        "finished",
+        "j-1",
+        4.5,
+        1,
+    )
     assert "finish_time" in p
     history = http.get(f"/campaigns/{campaign}/jobs/{tile}/history").json()["history"]
     assert [(h["from"], h["to"]) for h in history] == [
@@ -231,6 +257,28 @@ def test_transitions_history_and_illegal_moves(http: httpx.Client) -> None:
     ]
     # The key's name is recorded, not the name the client claims.
     assert all(h["by"] == "key:admin" for h in history)
+
+
+def test_job_ids_stored_as_id_are_renamed_by_the_migration(
+    http: httpx.Client, database: Any
+) -> None:
+    campaign = new_campaign(http)
+    tile = register(http, campaign)[0]["id"]
+    change(http, campaign, {"tile": tile, "status": "created", "set": {"openeo:job_id": "j-9"}})
+    database.sql(
+        """UPDATE items SET content = jsonb_set(content #- '{properties,openeo:job_id}',
+               '{properties,id}', '"j-9"') WHERE collection = %s AND id = %s""",
+        campaign,
+        tile,
+    )
+    assert props(http, campaign, tile)["id"] == "j-9"  # as stored before
+    database.sql(RENAME_JOB_ID_SQL)
+    p = props(http, campaign, tile)
+    assert p["openeo:job_id"] == "j-9" and "id" not in p
+    # And the renamed property is typed for searches.
+    query = {"op": "=", "args": [{"property": "openeo:job_id"}, "j-9"]}
+    found = http.post("/search", json={"collections": [campaign], "filter": query}).json()
+    assert [f["id"] for f in found["features"]] == [tile]
 
 
 def test_bulk_changes_are_all_or_nothing(http: httpx.Client) -> None:
@@ -261,6 +309,7 @@ def test_bulk_changes_are_all_or_nothing(http: httpx.Client) -> None:
         {"changes": [{"tile": "x", "status": "done"}]},
         {"changes": [{"tile": "x", "set": {"status": "finished"}}]},
         {"changes": [{"tile": "x", "set": {"tilekeeper:order": 5}}]},
+        {"changes": [{"tile": "x", "set": {"id": "j-1"}}]},  # the job id is openeo:job_id
         {"changes": []},
         {"changes": [{"tile": "x", "bogus": 1}]},
     ],
@@ -313,7 +362,7 @@ def test_40_concurrent_changes_of_one_tile_lose_nothing(api: str, http: httpx.Cl
                 "tile": tile,
                 "status": "queued_for_start",
                 "expect_status": "not_started",
-                "set": {"id": f"j-{n}"},
+                "set": {"openeo:job_id": f"j-{n}"},
             }
             return change(client, campaign, body).status_code
 
@@ -374,7 +423,7 @@ def test_reset_for_retry_and_summary(http: httpx.Client) -> None:
             {
                 "tile": tile,
                 "status": "queued_for_start",
-                "set": {"id": f"j{n}", "backend_name": "a", "start_time": start},
+                "set": {"openeo:job_id": f"j{n}", "backend_name": "a", "start_time": start},
             },
         )
         assert (

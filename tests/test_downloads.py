@@ -439,13 +439,13 @@ class Hostile:
         records = list(tile_records(tiles_for("utm-20km", load_aoi("4.0,50.5,4.05,50.55"))))
         Campaigns(self.http).register(self.campaign, records)
         self.tiles = {r["id"]: r for r in records}
-        self.store = open_store(products_settings(database), api)
+        self.store = open_store(products_settings(database))
         self.connection = Connection(backend_url, session=egress_session(), auto_validate=False)
         self.connection.auth = BearerAuth(TOKEN)
 
     def finish(self, tile: str, job_id: str) -> None:
         for change in (
-            {"tile": tile, "status": "queued_for_start", "set": {"id": job_id, "backend_name": "hostile"}},
+            {"tile": tile, "status": "queued_for_start", "set": {"openeo:job_id": job_id, "backend_name": "hostile"}},
             {"tile": tile, "status": "running"},
             {"tile": tile, "status": "finished"},
         ):  # fmt: skip
@@ -570,7 +570,7 @@ def test_a_job_id_that_leaves_the_jobs_path_is_refused_before_any_request(
     def never(name: str) -> Connection:
         raise AssertionError("no back-end may be contacted")
 
-    store = LocalStore(tmp_path / "store", "http://127.0.0.1:1/products/files")
+    store = LocalStore(tmp_path / "store")
     harvester = Harvester(HttpSession("http://127.0.0.1:1/"), "c", store, never)
     for job_id in ("../../admin", "..", "a/b", "x" * 300, "j?x=1"):
         with pytest.raises(IngestError) as caught:
@@ -593,7 +593,7 @@ def test_stale_temporary_folders_of_dead_runs_are_removed(
     alive = root / f"{os.getpid()}-T2-efgh"
     alive.mkdir()
     monkeypatch.setenv("TILEKEEPER_HARVEST_WORKERS", "3")
-    store = LocalStore(tmp_path / "store", "http://127.0.0.1:1/products/files")
+    store = LocalStore(tmp_path / "store")
     with caplog.at_level(logging.INFO, logger="ingest.harvest"):
         harvester = Harvester(HttpSession("http://127.0.0.1:1/"), "c", store, lambda _: None)  # type: ignore[arg-type,return-value]
     try:

@@ -30,6 +30,7 @@ from catalog_service.api.server import free_port
 from catalog_service.cli.main import app
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
+from catalog_service.database import hrefs
 from ingest.validate import validate
 
 runner = CliRunner()
@@ -178,6 +179,53 @@ def test_the_same_input_twice_changes_nothing_and_a_change_is_a_new_version(
         assert requests.get(item["assets"]["data"]["href"], timeout=30).status_code == 200
 
 
+def _hrefs(item: dict[str, Any]) -> list[str]:
+    return [a["href"] for a in item["assets"].values()] + [
+        link["href"] for link in item["links"] if link["rel"] != "via"
+    ]
+
+
+def test_hrefs_follow_the_address_the_api_is_reached_at(
+    env: dict[str, str], database: Database, tmp_path: Path
+) -> None:
+    """Files and links are stored relative to the API's root and served at the address
+    each request used: reached as ``localhost``, nothing points at ``127.0.0.1``."""
+    tile = write_raster(tmp_path / "T1.tif", size=200)
+    assert ingest(str(tile), "--collection", "products-h").exit_code == 0
+    write_raster(tile, size=200, seed=4)  # a second version: links between versions too
+    assert ingest(str(tile), "--collection", "products-h").exit_code == 0
+    stored = database.sql(
+        "SELECT content->'assets'->'data'->>'href' FROM items WHERE collection = 'products-h'"
+    )
+    assert stored and all(href.startswith("products/files/products-h/") for (href,) in stored)
+    other = env["api"].replace("127.0.0.1", "localhost")
+    for item in items_of(other, "products-h"):
+        assert all(href.startswith(f"{other}/") for href in _hrefs(item)), _hrefs(item)
+        assert requests.get(item["assets"]["data"]["href"], timeout=30).status_code == 200
+    # Items stored before (absolute, at the ingest's address) are rewritten by the
+    # migration; hrefs to elsewhere (object storage, the back-end) stay as they were.
+    elsewhere = "https://bucket.example.org/products-h/T1/x.tif"
+    database.sql(
+        """UPDATE items SET content = jsonb_set(jsonb_set(jsonb_set(content,
+               '{assets,data,href}', to_jsonb('http://10.0.0.9:8080/tk/' || (content->'assets'->'data'->>'href'))),
+               '{assets,extra}', jsonb_build_object('href', %s::text)),
+               '{links}', content->'links' || jsonb_build_array(
+                   jsonb_build_object('rel', 'predecessor-version',
+                                      'href', 'http://10.0.0.9:8080/tk/collections/products-h/items/T1_v1'),
+                   jsonb_build_object('rel', 'via', 'href', 'http://10.0.0.9:9/jobs/j1/results')))
+           WHERE collection = 'products-h' AND id = 'T1'""",
+        elsewhere,
+    )
+    database.sql(hrefs.MIGRATION_SQL)
+    item = HttpSession(other).get("collections/products-h/items/T1")
+    assert item["assets"]["data"]["href"].startswith(f"{other}/products/files/products-h/T1/")
+    assert item["assets"]["extra"]["href"] == elsewhere
+    links = [(link["rel"], link["href"]) for link in item["links"]]
+    assert ("predecessor-version", f"{other}/collections/products-h/items/T1_v1") in links
+    assert ("via", "http://10.0.0.9:9/jobs/j1/results") in links
+    assert requests.get(item["assets"]["data"]["href"], timeout=30).status_code == 200
+
+
 def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -295,7 +343,7 @@ def test_one_refused_product_in_a_batch_fails_alone(env: dict[str, str], tmp_pat
     Campaigns(HttpSession(env["api"])).create(
         {"id": "ingest-b", "grid": "utm-20km", "temporal_extent": ["2024-03-01", "2024-09-30"]}
     )
-    store = LocalStore(Path(env["store"]), f"{env['api']}/products/files")
+    store = LocalStore(Path(env["store"]))
     ingester = Ingester(HttpSession(env["api"]), store, "products-b", campaign="ingest-b")
     rasters = [write_raster(tmp_path / f"B{n}.tif", size=100, seed=n) for n in range(3)]
     staged = []

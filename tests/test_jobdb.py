@@ -102,7 +102,7 @@ def check_against_truth(
             "queued_for_start",
         ), (tile, props)
         backend = backends[props["backend_name"]]
-        truth = backend.batch_jobs[props["id"]]
+        truth = backend.batch_jobs[props["openeo:job_id"]]
         expected = {"finished": "finished", "error": "error"}[truth["status"]]
         # A job whose start was refused is error on the back-end, start_failed or error here.
         assert props["status"] == expected or (
@@ -110,7 +110,7 @@ def check_against_truth(
         )
         seen[props["status"]] = seen.get(props["status"], 0) + 1
     # Every job a back-end knows belongs to exactly one tile.
-    known = {(p["backend_name"], p["id"]) for p in jobs.values()}
+    known = {(p["backend_name"], p["openeo:job_id"]) for p in jobs.values()}
     created = {(name, job_id) for name, b in backends.items() for job_id in b.batch_jobs}
     assert known == created
     return seen
@@ -153,7 +153,7 @@ def test_mbjm_run_over_two_backends_matches_backend_truth(
     # Titles tie each back-end job to its tile: the start-thread updates hit the right rows.
     jobs = catalogue_jobs(api, campaign)
     for tile, props in jobs.items():
-        posted = backends[props["backend_name"]].batch_jobs_full[props["id"]]
+        posted = backends[props["backend_name"]].batch_jobs_full[props["openeo:job_id"]]
         assert posted["title"] == f"{campaign} {tile}"
     assert all(p["attempts"] == 1 for p in jobs.values())
     assert job_db.count_by_status(["finished"]) == {"finished": seen["finished"]}
@@ -192,7 +192,7 @@ def test_runner_uses_the_campaign_process(api: str) -> None:
         # campaign's period and constant parameters, and the job options.
         jobs = catalogue_jobs(api, campaign)
         tile, props = next((t, p) for t, p in jobs.items() if p["status"] == "finished")
-        posted = backends[props["backend_name"]].batch_jobs_full[props["id"]]
+        posted = backends[props["backend_name"]].batch_jobs_full[props["openeo:job_id"]]
         node = next(iter(posted["process"]["process_graph"].values()))
         assert node["process_id"] == "ndvi_tile" and node["namespace"] == UDP_URL
         assert node["arguments"]["spatial_extent"] == props["spatial_extent"]
@@ -201,7 +201,8 @@ def test_runner_uses_the_campaign_process(api: str) -> None:
         assert posted["job_options"] == {"driver-memory": "2g"}
         item = httpx.get(f"{api}/collections/{campaign}/items/{tile}").json()
         assert any(
-            link["rel"] == "results" and props["id"] in link["href"] for link in item["links"]
+            link["rel"] == "results" and props["openeo:job_id"] in link["href"]
+            for link in item["links"]
         )
         failed = [t for t, p in jobs.items() if p["status"] == "error"]
         assert failed and "last_error" in jobs[failed[0]]
@@ -217,7 +218,7 @@ def test_runner_uses_the_campaign_process(api: str) -> None:
         assert sum(after.values()) - sum(before.values()) == count
         retried = catalogue_jobs(api, campaign)[failed[0]]
         assert retried["attempts"] == 2
-        posted = backends[retried["backend_name"]].batch_jobs_full[retried["id"]]
+        posted = backends[retried["backend_name"]].batch_jobs_full[retried["openeo:job_id"]]
         assert posted["job_options"] == {"driver-memory": "2g", "executor-memory": "8g"}
 
 
@@ -243,7 +244,7 @@ def test_cancel_stops_active_jobs_and_waiting_tiles(api: str) -> None:
                 {
                     "tile": tiles[0],
                     "status": "running",
-                    "set": {"id": job.job_id, "backend_name": "alpha"},
+                    "set": {"openeo:job_id": job.job_id, "backend_name": "alpha"},
                 }
             ],
         )
@@ -281,7 +282,7 @@ def test_cancel_keeps_a_tile_whose_job_could_not_be_stopped(api: str) -> None:
             status_code=500,
             json={"code": "Internal", "message": "cannot stop now"},
         )
-        change = {"tile": tiles[0], "status": "running", "set": {"id": job.job_id, "backend_name": "alpha"}}  # fmt: skip
+        change = {"tile": tiles[0], "status": "running", "set": {"openeo:job_id": job.job_id, "backend_name": "alpha"}}  # fmt: skip
         campaigns.change(campaign, [change])
         result = CliRunner().invoke(
             app, ["campaign", "cancel", campaign, "--api", api], env={"COLUMNS": "1000"}
@@ -314,6 +315,10 @@ def test_initialize_from_plain_frame_and_frames_never_hold_nan(api: str) -> None
     df.loc[0, "costs"] = float("nan")
     job_db.persist(df.loc[0:2])
     assert job_db.count_by_status() == {"not_started": 1, "finished": 1, "queued_for_start": 1}
+    # The frame's job id column is the property openeo:job_id: the item's id stays the tile's.
+    stored = job_db.campaigns.jobs_by_tile(campaign, ["0"])[0]["properties"]
+    assert stored["openeo:job_id"] == "j-x" and "id" not in stored
+    assert job_db.get_by_indices([0]).loc[0, "id"] == "j-x"
     with pytest.raises(FileExistsError):
         job_db.initialize_from_df(frame)
     job_db.initialize_from_df(frame, on_exists="skip")

@@ -90,7 +90,7 @@ def test_campaign_over_two_local_backends(
     assert {j["properties"]["backend_name"] for j in jobs} == set(urls)
     for job in jobs:
         props = job["properties"]
-        remote = connect(urls[props["backend_name"]]).job(props["id"])
+        remote = connect(urls[props["backend_name"]]).job(props["openeo:job_id"])
         described = remote.describe()
         assert described["status"] == "finished"
         assert described["title"].endswith(job["tile"])
@@ -137,7 +137,7 @@ def _assert_harvested(
     assert properties["proj:code"] == "EPSG:32631" and properties["proj:bbox"] == props["proj:bbox"]
     links = {link["rel"]: link["href"] for link in product["links"]}
     assert requests.get(links["derived_from"], timeout=30).json()["id"] == tile
-    assert links["via"].endswith(f"/jobs/{props['id']}")
+    assert links["via"].endswith(f"/jobs/{props['openeo:job_id']}")
     assert any(link["href"].endswith(f"-products/items/{tile}") for link in job_item["links"])
 
 
@@ -275,7 +275,7 @@ def test_a_launch_cut_between_creation_and_record_is_adopted(
 
     jobs = {j["tile"]: j["properties"] for j in campaigns.jobs_by_status(campaign, ["finished"])}
     assert len(jobs) == 4
-    assert jobs[a["tile"]]["id"] == orphan.job_id and jobs[a["tile"]]["attempts"] == 1
+    assert jobs[a["tile"]]["openeo:job_id"] == orphan.job_id and jobs[a["tile"]]["attempts"] == 1
     titles = _jobs_by_title(urls)
     for tile in jobs:
         assert len(titles[f"{campaign} {tile}"]) == 1, titles[f"{campaign} {tile}"]
@@ -308,7 +308,7 @@ def test_runner_killed_again_and_again_ends_with_one_job_per_tile(
     for tile, props in jobs.items():
         mine = titles[f"{campaign} {tile}"]
         alive = [j for j in mine if j.get("status") != "error"]
-        assert [j["id"] for j in alive] == [props["id"]], mine
+        assert [j["id"] for j in alive] == [props["openeo:job_id"]], mine
         item = HttpSession(api).get(f"collections/{campaign}/items/{tile}")
         assert any(link["rel"] == "results" for link in item["links"])
 
@@ -350,7 +350,7 @@ def test_a_backend_killed_mid_run_is_waited_for_and_its_logs_are_shown(
     titles = _jobs_by_title(urls)
     for tile, props in jobs.items():
         alive = [j for j in titles[f"{campaign} {tile}"] if j.get("status") != "error"]
-        assert [j["id"] for j in alive] == [props["id"]]
+        assert [j["id"] for j in alive] == [props["openeo:job_id"]]
     log = (tmp_path / "runner.log").read_text()
     assert "back-end beta is unhealthy" in log and "back-end beta answers well again" in log
 
@@ -360,7 +360,7 @@ def test_a_backend_killed_mid_run_is_waited_for_and_its_logs_are_shown(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
-    assert f"job {props['id']} on {props['backend_name']}" in shown.stdout
+    assert f"job {props['openeo:job_id']} on {props['backend_name']}" in shown.stdout
     assert "INFO" in shown.stdout or "info" in shown.stdout  # the job's own log lines
     missing = subprocess.run(
         [tilekeeper, "campaign", "logs", campaign, "no-such-tile", "--api", api],

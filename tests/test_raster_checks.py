@@ -92,8 +92,8 @@ class CountingStore(LocalStore):
     """The local product store, counting the staging files asked for: a file is copied
     into the store only through one of them."""
 
-    def __init__(self, root: Path, base_url: str) -> None:
-        super().__init__(root, base_url)
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
         self.staged = 0
 
     def staging_path(self) -> Path:
@@ -118,7 +118,7 @@ class Engine:
 @pytest.fixture()
 def engine(api: str, database: Database) -> Iterator[Engine]:
     root = Path(str(products_settings(database).store))
-    store = CountingStore(root, f"{api}/products/files")
+    store = CountingStore(root)
 
     def make(collection: str, **settings: Any) -> Ingester:
         limits = HarvestSettings(**{"footprint_tolerance": 0.1, "crs": "tile", **settings})

@@ -106,7 +106,7 @@ def test_a_tile_that_cannot_be_created_fails_alone_and_is_retried(api: str) -> N
     assert stats["job launched"] >= len(others)
     retried = [p for p in others.values() if p["attempts"] == 2]
     for props in retried:
-        posted = backends[props["backend_name"]].batch_jobs_full[props["id"]]
+        posted = backends[props["backend_name"]].batch_jobs_full[props["openeo:job_id"]]
         assert posted["job_options"] == {"executor-memory": "4g"}
 
 

@@ -161,7 +161,7 @@ def test_campaign_collection_and_job_items_validate_and_extent_holds_the_tiles(
     tile = tiles[0]["id"]
     check_valid(http.get(f"/collections/{campaign}/items/{tile}").json())
     for step in (
-        {"status": "created", "set": {"id": "j-1", "backend_name": "a", "title": None}},
+        {"status": "created", "set": {"openeo:job_id": "j-1", "backend_name": "a", "title": None}},
         {"status": "running", "set": {"running_start_time": "2024-05-01T10:00:00Z"}},
         {
             "status": "finished",

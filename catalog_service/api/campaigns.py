@@ -57,7 +57,9 @@ from catalog_service.ids import id_problem
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs import store, workers
 from catalog_service.jobs.campaign import (
+    RESERVED_KEYS,
     CampaignDefinition,
+    reserved_message,
 )
 from catalog_service.jobs.summary import summarize
 from catalog_service.products import PRODUCTS_SUFFIX, campaign_products_id
@@ -164,6 +166,8 @@ def _check_tile(raw: Any, n: int, max_chars: int) -> dict[str, Any]:
             f"tile {tile_id}: tiles enter as {job_status.NOT_STARTED}; a status changes only "
             f"through job changes (POST /campaigns/{{id}}/jobs/changes), not {given!r}"
         )
+    if reserved := RESERVED_KEYS.intersection(properties):
+        raise BadRequest(reserved_message(str(tile_id), reserved))
     return {"id": tile_id, "geometry": geometry, "bbox": bbox, "properties": properties}
 
 

@@ -131,9 +131,8 @@ def create_router(products_dir: Path | None) -> APIRouter:
             _check_items(write.items, request.app.state.api_settings.max_string_chars)
             job = (write.job.campaign, write.job.tile) if write.job else None
             writes.append(products.ProductWrite(write.items, job))
-        base = str(request.base_url).rstrip("/")
         async with request.app.state.get_connection(request, "w") as conn:
-            written = await products.write_products(conn, collection_id, writes, base)
+            written = await products.write_products(conn, collection_id, writes)
         return {"writes": [{"items": [w.as_dict() for w in ws]} for ws in written]}
 
     @router.put(

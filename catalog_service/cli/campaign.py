@@ -18,6 +18,7 @@ from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.grids import FittedArea, TileSet
 from catalog_service.jobs import status as job_status
+from catalog_service.jobs.campaign import JOB_ID_KEY
 from catalog_service.products import campaign_products_id
 from catalog_service.settings import ClientSettings, ProductSettings
 from ingest.store import ObjectStore, open_store
@@ -248,7 +249,7 @@ def delete(
     campaigns = _campaigns(api)
     campaigns.delete(campaign_id, products=products)
     console.print(f"Deleted campaign {campaign_id}.")
-    store = open_store(ProductSettings(), campaigns.http.root_url)
+    store = open_store(ProductSettings())
     if products and isinstance(store, ObjectStore):  # local files: the API removed them
         removed = store.delete_folder(campaign_products_id(campaign_id))
         console.print(f"Deleted {removed} product file(s) from {store.describe()}.")
@@ -605,15 +606,18 @@ def logs(
         raise TilekeeperError(f"campaign {campaign_id} has no tile {tile_id}")
     props = jobs[0]["properties"]
     backends = {b.name: b for b in definition.backends}
-    if not props.get("id") or props.get("backend_name") not in backends:
+    if not props.get(JOB_ID_KEY) or props.get("backend_name") not in backends:
         raise TilekeeperError(
             f"tile {tile_id} has no job on a back-end (it is {props.get('status')}); "
             f"see `tilekeeper campaign history {campaign_id} {tile_id}`"
         )
     connection = login(backends[props["backend_name"]])
-    entries = connection.job(props["id"]).logs(level=level)
+    entries = connection.job(props[JOB_ID_KEY]).logs(level=level)
     table = Table(
-        "time", "level", "message", title=f"{tile_id}: job {props['id']} on {props['backend_name']}"
+        "time",
+        "level",
+        "message",
+        title=f"{tile_id}: job {props[JOB_ID_KEY]} on {props['backend_name']}",
     )
     for entry in entries:
         table.add_row(

@@ -9,7 +9,9 @@ against pgstac and stays fast at a million tiles:
   tile (upstream defect N1) and its ``loc[i : i + 1]`` slices keep working (N6);
 - only rows that changed are sent, as status changes through the job store, with the
   status this database last read as a compare-and-set; NaN is never sent (N2), missing
-  properties read back as None, and any refused write raises (N3).
+  properties read back as None, and any refused write raises (N3);
+- the frame's job id column ``id`` is stored as the property ``openeo:job_id``, so that
+  GIS clients and stac-geoparquet keep the item's id (the tile's) apart from it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import status as job_status
-from catalog_service.jobs.campaign import MANAGED_KEYS, MANAGED_PREFIX, ORDER_KEY
+from catalog_service.jobs.campaign import JOB_ID_KEY, MANAGED_KEYS, MANAGED_PREFIX, ORDER_KEY
 
 WORLD = {
     "type": "Polygon",
@@ -47,6 +49,15 @@ WORLD = {
 # Properties that describe the tile item rather than the job; kept out of the frames.
 _HIDDEN = frozenset({"datetime", "start_datetime", "end_datetime", "updated"})
 _STATUS_COLUMNS = ("id", "backend_name", "status", "start_time", "running_start_time", "costs")
+# The frame's names of properties stored under another: MBJM's job id column ``id`` is the
+# tile's ``openeo:job_id`` (an item's ``id`` is the tile's own).
+_STORED_AS = {"id": JOB_ID_KEY}
+_FRAMED_AS = {stored: column for column, stored in _STORED_AS.items()}
+
+
+def stored_names(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Frame columns as the properties they are stored as."""
+    return {_STORED_AS.get(k, k): v for k, v in values.items()}
 
 
 class PlaceholderFootprint(UserWarning):
@@ -200,10 +211,11 @@ class CampaignJobDatabase(JobDatabaseInterface):
 
     def _send(self, changes: list[dict[str, Any]], orders: list[int]) -> dict[str, Any]:
         """Send changes and remember what the catalogue now holds."""
+        sent = [{**c, "set": stored_names(c["set"])} if c.get("set") else c for c in changes]
         try:
             result = self.campaigns.change(
                 self.collection_id,
-                changes,
+                sent,
                 actor=self.actor,
                 worker=self.worker,
                 partial=self.worker is not None,
@@ -232,7 +244,7 @@ class CampaignJobDatabase(JobDatabaseInterface):
             props = job["properties"]
             order = int(props[ORDER_KEY])
             row = {
-                k: v
+                _FRAMED_AS.get(k, k): v
                 for k, v in props.items()
                 if k not in _HIDDEN and not k.startswith(MANAGED_PREFIX)
             }
@@ -316,7 +328,7 @@ class CampaignJobDatabase(JobDatabaseInterface):
         records = df.drop(columns=[c for c in df.columns if c in skip]).to_dict("records")
         tiles = []
         for tile_id, footprint, bbox, record in zip(ids, footprints, bounds, records, strict=True):
-            props = {str(k): plain(v) for k, v in record.items()}
+            props = stored_names({str(k): plain(v) for k, v in record.items()})
             tiles.append(
                 {
                     "id": tile_id,

@@ -62,6 +62,8 @@ REGISTERED: tuple[Queryable, ...] = (
        "to_text", _JOBS, "BTREE"),
     _q("grid:code", "string", "Grid code", "Tile id in its grid (grid extension)",
        "to_text", _BOTH, "BTREE"),
+    _q("openeo:job_id", "string", "openEO job", "The tile's openEO batch job id on its back-end",
+       "to_text", _JOBS),
     # Numbers of job items. The order is what job listings sort by: indexed.
     _q("tilekeeper:order", "integer", "Processing order",
        "The tile job's processing order number in its campaign", "to_int", _JOBS, "BTREE",

@@ -14,7 +14,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.migrate import Migrate
 from pypgstac.version import __version__ as PGSTAC_VERSION
 
-from catalog_service.database import queryables
+from catalog_service.database import hrefs, queryables
 from catalog_service.database.connection import (
     READER_ROLE,
     WRITER_ROLE,
@@ -22,6 +22,17 @@ from catalog_service.database.connection import (
     Credentials,
 )
 from catalog_service.errors import DatabaseSetupError
+
+# The tile's openEO job id was the property `id`, which GIS clients took for the item's id
+# (the tile's) and stac-geoparquet dropped; it is `openeo:job_id` (jobs/campaign.py).
+RENAME_JOB_ID_SQL = """
+UPDATE pgstac.items i
+SET content = jsonb_set(i.content #- '{properties,id}', '{properties,openeo:job_id}',
+                        i.content->'properties'->'id')
+FROM pgstac.collections c
+WHERE c.id = i.collection AND c.content ? 'tilekeeper:campaign'
+  AND jsonb_typeof(i.content->'properties') = 'object' AND i.content->'properties' ? 'id';
+"""
 
 # Each entry is applied once, in order, and recorded in tilekeeper.migrations.
 MIGRATIONS: tuple[str, ...] = (
@@ -143,6 +154,10 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE pgstac.pgstac_settings SET value = '10 seconds'
     WHERE name = 'context_stats_ttl' AND value = '1 day';
     """,
+    # Hrefs to the API's own files and items stored relative to its root (database/hrefs.py).
+    hrefs.MIGRATION_SQL,
+    # The job id property renamed, and registered as a queryable.
+    RENAME_JOB_ID_SQL + queryables.migration_sql(),
 )
 
 

@@ -3,6 +3,7 @@ and the rules that turn tiles into job items."""
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, Literal
@@ -29,8 +30,22 @@ WORKER_KEY = "tilekeeper:worker"
 # Properties the job store maintains; a change may not set them directly.
 MANAGED_KEYS = frozenset({"status", "datetime", "start_datetime", "end_datetime", "updated"})
 MANAGED_PREFIX = "tilekeeper:"
+# The tile's openEO job id (MBJM's frame column ``id``). Not ``id``: that is the item's own
+# id to GIS clients (OGR/QGIS showed the job id as the feature's and lost the tile) and
+# stac-geoparquet dropped it. No official STAC extension names it; the openEO prefix says
+# whose id it is.
+JOB_ID_KEY = "openeo:job_id"
+# Names a tile's properties may not have: ``id`` would hide the tile's id (see above).
+RESERVED_KEYS = frozenset({"id"})
 # What a reset (retry) clears: the previous attempt's job, not the tile's history.
-ATTEMPT_KEYS = ("id", "backend_name", "start_time", "running_start_time", "finish_time", "costs")
+ATTEMPT_KEYS = (
+    JOB_ID_KEY,
+    "backend_name",
+    "start_time",
+    "running_start_time",
+    "finish_time",
+    "costs",
+)
 
 
 # Validation context of a definition read back from the catalogue: URLs stored before
@@ -227,6 +242,13 @@ class CampaignDefinition(BaseModel):
         return cls.model_validate(raw) if isinstance(raw, dict) else None
 
 
+def reserved_message(tile_id: str, names: AbstractSet[str]) -> str:
+    return (
+        f"tile {tile_id}: a tile's property may not be named {', '.join(sorted(names))} "
+        f"(the item's id is the tile's; the openEO job id is {JOB_ID_KEY})"
+    )
+
+
 def job_properties(
     definition: CampaignDefinition, tile_id: str, properties: dict[str, Any], order: int
 ) -> dict[str, Any]:
@@ -237,6 +259,8 @@ def job_properties(
     given = properties.get("status") or status.NOT_STARTED
     if given not in status.ALL:
         raise ValueError(f"tile {tile_id}: unknown status {given!r}")
+    if reserved := RESERVED_KEYS.intersection(properties):
+        raise ValueError(reserved_message(tile_id, reserved))
     props = {
         k: v
         for k, v in properties.items()

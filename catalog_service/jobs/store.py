@@ -34,16 +34,19 @@ from catalog_service.jobs import counts, status, workers
 from catalog_service.jobs.campaign import (
     ATTEMPT_KEYS,
     CAMPAIGN_KEY,
+    JOB_ID_KEY,
     JOB_ITEM_TEMPLATE,
     MANAGED_KEYS,
     MANAGED_PREFIX,
     ORDER_KEY,
+    RESERVED_KEYS,
     REVISION_KEY,
     STORED,
     WORKER_KEY,
     CampaignDefinition,
     job_extensions,
     job_properties,
+    reserved_message,
 )
 
 
@@ -114,6 +117,8 @@ class Change:
     worker: str | None = None
 
     def validate(self) -> None:
+        if reserved := RESERVED_KEYS.intersection(self.set):
+            raise InvalidChange(reserved_message(self.tile, reserved))
         bad = [k for k in self.set if k in MANAGED_KEYS or k.startswith(MANAGED_PREFIX)]
         if bad:
             raise InvalidChange(
@@ -300,8 +305,9 @@ def _plan(
                 )
             )
             continue
-        same_job = change.set.get("id", props.get("id")) == props.get("id")
-        if not change.reset and same_job and props.get("id") and status.is_stale(current, new):
+        job = props.get(JOB_ID_KEY)
+        same_job = change.set.get(JOB_ID_KEY, job) == job
+        if not change.reset and same_job and job and status.is_stale(current, new):
             # Older news about the job the tile already tracks: newer facts win.
             plan.stale.append(change.tile)
             continue

@@ -13,7 +13,7 @@ from openeo.rest.connection import Connection
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import status
-from catalog_service.jobs.campaign import Backend
+from catalog_service.jobs.campaign import JOB_ID_KEY, Backend
 from catalog_service.runner.creator import job_title
 from catalog_service.runner.logins import UNREACHABLE, login
 
@@ -65,7 +65,7 @@ def cancel_tiles(
         if current not in wanted:
             report.not_canceled[tile] = f"it is {current}, not waiting or active"
             continue
-        backend, job_id = props.get("backend_name"), props.get("id")
+        backend, job_id = props.get("backend_name"), props.get(JOB_ID_KEY)
         if current != status.NOT_STARTED:
             if backend not in backends:
                 report.not_canceled[tile] = f"unknown back-end {backend!r}"

@@ -41,7 +41,7 @@ from openeo.rest.job import BatchJob
 
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
-from catalog_service.client.jobdb import JobDatabaseError
+from catalog_service.client.jobdb import JobDatabaseError, stored_names
 from catalog_service.egress import EgressRefused, check_url
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import budget, status
@@ -372,8 +372,10 @@ class CampaignJobManager(MultiBackendJobManager):
             if self.harvester is not None:
                 for seen in observed:
                     if seen.index in ended.finished:
+                        # The tile's properties by their stored names (a frame's
+                        # job id column `id` is openeo:job_id).
                         self.harvester.submit(str(active.at[seen.index, "item_id"]),
-                                              _plain(active.loc[seen.index]))  # fmt: skip
+                                              stored_names(_plain(active.loc[seen.index])))  # fmt: skip
         self._count_endings(len(ended.done), len(ended.failed))
         # Between tracking and launching: the costs of jobs that just ended count.
         self.budget.refresh()
@@ -827,7 +829,7 @@ def build_manager(
     )
     manager.unfit = check_fitness(definition, links, refused)
     if harvest:
-        store = open_store(ProductSettings(), root_url)
+        store = open_store(ProductSettings())
         manager.harvester = Harvester(
             HttpSession(root_url, auth=auth), campaign_id, store, lambda name: links[name].get()
         )

@@ -298,8 +298,8 @@
     const product = p["tilekeeper:product"] || {};
     const parts = [
       make("h2", {}, id),
-      make("table", {}, ["status", "backend_name", "id", "attempts", "start_time", "running_start_time", "finish_time", "costs"]
-        .map((k) => make("tr", {}, make("td", {}, k === "id" ? "openEO job" : k), make("td", {}, String(p[k] ?? "–"))))),
+      make("table", {}, ["status", "backend_name", "openeo:job_id", "attempts", "start_time", "running_start_time", "finish_time", "costs"]
+        .map((k) => make("tr", {}, make("td", {}, k === "openeo:job_id" ? "openEO job" : k), make("td", {}, String(p[k] ?? "–"))))),
     ];
     if (p.last_error) parts.push(make("p", {}, make("b", {}, "last error")), make("pre", {}, String(p.last_error)));
     parts.push(make("p", {}, make("b", {}, "history")), make("table", { className: "history" },
