@@ -60,6 +60,16 @@ def make_database(prefix: str) -> Database:
     return Database(settings, report, EmbeddedCluster(settings))
 
 
+@contextmanager
+def own_database(prefix: str) -> Iterator[Database]:
+    """A cluster of a test module's own (a crowd of others' data would get in its way)."""
+    db = make_database(prefix)
+    try:
+        yield db
+    finally:
+        db.destroy()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_external_database() -> Iterator[None]:
     # Tests must use their own cluster even if the developer's shell points elsewhere.
@@ -276,6 +286,15 @@ class CspViolations:
         (pgstac's default ones referred to JSON schemas on the internet, which STAC
         Browser fetched on the page of a collection with items)."""
         return list(self.seen)
+
+
+def wait_for_thumbnail(page: Page) -> None:
+    """A product's thumbnail was fetched and decoded (the page may keep it out of view)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\"img[src*='thumbnail.png']\")]"
+        ".some(img => img.complete && img.naturalWidth > 0)",
+        timeout=30_000,
+    )
 
 
 def shot(page: Page, name: str, full_page: bool = True) -> None:

@@ -26,6 +26,7 @@ from conftest import (
     make_item,
     products_settings,
     shot,
+    wait_for_thumbnail,
 )
 from playwright.sync_api import Browser, Page
 from test_ingest import write_raster
@@ -62,12 +63,7 @@ def test_stac_browser_lists_campaigns_and_opens_a_product(
 
     page.goto(f"{api}/browser/#/collections/{campaign}-products/items/T31UFS")
     page.get_by_text("EPSG:32631").first.wait_for(timeout=30_000)
-    # The thumbnail was fetched and decoded (the page may keep it out of view).
-    page.wait_for_function(
-        "() => [...document.querySelectorAll(\"img[src*='thumbnail.png']\")]"
-        ".some(img => img.complete && img.naturalWidth > 0)",
-        timeout=30_000,
-    )
+    wait_for_thumbnail(page)
     shot(page, "browser-product")
     assert offline.left == [], offline.left
     assert csp.seen == [], csp.seen  # the COG drawn on the map too (geotiff.js workers)

@@ -333,6 +333,22 @@ def test_nan_is_refused(http: httpx.Client) -> None:
     assert response.status_code == 400 and "NaN" in response.json()["description"]
 
 
+def test_a_campaigns_jobs_link_lists_every_job_by_order(http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    tiles = register(http, campaign)
+    links = {
+        link["rel"]: link["href"] for link in http.get(f"/campaigns/{campaign}").json()["links"]
+    }
+    answer = http.get(links["jobs"])
+    assert answer.status_code == 200, answer.text
+    jobs = answer.json()["jobs"]
+    assert [j["tile"] for j in jobs] == [t["id"] for t in tiles]
+    assert (
+        http.get(f"/campaigns/{campaign}/jobs", params={"status": "x", "tile": "y"}).status_code
+        == 400
+    )
+
+
 def test_unknown_campaign_is_404(http: httpx.Client) -> None:
     assert http.get("/campaigns/nope/summary").status_code == 404
     assert http.get("/campaigns/nope/jobs", params={"status": "not_started"}).status_code == 404

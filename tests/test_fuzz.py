@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import Database, admin_token, make_collection, make_database, make_item, start_api
+from conftest import Database, admin_token, make_collection, make_item, own_database, start_api
 
 from catalog_service.auth import keys
 
@@ -30,9 +30,8 @@ SEEDS = [1, 20261206, *[int(s) for s in os.environ.get("TILEKEEPER_FUZZ_SEED", "
 
 @pytest.fixture(scope="module")
 def fuzz_db() -> Iterator[Database]:
-    db = make_database("tilekeeper-fuzz-")
-    yield db
-    db.destroy()
+    with own_database("tilekeeper-fuzz-") as db:
+        yield db
 
 
 @pytest.fixture(scope="module")

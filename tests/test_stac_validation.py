@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pystac
 import pystac.validation
 import pytest
@@ -204,6 +205,36 @@ def test_an_extent_grows_with_later_registrations_and_never_shrinks(
     response = http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles + far})
     assert response.json()["registered"] == 0
     assert http.get(f"/collections/{campaign}").json()["extent"]["spatial"]["bbox"][0] == after
+
+
+def test_a_campaign_without_an_aoi_has_its_tiles_extent_not_the_worlds(
+    http: httpx.Client,
+) -> None:
+    campaign = f"no-aoi-{uuid.uuid4().hex[:8]}"
+    assert http.post("/campaigns", json={"id": campaign, "grid": "utm-20km"}).status_code == 201
+    tiles = list(tile_records(tiles_for("utm-20km", load_aoi(AOI))))
+    assert http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles}).status_code == 200
+    bbox = http.get(f"/collections/{campaign}").json()["extent"]["spatial"]["bbox"][0]
+    boxes = np.array([t["bbox"] for t in tiles])
+    union = [*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)]
+    assert bbox == pytest.approx(union)
+
+
+def test_a_jobs_attempt_properties_are_served_null_until_it_has_one(
+    http: httpx.Client, offline: None
+) -> None:
+    """OGR/QGIS make a layer's fields from its first page: a page of tiles not started
+    yet must still name the job's fields, or the job id is lost for the whole layer."""
+    campaign, _ = new_campaign(http, "utm-20km")
+    first = http.get(f"/collections/{campaign}/items", params={"limit": 1}).json()["features"][0]
+    props = first["properties"]
+    for key in ("openeo:job_id", "backend_name", "start_time", "costs"):
+        assert key in props and props[key] is None, key
+    check_valid(first)
+    # Not where the fields extension leaves them out.
+    query = {"collections": [campaign], "limit": 1, "fields": {"include": ["properties.status"]}}
+    narrow = http.post("/search", json=query).json()["features"][0]["properties"]
+    assert "openeo:job_id" not in narrow and narrow["status"] == "not_started"
 
 
 def test_job_items_stored_without_their_extensions_are_served_with_them(

@@ -45,6 +45,7 @@ from catalog_service.api.openapi import complete_openapi
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
 from catalog_service.api.queryables import TilekeeperFiltersClient
+from catalog_service.api.root_path import PrefixedPath
 from catalog_service.api.search_input import ExpressionLimits
 from catalog_service.api.visibility import guard_named_collections
 from catalog_service.database import DatabaseLogins, resolve_logins
@@ -155,6 +156,7 @@ def create_app(
     app.add_exception_handler(CampaignItemsAreManaged, managed)
     compress_with_gzip(app)
     add_security_headers(app, settings, products or ProductSettings())
+    app.user_middleware.append(Middleware(PrefixedPath))
     app.user_middleware.append(
         Middleware(
             RequestBodyGuard,

@@ -378,8 +378,10 @@ def create_router() -> APIRouter:
         after: int = Query(-1, description="Only jobs with a larger order number (paging)"),
     ) -> dict[str, Any]:
         given = [p for p in (status, order, tile) if p is not None]
-        if len(given) != 1:
-            raise BadRequest("give exactly one of `status`, `order` or `tile`")
+        if len(given) > 1:
+            raise BadRequest("give at most one of `status`, `order` or `tile`")
+        if not given:  # every job, by order number (the campaign's `jobs` link)
+            status = ",".join(sorted(job_status.ALL))
         async with _conn(request, "r") as conn:
             if status is not None:
                 statuses = [s for s in status.split(",") if s]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import asyncpg
 import attr
@@ -28,6 +28,7 @@ from catalog_service.api.search_input import (
     flat_bbox,
     property_names,
 )
+from catalog_service.api.served_items import Shown, as_served
 from catalog_service.api.visibility import (
     excluding,
     hidden_collections,
@@ -48,8 +49,7 @@ from catalog_service.api.write_checks import (
     refuse_campaign_definition,
     same_id,
 )
-from catalog_service.jobs.campaign import CAMPAIGN_KEY, ORDER_KEY, job_extensions
-from catalog_service.products import SOURCE_KEY
+from catalog_service.jobs.campaign import CAMPAIGN_KEY
 
 
 class CampaignItemsAreManaged(Exception):
@@ -256,70 +256,6 @@ async def refuse_hidden_token(request: Request, token: str | None) -> None:
         raise asyncpg.exceptions.RaiseError(f"Could not find item using token: {token}")
 
 
-def as_served(
-    item: dict[str, Any], base_url: str, excluded: set[str] | frozenset[str] = frozenset()
-) -> None:
-    """Make a stored item the valid STAC it was when written, in place (every item read
-    path, GET and POST, goes through ``_search_base``).
-
-    Relative asset hrefs (the local product store's files, ``products/files/...``) are
-    resolved against the request's base URL, as stac-fastapi-pgstac resolves stored
-    relative links: behind a proxy, on another host or port, downloads and thumbnails
-    point where the API was reached.
-
-    pgstac stores items without their null-valued properties (its dehydration strips
-    them), so ``datetime: null`` beside ``start_datetime``/``end_datetime``, as STAC
-    requires it for a range, comes back missing and the item would fail validation: it is
-    served again. Other null properties are not restored (which were null is not stored):
-    a property set to null reads as absent. Job items stored before they declared the
-    extensions of their grid fields (proj:, grid:, mgrs:) declare them as served; those
-    registered since carry them."""
-    _resolve_assets(item.get("assets"), base_url)
-    props = item.get("properties")
-    if not isinstance(props, dict):
-        return
-    if (
-        "datetime" not in props
-        and "start_datetime" in props
-        and "end_datetime" in props
-        and "properties.datetime" not in excluded
-    ):
-        props["datetime"] = None
-    declared = item.get("stac_extensions")
-    if ORDER_KEY in props and isinstance(declared, list):
-        item["stac_extensions"] = job_extensions(props, declared)
-    if SOURCE_KEY in props and isinstance(declared, list):
-        _with_epsg(item, props, declared)
-
-
-_PROJECTION_V2 = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-_PROJECTION_V1_2 = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
-
-
-def _with_epsg(item: dict[str, Any], props: dict[str, Any], declared: list[Any]) -> None:
-    """Products ingested before they carried ``proj:epsg`` (GDAL 3.6's STACIT skips
-    items without it, ingest/items.py) are served as ingested today: ``proj:epsg`` beside
-    ``proj:code``, under projection v1.2.0, whose schema has both."""
-    code = props.get("proj:code")
-    if "proj:epsg" in props or not isinstance(code, str) or not code.startswith("EPSG:"):
-        return
-    number = code.removeprefix("EPSG:")
-    if number.isdigit() and _PROJECTION_V2 in declared:
-        props["proj:epsg"] = int(number)
-        item["stac_extensions"] = [
-            _PROJECTION_V1_2 if url == _PROJECTION_V2 else url for url in declared
-        ]
-
-
-def _resolve_assets(assets: Any, base_url: str) -> None:
-    if not isinstance(assets, dict):
-        return
-    for asset in assets.values():
-        href = asset.get("href") if isinstance(asset, dict) else None
-        if isinstance(href, str) and not urlsplit(href).scheme:
-            asset["href"] = urljoin(base_url, href)
-
-
 @attr.s
 class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     """Collections also link to their aggregation endpoints (the extension requires it),
@@ -330,11 +266,10 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         await refuse_hidden_token(request, getattr(search_request, "token", None))
         search_request.collections = await visible_collections(request, search_request.collections)
         result = await super()._search_base(search_request, request=request)
-        fields = getattr(search_request, "fields", None)
-        excluded = set(fields.exclude or ()) if fields is not None else set()
+        shown = Shown.of(getattr(search_request, "fields", None))
         base_url = get_base_url(request)
         for item in result.get("features", []):
-            as_served(item, base_url, excluded)
+            as_served(item, base_url, shown)
         return result
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:

@@ -35,6 +35,9 @@ MANAGED_PREFIX = "tilekeeper:"
 # stac-geoparquet dropped it. No official STAC extension names it; the openEO prefix says
 # whose id it is.
 JOB_ID_KEY = "openeo:job_id"
+# The extent of a campaign created without an AOI until its first tiles (STAC requires
+# one): registration replaces it with the tiles' (jobs/store.py _grow_extent).
+NO_AREA_YET = (-180.0, -90.0, 180.0, 90.0)
 # Names a tile's properties may not have: ``id`` would hide the tile's id (see above).
 RESERVED_KEYS = frozenset({"id"})
 # What a reset (retry) clears: the previous attempt's job, not the tile's history.
@@ -228,7 +231,7 @@ class CampaignDefinition(BaseModel):
             "license": "other",
             "keywords": ["openEO", "campaign", "tilekeeper"],
             "extent": {
-                "spatial": {"bbox": [bbox or [-180.0, -90.0, 180.0, 90.0]]},
+                "spatial": {"bbox": [bbox or list(NO_AREA_YET)]},
                 "temporal": {"interval": [[start, end]]},
             },
             "summaries": {"status": sorted(status.ALL)},

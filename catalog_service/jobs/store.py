@@ -38,6 +38,7 @@ from catalog_service.jobs.campaign import (
     JOB_ITEM_TEMPLATE,
     MANAGED_KEYS,
     MANAGED_PREFIX,
+    NO_AREA_YET,
     ORDER_KEY,
     RESERVED_KEYS,
     REVISION_KEY,
@@ -752,14 +753,16 @@ def _grow_extent(
     cur: psycopg.Cursor[tuple[Any, ...]], campaign: str, tiles: Sequence[dict[str, Any]]
 ) -> None:
     """Widen the campaign collection's spatial extent (its first, overall bbox) to contain
-    every tile: it starts as the AOI's bbox, and grid cells stick out of the AOI. Only
-    grows, in the registration's transaction (the row lock orders it with definition
+    every tile: it starts as the AOI's bbox (or, without an AOI, is the first tiles'),
+    and grid cells stick out of the AOI. Only grows, in the registration's transaction (the row lock orders it with definition
     updates, which keep the extent as it is)."""
     row = cur.execute(_CAMPAIGN_BBOXES, [campaign]).fetchone()
     stored = _json(row[0]) if row else None
     boxes: list[list[float]] = stored if isinstance(stored, list) and stored else []
     tiles_box = _union([t["bbox"] for t in tiles])
-    overall = _union([boxes[0], tiles_box]) if boxes else tiles_box
+    # No AOI: the tiles' extent, not the world's placeholder (OGR/QGIS zoom to it).
+    grows = bool(boxes) and boxes[0] != list(NO_AREA_YET)
+    overall = _union([boxes[0], tiles_box]) if grows else tiles_box
     if not boxes or overall != boxes[0]:
         cur.execute(_SET_CAMPAIGN_BBOXES, [orjson.dumps([overall, *boxes[1:]]).decode(), campaign])
 
