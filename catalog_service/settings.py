@@ -19,6 +19,24 @@ def _split_commas(value: Any) -> Any:
 
 
 CommaList = Annotated[Sequence[str], BeforeValidator(_split_commas), NoDecode]
+
+
+def _root_path(value: Any) -> str:
+    """``/stac``: a leading slash, no trailing one (``/stac/`` redirected ``/stac/`` to
+    ``/stac//`` forever and every route answered 404), plain path segments only."""
+    text = str(value or "").strip().strip("/")
+    if not text:
+        return ""
+    for segment in text.split("/"):
+        if segment in ("", ".", "..") or not all(c.isalnum() or c in "-._~" for c in segment):
+            raise ValueError(
+                f"root_path {value!r} must be a plain path such as /stac "
+                "(letters, digits, '-', '.', '_', '~' between slashes; no . or .. segments)"
+            )
+    return f"/{text}"
+
+
+RootPath = Annotated[str, BeforeValidator(_root_path)]
 # Docker and Kubernetes secrets: a file per setting, named like its variable
 # (e.g. /run/secrets/tilekeeper_db_writer_password), read where the folder exists.
 SECRETS_DIR = "/run/secrets" if Path("/run/secrets").is_dir() else None
@@ -137,7 +155,7 @@ class ApiSettings(BaseSettings):
         default="STAC catalogue and job tracking for openEO production campaigns",
         description="Landing page description.",
     )
-    root_path: str = Field(
+    root_path: RootPath = Field(
         default="", description="Path prefix when served behind a reverse proxy (e.g. /stac)."
     )
     cors_origins: CommaList = Field(

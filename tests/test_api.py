@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -186,6 +187,37 @@ def test_item_transactions(http: httpx.Client, new_collection: Callable[[], str]
     assert (stored["status"], stored["backend_name"]) == ("queued", "b1")
     assert http.delete(f"/collections/{cid}/items/a").status_code == 200
     assert http.get(f"/collections/{cid}/items/a").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "props", [{"costs": "abc"}, {"attempts": 1.5}, {"start_time": "yesterday"}, {"costs": True}]
+)
+def test_a_value_searches_cannot_read_as_its_type_is_refused_on_every_write(
+    http: httpx.Client, new_collection: Callable[[], str], props: dict[str, Any]
+) -> None:
+    """One ``costs: "abc"`` anywhere made every ``sortby=costs`` answer 400 for all."""
+    cid = new_collection()
+    name = next(iter(props))
+    assert (
+        http.post(f"/collections/{cid}/items", json=make_item("bad", cid, **props)).status_code
+        == 400
+    )
+    assert http.post(f"/collections/{cid}/items", json=make_item("a", cid)).status_code == 201
+    merge = http.patch(
+        f"/collections/{cid}/items/a",
+        json={"properties": props},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert merge.status_code == 400 and f"property {name} must be" in merge.text
+    ops = [{"op": "add", "path": f"/properties/{name}", "value": props[name]}]
+    patch = http.patch(
+        f"/collections/{cid}/items/a",
+        json=ops,
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert patch.status_code == 400, patch.text
+    assert name not in http.get(f"/collections/{cid}/items/a").json()["properties"]
+    assert http.get("/search", params={"sortby": f"-{name}"}).status_code == 200
 
 
 def test_bulk_upsert_replaces(http: httpx.Client, new_collection: Callable[[], str]) -> None:

@@ -134,7 +134,7 @@ def _move(
     campaigns: Campaigns, campaign: str, tile: str, *statuses: str, costs: float | None = None
 ) -> None:
     for st in statuses:
-        values: dict[str, object] = {"backend_name": "alpha", "id": f"j-{tile}"}
+        values: dict[str, object] = {"backend_name": "alpha", "openeo:job_id": f"j-{tile}"}
         if st == "finished" and costs is not None:
             values["costs"] = costs
         campaigns.change(campaign, [{"tile": tile, "status": st, "set": values}])
@@ -358,7 +358,11 @@ def _hostile_campaign(api: str) -> tuple[str, list[str]]:
         title=f"Campaign {PAYLOAD}",
         description=f"About {PAYLOAD} [a link](javascript:window.__pwned=3)",
     )
-    hostile = {"backend_name": "alpha", "id": f"job {PAYLOAD}", "last_error": f"failed {PAYLOAD}"}
+    hostile = {
+        "backend_name": "alpha",
+        "openeo:job_id": f"job {PAYLOAD}",
+        "last_error": f"failed {PAYLOAD}",
+    }
     for status in ("running", "error"):
         campaigns.change(campaign, [{"tile": tiles[0], "status": status, "set": hostile}])
     _move(campaigns, campaign, tiles[1], "running", "finished")
@@ -378,9 +382,32 @@ def _hostile_campaign(api: str) -> tuple[str, list[str]]:
         "script": {"href": "JavaScript:window.__pwned=6", "title": "a script"},
     }  # fmt: skip
     item["links"] = [{"rel": "about", "href": "javascript:window.__pwned=7", "title": "About"}]
-    write = {"writes": [{"items": [item], "job": {"campaign": campaign, "tile": tiles[1]}}]}
+    # The product route refuses such hrefs (400): the product is written with web ones,
+    # then replaced whole through the STAC API, which takes any href in a product
+    # collection; the pages must stay safe with whatever is stored.
+    safe = {
+        key: {**asset, "href": f"https://example.org/{key}"}
+        for key, asset in item["assets"].items()
+    }
+    hostile_write = {"writes": [{"items": [item], "job": {"campaign": campaign, "tile": tiles[1]}}]}
+    refused = requests.post(
+        f"{api}/collections/{products}/products",
+        json=hostile_write,
+        headers=auth_headers(),
+        timeout=30,
+    )
+    assert refused.status_code == 400, refused.text
+    write = {
+        "writes": [
+            {"items": [{**item, "assets": safe}], "job": {"campaign": campaign, "tile": tiles[1]}}
+        ]
+    }
     answer = requests.post(
         f"{api}/collections/{products}/products", json=write, headers=auth_headers(), timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    answer = requests.put(
+        f"{api}/collections/{products}/items/P", json=item, headers=auth_headers(), timeout=30
     )
     assert answer.status_code == 200, answer.text
     answer = requests.put(

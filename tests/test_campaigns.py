@@ -135,6 +135,18 @@ def test_registered_items_equal_what_pgstacs_loader_stores(
             },
             "the openEO job id is openeo:job_id",
         ),
+        (
+            {
+                "tiles": [
+                    {
+                        "id": "a",
+                        "geometry": {"type": "Point", "coordinates": [0, 0]},
+                        "properties": {"attempts": "x"},
+                    }
+                ]
+            },
+            "property attempts must be an integer",
+        ),
         ({"tiles": [{"id": "a"}]}, "geometry"),
         ({"tiles": {"id": "a"}}, '{"tiles": [...]}'),
         (
@@ -310,6 +322,7 @@ def test_bulk_changes_are_all_or_nothing(http: httpx.Client) -> None:
         {"changes": [{"tile": "x", "set": {"status": "finished"}}]},
         {"changes": [{"tile": "x", "set": {"tilekeeper:order": 5}}]},
         {"changes": [{"tile": "x", "set": {"id": "j-1"}}]},  # the job id is openeo:job_id
+        {"changes": [{"tile": "x", "set": {"start_time": "yesterday"}}]},  # not a timestamp
         {"changes": []},
         {"changes": [{"tile": "x", "bogus": 1}]},
     ],

@@ -574,7 +574,7 @@ def test_a_job_id_that_leaves_the_jobs_path_is_refused_before_any_request(
     harvester = Harvester(HttpSession("http://127.0.0.1:1/"), "c", store, never)
     for job_id in ("../../admin", "..", "a/b", "x" * 300, "j?x=1"):
         with pytest.raises(IngestError) as caught:
-            harvester.harvest("T1", {"backend_name": "b", "id": job_id})
+            harvester.harvest("T1", {"backend_name": "b", "openeo:job_id": job_id})
         assert "is not valid" in str(caught.value)
     harvester.close()
 

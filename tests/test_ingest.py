@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from catalog_service.api.server import free_port
 from catalog_service.cli.main import app
 from catalog_service.client.campaigns import Campaigns
-from catalog_service.client.http import HttpSession
+from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.database import hrefs
 from ingest.validate import validate
 
@@ -224,6 +224,29 @@ def test_hrefs_follow_the_address_the_api_is_reached_at(
     assert ("predecessor-version", f"{other}/collections/products-h/items/T1_v1") in links
     assert ("via", "http://10.0.0.9:9/jobs/j1/results") in links
     assert requests.get(item["assets"]["data"]["href"], timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "href",
+    ["javascript:alert(1)", "file:///etc/passwd", "/etc/passwd", "../../x.tif", "x.tif", ""],
+)
+def test_a_product_file_must_be_on_the_web_in_a_bucket_or_the_apis_own(
+    env: dict[str, str], tmp_path: Path, href: str
+) -> None:
+    """One ``javascript:`` href broke GDAL's STACIT mosaic of the whole collection."""
+    tile = write_raster(tmp_path / "H1.tif", size=100)
+    assert ingest(str(tile), "--collection", "products-hrefs").exit_code == 0
+    item = items_of(env["api"], "products-hrefs")[0]
+    bad = {**item, "id": "H2", "assets": {"data": {**item["assets"]["data"], "href": href}}}
+    http = HttpSession(env["api"])
+    with pytest.raises(ApiError) as refused:
+        http.post("collections/products-hrefs/products", json={"writes": [{"items": [bad]}]})
+    assert refused.value.status == 400 and "asset data" in str(refused.value)
+    assert [i["id"] for i in items_of(env["api"], "products-hrefs")] == ["H1"]
+    good = {**bad, "assets": {"data": {**bad["assets"]["data"], "href": "s3://bucket/H2.tif"}}}
+    http.post("collections/products-hrefs/products", json={"writes": [{"items": [good]}]})
+    assert {i["id"] for i in items_of(env["api"], "products-hrefs")} == {"H1", "H2"}
+    http.delete("collections/products-hrefs/items/H2")
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, Path]:

@@ -52,6 +52,7 @@ from catalog_service.api.mapview import campaign_list_page, wants_html
 from catalog_service.api.openapi import answers, json_body
 from catalog_service.api.visibility import hidden_collections, shown_campaign
 from catalog_service.bulk import paused_gc
+from catalog_service.database.queryables import value_problem
 from catalog_service.egress import EgressRefused, check_stored
 from catalog_service.ids import id_problem
 from catalog_service.jobs import status as job_status
@@ -166,6 +167,8 @@ def _check_tile(raw: Any, n: int, max_chars: int) -> dict[str, Any]:
             f"tile {tile_id}: tiles enter as {job_status.NOT_STARTED}; a status changes only "
             f"through job changes (POST /campaigns/{{id}}/jobs/changes), not {given!r}"
         )
+    if typed := value_problem(properties, f"tile {tile_id}"):
+        raise BadRequest(typed)
     if reserved := RESERVED_KEYS.intersection(properties):
         raise BadRequest(reserved_message(str(tile_id), reserved))
     return {"id": tile_id, "geometry": geometry, "bbox": bbox, "properties": properties}

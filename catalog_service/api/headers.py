@@ -142,6 +142,24 @@ def _forwarding(name: bytes) -> bool:
     return name == b"forwarded" or name.startswith(b"x-forwarded-")
 
 
+_X_FORWARDED_LINK = (b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port")
+_SCHEMES = (b"http", b"https", b"ws", b"wss")
+
+
+def _one_convention(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A trusted proxy's headers, one convention only. A proxy that sets
+    ``X-Forwarded-Host/Proto/Port`` (nginx, Caddy, Traefik) passes a client's
+    ``Forwarded`` on untouched, and stac-fastapi prefers ``Forwarded``: a client could
+    make every link point at its host (and a forward proxy's ``Forwarded: for=`` lost the
+    host and port). With X-Forwarded-* present, ``Forwarded`` is dropped; a proto other
+    than http(s) or ws(s) too."""
+    if any(name in _X_FORWARDED_LINK for name, _ in headers):
+        headers = [(n, v) for n, v in headers if n != b"forwarded"]
+    return [
+        (n, v) for n, v in headers if n != b"x-forwarded-proto" or v.strip().lower() in _SCHEMES
+    ]
+
+
 class TrustedProxyHeaders:
     """Forwarded headers from a trusted proxy set the client's address and scheme
     (uvicorn's proxy middleware) and the host, port and scheme links are made with
@@ -159,6 +177,7 @@ class TrustedProxyHeaders:
             return
         client = scope.get("client")
         if self.trusted and client and client[0] in self.trusted:
+            scope = dict(scope, headers=_one_convention(scope["headers"]))
             await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
             return
         headers = scope["headers"]

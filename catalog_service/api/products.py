@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,6 +80,25 @@ class HarvestOut(BaseModel):
     tiles: list[HarvestTile]
 
 
+_PRODUCT_SCHEMES = ("http", "https", "s3")
+
+
+def product_href_problem(href: Any) -> str | None:
+    """A product's file is on the web, in a bucket, or the API's own
+    (``products/files/...``, relative to its root): anything else (``javascript:``, a
+    local path, ``../``) broke GDAL's STACIT mosaic of the whole collection for everyone."""
+    if not isinstance(href, str) or not href:
+        return "href must be a URL"
+    parts = urlsplit(href)
+    if parts.scheme:
+        if parts.scheme.lower() in _PRODUCT_SCHEMES and parts.netloc:
+            return None
+        return f"href must be an http(s) or s3 URL or relative to the API, not {parts.scheme}:"
+    if href.startswith("/") or ".." in href.split("/") or not href.startswith("products/files/"):
+        return "a relative href must be the API's own products/files/<key>"
+    return None
+
+
 def _check_items(items: list[dict[str, Any]], max_chars: int) -> None:
     """Product items as every item write checks them (id, geometry, strings, datetime),
     with a bbox."""
@@ -86,6 +106,11 @@ def _check_items(items: list[dict[str, Any]], max_chars: int) -> None:
         check_item_shape(item, max_chars)
         if not isinstance(item.get("bbox"), list) or item.get("geometry") is None:
             raise HTTPException(400, f"product {item['id']}: bbox and geometry are required")
+        assets = item.get("assets")
+        for key, asset in assets.items() if isinstance(assets, dict) else []:
+            href = asset.get("href") if isinstance(asset, dict) else None
+            if problem := product_href_problem(href):
+                raise HTTPException(400, f"product {item['id']}: asset {key}: {problem}")
 
 
 async def _check_product_target(request: Request, collection_id: str, body: ProductsIn) -> None:

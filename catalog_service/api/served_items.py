@@ -93,9 +93,16 @@ def _with_epsg(item: dict[str, Any], props: dict[str, Any], declared: list[Any])
 
 
 def _resolve_assets(assets: Any, base_url: str) -> None:
+    """Relative hrefs below the API's root only: ``/x``, ``//host/x`` and ``../`` would
+    leave it (another host, or above a proxy's prefix) and stay as they were written."""
     if not isinstance(assets, dict):
         return
     for asset in assets.values():
         href = asset.get("href") if isinstance(asset, dict) else None
-        if isinstance(href, str) and not urlsplit(href).scheme:
+        if (
+            isinstance(href, str)
+            and not urlsplit(href).scheme
+            and not href.startswith("/")
+            and ".." not in href.split("/")
+        ):
             asset["href"] = urljoin(base_url, href)

@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 
 from catalog_service import geojson_check
 from catalog_service.api.limits import string_limit_problem
+from catalog_service.database.queryables import value_problem
 from catalog_service.ids import id_problem
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
 
@@ -121,6 +122,8 @@ def check_item_shape(item: Any, limit: int) -> None:
     props = item.get("properties")
     if not isinstance(props, dict):
         raise HTTPException(400, "`properties` must be an object")
+    if typed := value_problem(props, f"item {item['id']}"):
+        raise HTTPException(400, typed)
     stamps = (
         [props.get("datetime")]
         if props.get("datetime")
@@ -173,6 +176,26 @@ def check_item_patch(request: Request, patch: Any) -> None:
     keeps_identity(patch)
     patched_geometry_is_storable(patch)
     _short_strings(request, patch)
+    if typed := value_problem(_patched_properties(patch), "patch"):
+        raise HTTPException(400, typed)
+
+
+def _patched_properties(patch: Any) -> dict[str, Any]:
+    """The properties a merge patch or a JSON Patch (add/replace) sets."""
+    if isinstance(patch, dict):
+        props = patch.get("properties")
+        return props if isinstance(props, dict) else {}
+    found: dict[str, Any] = {}
+    for op in patch if isinstance(patch, list) else []:
+        path = op.get("path") if isinstance(op, dict) else None
+        if op.get("op") in ("add", "replace") and isinstance(path, str):
+            if path.startswith("/properties/") and path.count("/") == 2:
+                found[path.removeprefix("/properties/").replace("~1", "/").replace("~0", "~")] = (
+                    op.get("value")
+                )
+            elif path == "/properties" and isinstance(op.get("value"), dict):
+                found.update(op["value"])
+    return found
 
 
 def _short_strings(request: Request, patch: Any) -> None:

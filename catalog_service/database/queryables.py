@@ -18,7 +18,10 @@ Not typed, on purpose: ``cpu``, ``memory`` and ``duration`` are the openEO job m
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 JOBS = "jobs"
@@ -99,6 +102,48 @@ REGISTERED: tuple[Queryable, ...] = (
 )  # fmt: skip
 
 BY_NAME: dict[str, Queryable] = {q.name: q for q in REGISTERED}
+
+
+def _is_timestamp(value: Any) -> bool:
+    try:
+        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_READS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "to_int": ("an integer", _is_integer),
+    "to_float": ("a number", _is_number),
+    "to_tstz": ("an RFC 3339 timestamp", _is_timestamp),
+}
+
+
+def value_problem(properties: dict[str, Any], what: str) -> str | None:
+    """Why a property would not read as its queryable's type, or None. pgstac casts
+    every item's value when a search sorts or filters by it, across collections: one
+    ``costs: "abc"`` written anywhere made every ``sortby=costs`` answer 400, for
+    everybody. So a value is refused when written (null removes a property: allowed)."""
+    for name, value in properties.items():
+        queryable = BY_NAME.get(name)
+        if value is None or queryable is None or queryable.wrapper not in _READS:
+            continue
+        kind, reads = _READS[queryable.wrapper]
+        if not reads(value):
+            return (
+                f"{what}: property {name} must be {kind} (searches sort and compare it as "
+                f"one), not {type(value).__name__} {str(value)[:40]!r}"
+            )
+    return None
+
 
 # pgstac's own queryables, whose stored definitions $ref schemas on the internet: served
 # self-contained instead (nothing is fetched at run time, by the service or its clients).

@@ -30,6 +30,7 @@ from psycopg.copy import QueuedLibpqWriter
 from pypgstac.hydration import dehydrate
 
 from catalog_service.bulk import paused_gc
+from catalog_service.database.queryables import value_problem
 from catalog_service.jobs import counts, status, workers
 from catalog_service.jobs.campaign import (
     ATTEMPT_KEYS,
@@ -142,6 +143,8 @@ class Change:
                 f"tile {self.tile}: costs must be a number of credits from 0 to "
                 f"{MAX_COSTS:g}, not {costs!r:.60}"
             )
+        if typed := value_problem(self.set, f"tile {self.tile}"):
+            raise InvalidChange(typed)
 
 
 # Credits of one job: the budget and the summaries add them up, so each is a finite,
