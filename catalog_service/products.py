@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 from pypgstac.hydration import dehydrate
 
+from catalog_service.database.jsonb import decoded
 from catalog_service.jobs import status
+from catalog_service.timestamps import utc_now_text
 
 PRODUCT_KEY = "tilekeeper:product"
 SOURCE_KEY = "tilekeeper:source_checksums"
@@ -66,14 +67,6 @@ class Written:
         return {"id": self.id, "version": self.version, "result": self.result}
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _decoded(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 def _item_href(collection: str, item: str) -> str:
     # Relative to the API's root, as stac-fastapi-pgstac resolves stored links: they
     # follow the address each request reaches the API at.
@@ -87,7 +80,7 @@ def _link(rel: str, href: str, title: str | None = None) -> dict[str, Any]:
 
 async def _item(conn: asyncpg.Connection, collection: str, item_id: str) -> dict[str, Any] | None:
     row = await conn.fetchval("SELECT pgstac.get_item($1, $2)", item_id, collection)
-    return _decoded(row) if row is not None else None
+    return decoded(row) if row is not None else None
 
 
 # Stored properties are never dehydrated (a base item has none), so they are read as is;
@@ -96,7 +89,7 @@ _PROPERTIES = "SELECT content->'properties' FROM pgstac.items WHERE collection =
 
 
 async def _properties(conn: asyncpg.Connection, collection: str, item_id: str) -> Any:
-    return _decoded(await conn.fetchval(_PROPERTIES, collection, item_id))
+    return decoded(await conn.fetchval(_PROPERTIES, collection, item_id))
 
 
 async def _upsert(conn: asyncpg.Connection, item: dict[str, Any]) -> None:
@@ -190,7 +183,7 @@ async def write_products(
         )
         if row is None:
             raise CollectionNotFound(f"collection {collection_id} does not exist")
-        collection, base_item = _decoded(row["content"]), _decoded(row["base_item"])
+        collection, base_item = decoded(row["content"]), decoded(row["base_item"])
         changed: list[dict[str, Any]] = []
         for write in writes:
             written = await _write_items(conn, collection_id, base_item, write.items, changed)
@@ -279,11 +272,16 @@ async def _mark_job(
     row = await conn.fetchrow(_JOB_PROPS, campaign, tile)
     if row is None:
         raise JobNotFound(f"campaign {campaign} has no tile {tile}")
-    previous = (_decoded(row["props"]) or {}).get(PRODUCT_KEY) or {}
+    previous = (decoded(row["props"]) or {}).get(PRODUCT_KEY) or {}
     known = previous.get("items", []) if previous.get("collection") == collection_id else []
     ids = sorted(set(known) | set(product_ids))
-    state = {"state": "ingested", "collection": collection_id, "items": ids, "updated": _now()}
-    links = _decoded(row["links"]) or []
+    state = {
+        "state": "ingested",
+        "collection": collection_id,
+        "items": ids,
+        "updated": utc_now_text(),
+    }
+    links = decoded(row["links"]) or []
     present = {link.get("href") for link in links}
     links += [
         _link("related", href, f"product {pid}")
@@ -304,8 +302,8 @@ async def set_harvest_state(
         row = await conn.fetchrow(_JOB_PROPS, campaign, tile)
         if row is None:
             raise JobNotFound(f"campaign {campaign} has no tile {tile}")
-        current = (_decoded(row["props"]) or {}).get(PRODUCT_KEY) or {}
-        value = {**current, "state": state, "updated": _now()}
+        current = (decoded(row["props"]) or {}).get(PRODUCT_KEY) or {}
+        value = {**current, "state": state, "updated": utc_now_text()}
         value.pop("error", None)
         if error:
             value["error"] = error[:MAX_ERROR]
@@ -331,4 +329,4 @@ async def tiles_to_harvest(
 ) -> list[dict[str, Any]]:
     """Finished tiles whose harvest is in one of ``states`` (``missing``: never tried)."""
     rows = await conn.fetch(_TO_HARVEST, campaign, states, limit)
-    return [{"tile": r["id"], "properties": _decoded(r["props"])} for r in rows]
+    return [{"tile": r["id"], "properties": decoded(r["props"])} for r in rows]

@@ -11,10 +11,11 @@ from typing import Literal
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from catalog_service.cli.errors import friendly_errors
+from catalog_service.cli.progress import progress_bar
+from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.products import campaign_products_id
@@ -23,21 +24,13 @@ from catalog_service.settings import ClientSettings, ProductSettings
 from ingest.download import shown_url
 from ingest.engine import INGEST_WORKERS, Ingester, Outcome
 from ingest.errors import IngestError
+from ingest.export import export_collection
+from ingest.harvest import Harvester
 from ingest.sources import Product, from_path, from_url
 from ingest.store import ProductStore, open_store
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
 
 
 def _report(outcomes: list[Outcome], as_json: bool) -> None:
@@ -143,7 +136,7 @@ def ingest(
                     product.job_item = f"collections/{campaign}/items/{product.tile}"
             products += found
         work = [(p, (campaign, p.tile) if campaign and p.tile else None) for p in products]
-        with _progress() as progress:
+        with progress_bar(err_console) as progress:
             task = progress.add_task("ingesting", total=len(products))
             outcomes += ingester.ingest_all(work, workers, lambda _: progress.advance(task))
     _report(outcomes, as_json)
@@ -152,9 +145,8 @@ def ingest(
 def _harvest(
     http: HttpSession, campaign: str, store: ProductStore, as_json: bool, dry_run: bool
 ) -> None:
-    from catalog_service.client.campaigns import Campaigns
+    # Imported here, not for every command: importing the runner takes ~0.1 s (geopandas).
     from catalog_service.runner.logins import login
-    from ingest.harvest import Harvester
 
     definition = Campaigns(http).definition(campaign)
     backends = {b.name: b for b in definition.backends}
@@ -163,7 +155,7 @@ def _harvest(
     if dry_run:
         console.print(f"{len(tiles)} finished tile(s) of {campaign} to harvest")
         return
-    with _progress() as progress:
+    with progress_bar(err_console) as progress:
         task = progress.add_task(f"harvesting {campaign}", total=len(tiles))
         for tile in tiles:
             harvester.submit(tile["tile"], tile["properties"])
@@ -186,8 +178,6 @@ def export(
 ) -> None:
     """Export a collection for dissemination: a self-contained static catalog, a
     stac-geoparquet file or an ndjson item collection."""
-    from ingest.export import export_collection
-
     http = HttpSession(api or ClientSettings().api_url)
     count = export_collection(http, collection, dest, format, with_assets=with_assets)
     err_console.print(f"exported {count} item(s) of {collection} to {dest} ({format})")

@@ -4,7 +4,6 @@ raster, file, processing, grid and version fields) and the product collection.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -13,6 +12,7 @@ import rasterio
 import rio_cogeo
 
 from catalog_service import __version__
+from catalog_service.timestamps import utc_now_text
 from ingest.rasters import COG_TYPE, FileDigest, RasterInfo
 from ingest.sources import Product
 
@@ -45,10 +45,6 @@ class StoredRaster:
     title: str | None
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @cache  # package metadata lookups: ~2 ms a call
 def software() -> dict[str, str]:
     return {
@@ -69,7 +65,7 @@ def product_item(
     fallback_datetime: str | None,
 ) -> dict[str, Any]:
     first = rasters[0].info
-    stamp = now()
+    stamp = utc_now_text()
     properties: dict[str, Any] = {
         "datetime": product.datetime or fallback_datetime or stamp,
         "created": stamp,

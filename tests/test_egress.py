@@ -35,13 +35,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
+from catalog_service.campaign_run import build_manager
 from catalog_service.cli.main import app
 from catalog_service.egress import EgressRefused, RefusedRequest, check_url, egress_session
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs.campaign import Backend, CampaignDefinition, NotifyPolicy, ProcessSpec
 from catalog_service.runner.logins import BackendDown, BackendLink, login
-from catalog_service.runner.manager import build_manager, check_fitness, refused_backends
 from catalog_service.runner.notify import Notifier
+from catalog_service.runner.wiring import check_fitness, refused_backends
 from catalog_service.settings import EgressSettings
 
 LOOPBACK = "TILEKEEPER_EGRESS_ALLOW_LOOPBACK=true allows it"
@@ -492,7 +493,7 @@ def test_the_runner_gives_no_tiles_to_a_refused_backend(
 
     definition = CampaignDefinition(id="egress-fitness", backends=backends)
     links = {b.name: BackendLink(b, never) for b in backends}
-    with caplog.at_level(logging.WARNING, logger="catalog_service.runner.manager"):
+    with caplog.at_level(logging.WARNING, logger="catalog_service.runner.wiring"):
         assert check_fitness(definition, links, refused) == refused
     assert f"back-end here gets no tiles: {refused['here']}" in caplog.text
     # A campaign none of whose back-ends may be reached does not run, and says why.

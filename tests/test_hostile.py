@@ -47,13 +47,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rio_cogeo.cogeo import cog_validate
 
-import catalog_service.runner.manager as manager_module
+import catalog_service.campaign_run as manager_module
+from catalog_service.campaign_run import run_campaign
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.jobs import status
 from catalog_service.products import campaign_products_id
-from catalog_service.runner import run_campaign
 from catalog_service.settings import ProductSettings
 
 MIB = 1 << 20

@@ -19,12 +19,13 @@ from openeo.extra.job_management.stac_job_db import STACAPIJobDatabase
 from openeo.rest._testing import DummyBackend
 
 from catalog_service import CampaignJobDatabase
+from catalog_service.campaign_run import run_campaign
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.credentials import auth_for
 from catalog_service.client.http import HttpSession
 from catalog_service.client.jobdb import JobDatabaseError, PlaceholderFootprint
 from catalog_service.grids import load_aoi, tiles_for
-from catalog_service.runner import cancel_tiles, run_campaign
+from catalog_service.runner import cancel_tiles
 
 UDP_URL = "https://udp.test/ndvi_tile.json"
 UDP = {

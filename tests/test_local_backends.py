@@ -377,8 +377,8 @@ def test_an_interrupted_harvest_is_completed_by_ingest_campaign(
     harvests them; a second run changes nothing."""
     from typer.testing import CliRunner
 
+    from catalog_service.campaign_run import build_manager
     from catalog_service.cli.main import app
-    from catalog_service.runner.manager import build_manager
 
     campaigns, campaign, _urls = _new_campaign(api, backends)
     build_manager(api, campaign, poll_sleep=0.5, harvest=False).run()

@@ -15,6 +15,7 @@ from conftest import local_backends
 from typer.testing import CliRunner
 
 from catalog_service.api.server import free_port
+from catalog_service.campaign_run import run_campaign
 from catalog_service.cli.main import app
 from catalog_service.client import Catalog
 from catalog_service.client.campaigns import Campaigns, tile_records
@@ -32,7 +33,6 @@ from catalog_service.errors import TilekeeperError
 from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.planning.pilot import choose_pilot
 from catalog_service.planning.sample import Candidate, stratified
-from catalog_service.runner import run_campaign
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -156,8 +156,8 @@ def test_a_budget_stops_new_jobs_and_says_so(
         notify={"webhooks": [receiver.url]},
     )
     with caplog.at_level("INFO", logger="catalog_service.runner"):
-        stats = run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
-    assert stats["stopped: budget reached"] == 1
+        report = run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
+    assert report.stopped_by_budget
     assert "budget reached" in caplog.text and "no new job starts" in caplog.text
     summary = campaigns.summary(campaign)
     assert summary["by_status"] == {"finished": 2, "not_started": 2}
@@ -177,8 +177,8 @@ def test_a_budget_stops_new_jobs_and_says_so(
         app, ["campaign", "budget", campaign, str(figures["spent"] + 1.2 * mean), "--api", api]
     )
     assert raised.exit_code == 0, raised.output
-    stats = run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
-    assert stats["stopped: budget reached"] == 1
+    report = run_campaign(api, campaign, poll_sleep=1, root_dir=tmp_path)
+    assert report.stopped_by_budget
     assert campaigns.summary(campaign)["by_status"] == {"finished": 3, "not_started": 1}
 
 

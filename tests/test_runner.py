@@ -18,11 +18,10 @@ from conftest import admin_token, auth_headers, make_database, start_api, wait_r
 from openeo.rest._testing import DummyBackend
 from test_jobdb import UDP_URL, catalogue_jobs, dummy_backends
 
+from catalog_service.campaign_run import build_manager, run_campaign
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import load_aoi, tiles_for
-from catalog_service.runner import run_campaign
-from catalog_service.runner.manager import build_manager
 
 YEAR_UDP = {
     "id": "year_tile",
@@ -92,7 +91,7 @@ def test_a_tile_that_cannot_be_created_fails_alone_and_is_retried(api: str) -> N
                 status_code=400,
                 json={"code": "ProcessUnsupported", "message": "Process year_tile not found"},
             )
-        stats = run_campaign(api, campaign, poll_sleep=0)
+        report = run_campaign(api, campaign, poll_sleep=0)
     jobs = catalogue_jobs(api, campaign)
     bad = jobs[tiles[0]]
     assert bad["status"] == "start_failed" and bad["attempts"] == 2
@@ -103,7 +102,7 @@ def test_a_tile_that_cannot_be_created_fails_alone_and_is_retried(api: str) -> N
     # and was retried once with the escalation.
     others = {t: p for t, p in jobs.items() if t != tiles[0]}
     assert Counter(p["status"] for p in others.values())["finished"] >= len(others) - 2
-    assert stats["job launched"] >= len(others)
+    assert report.launched >= len(others)
     retried = [p for p in others.values() if p["attempts"] == 2]
     for props in retried:
         posted = backends[props["backend_name"]].batch_jobs_full[props["openeo:job_id"]]

@@ -49,7 +49,7 @@ from catalog_service.api.root_path import PrefixedPath
 from catalog_service.api.search_input import ExpressionLimits
 from catalog_service.api.visibility import guard_named_collections
 from catalog_service.database import DatabaseLogins, resolve_logins
-from catalog_service.jobs.store import TileRegistrar
+from catalog_service.jobs.registration import TileRegistrar
 from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
 
 # stac-fastapi logs every handled 4xx at ERROR with a traceback; those are the client's

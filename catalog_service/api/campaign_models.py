@@ -17,29 +17,17 @@ from catalog_service.jobs.campaign import (
     ProcessSpec,
     RetryPolicy,
 )
+from catalog_service.jobs.changes import Change
 
 MAX_TILES_PER_REQUEST = 100_000
 WORKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
-
-
-class ChangeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tile: str
-    status: str | None = None
-    set: dict[str, Any] = Field(default_factory=dict)
-    expect_status: str | None = None
-    expect_revision: int | None = None
-    reset: bool = False
-    links: list[dict[str, Any]] = Field(default_factory=list)
-    details: dict[str, Any] | None = None
 
 
 class ChangesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     actor: str = Field(default="anonymous", max_length=200)
-    changes: list[ChangeIn] = Field(min_length=1, max_length=100_000)
+    changes: list[Change] = Field(min_length=1, max_length=100_000)
     worker: str | None = Field(
         default=None,
         pattern=WORKER_PATTERN,

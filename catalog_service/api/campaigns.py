@@ -11,6 +11,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,13 +56,15 @@ from catalog_service.bulk import paused_gc
 from catalog_service.database.queryables import value_problem
 from catalog_service.egress import EgressRefused, check_stored
 from catalog_service.ids import id_problem
+from catalog_service.jobs import definitions, queries, store, workers
 from catalog_service.jobs import status as job_status
-from catalog_service.jobs import store, workers
 from catalog_service.jobs.campaign import (
     RESERVED_KEYS,
     CampaignDefinition,
     reserved_message,
 )
+from catalog_service.jobs.errors import CampaignExists, CampaignInUse, StoreError
+from catalog_service.jobs.registration import TileRegistrar
 from catalog_service.jobs.summary import summarize
 from catalog_service.products import PRODUCTS_SUFFIX, campaign_products_id
 
@@ -252,11 +255,11 @@ def create_router() -> APIRouter:
         async with _conn(request, "w") as conn:
             products_id = campaign_products_id(definition.id)
             if await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", products_id):
-                raise store.CampaignExists(
+                raise CampaignExists(
                     f"the collection {products_id} exists: campaign {definition.id}'s products "
                     "would go there; choose another campaign id"
                 )
-            await store.create_campaign(conn, definition, bbox)
+            await definitions.create_campaign(conn, definition, bbox)
         return JSONResponse(_campaign_out(request, definition), status_code=201)
 
     @router.get(
@@ -268,11 +271,11 @@ def create_router() -> APIRouter:
     async def list_campaigns(request: Request) -> Any:
         hidden = await hidden_collections(request)
         async with _conn(request, "r") as conn:
-            definitions = [d for d in await store.list_definitions(conn) if d.id not in hidden]
+            shown = [d for d in await definitions.list_definitions(conn) if d.id not in hidden]
             if wants_html(request):
-                counts = {d.id: await store.status_counts(conn, d.id) for d in definitions}
-                return HTMLResponse(campaign_list_page(request, definitions, counts))
-        return {"campaigns": [_campaign_out(request, d) for d in definitions]}
+                counts = {d.id: await queries.status_counts(conn, d.id) for d in shown}
+                return HTMLResponse(campaign_list_page(request, shown, counts))
+        return {"campaigns": [_campaign_out(request, d) for d in shown]}
 
     @router.get(
         "/{campaign_id}",
@@ -282,7 +285,7 @@ def create_router() -> APIRouter:
     )
     async def get_campaign(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
-            definition = await store.get_definition(conn, campaign_id)
+            definition = await definitions.get_definition(conn, campaign_id)
         return _campaign_out(request, definition)
 
     @router.patch(
@@ -299,7 +302,7 @@ def create_router() -> APIRouter:
             mode="json", exclude_unset=True
         )
         async with _conn(request, "w") as conn:
-            current = await store.get_definition(conn, campaign_id)
+            current = await definitions.get_definition(conn, campaign_id)
             try:
                 wanted = CampaignDefinition.model_validate({**current.model_dump(), **patch})
             except ValidationError as exc:
@@ -309,7 +312,7 @@ def create_router() -> APIRouter:
             check_stored(wanted.fetched_urls())
             wanted = await _with_creator(request, wanted)
             patch["owners"] = wanted.owners
-            definition = await store.update_definition(conn, campaign_id, patch)
+            definition = await definitions.update_definition(conn, campaign_id, patch)
         return _campaign_out(request, definition)
 
     @router.delete(
@@ -331,19 +334,19 @@ def create_router() -> APIRouter:
     ) -> Response:
         products_id = campaign_products_id(campaign_id)
         async with _conn(request, "w") as conn:
-            await store.get_definition(conn, campaign_id)
+            await definitions.get_definition(conn, campaign_id)
             count = await conn.fetchval(
                 "SELECT count(*) FROM pgstac.items WHERE collection = $1", products_id
             )
             if count and not products:
-                raise store.CampaignInUse(
+                raise CampaignInUse(
                     f"campaign {campaign_id} has {count} products in {products_id}; "
                     "delete with ?products=true to remove their records too"
                 )
             exists = await conn.fetchval(
                 "SELECT 1 FROM pgstac.collections WHERE id = $1", products_id
             )
-            await store.delete_campaign(conn, campaign_id, products_id if exists else None)
+            await definitions.delete_campaign(conn, campaign_id, products_id if exists else None)
         if products:
             await run_in_threadpool(_delete_local_files, request, products_id)
         return Response(status_code=204)
@@ -359,8 +362,8 @@ def create_router() -> APIRouter:
     async def register_tiles(request: Request, campaign_id: str) -> dict[str, Any]:
         tiles = await parse_tiles(request)
         async with _conn(request, "r") as conn:
-            definition = await store.get_definition(conn, campaign_id)
-        registrar: store.TileRegistrar = request.app.state.tile_registrar
+            definition = await definitions.get_definition(conn, campaign_id)
+        registrar: TileRegistrar = request.app.state.tile_registrar
         async with request.app.state.registrations:
             new = await run_in_threadpool(registrar.register, definition, tiles)
         return {"received": len(tiles), "registered": new, "existing": len(tiles) - new}
@@ -391,17 +394,17 @@ def create_router() -> APIRouter:
                 unknown = [s for s in statuses if s not in job_status.ALL]
                 if unknown:
                     raise BadRequest(f"unknown status {', '.join(unknown)}")
-                jobs = await store.jobs_by_status(conn, campaign_id, statuses, limit, after)
+                jobs = await queries.jobs_by_status(conn, campaign_id, statuses, limit, after)
             elif order is not None:
                 try:
                     orders = [int(o) for o in order.split(",") if o]
                 except ValueError:
                     raise BadRequest("`order` must be comma-separated integers") from None
-                jobs = await store.jobs_by_order(conn, campaign_id, orders)
+                jobs = await queries.jobs_by_order(conn, campaign_id, orders)
             else:
-                jobs = await store.jobs_by_id(conn, campaign_id, (tile or "").split(","))
+                jobs = await queries.jobs_by_id(conn, campaign_id, (tile or "").split(","))
             if not jobs:
-                await store.get_definition(conn, campaign_id)  # 404 for an unknown campaign
+                await definitions.get_definition(conn, campaign_id)  # 404 for an unknown campaign
         return {"jobs": jobs}
 
     @router.post(
@@ -414,15 +417,19 @@ def create_router() -> APIRouter:
     )
     async def change_jobs(request: Request, campaign_id: str) -> dict[str, Any]:
         body = await parse_body(request, ChangesIn)
-        changes = [store.Change(**c.model_dump(), worker=body.worker) for c in body.changes]
         async with _conn(request, "w") as conn:
             outcome = await store.apply_changes(
-                conn, campaign_id, changes, actor_of(request, body.actor), partial=body.partial
+                conn,
+                campaign_id,
+                body.changes,
+                actor_of(request, body.actor),
+                partial=body.partial,
+                worker=body.worker,
             )
         return {
             "applied": outcome.applied,
             "stale": outcome.stale,
-            "conflicts": [c.__dict__ for c in outcome.conflicts],
+            "conflicts": [asdict(c) for c in outcome.conflicts],
         }
 
     @router.get(
@@ -433,7 +440,7 @@ def create_router() -> APIRouter:
     )
     async def counts(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
-            return {"counts": await store.status_counts(conn, campaign_id)}
+            return {"counts": await queries.status_counts(conn, campaign_id)}
 
     @router.get(
         "/{campaign_id}/workers",
@@ -443,7 +450,7 @@ def create_router() -> APIRouter:
     )
     async def list_workers(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
-            await store.get_definition(conn, campaign_id)
+            await definitions.get_definition(conn, campaign_id)
             return {"workers": await workers.listing(conn, campaign_id)}
 
     @router.put(
@@ -458,7 +465,7 @@ def create_router() -> APIRouter:
         body = await parse_body(request, HeartbeatIn)
         _check_worker(worker)
         async with _conn(request, "w") as conn:
-            await store.get_definition(conn, campaign_id)
+            await definitions.get_definition(conn, campaign_id)
             await workers.heartbeat(conn, campaign_id, worker, body.lease_s, body.info)
         return {"worker": worker, "lease_s": body.lease_s}
 
@@ -490,7 +497,7 @@ def create_router() -> APIRouter:
         if unknown:
             raise BadRequest(f"unknown status {', '.join(unknown)}")
         async with _conn(request, "w") as conn:
-            await store.get_definition(conn, campaign_id)
+            await definitions.get_definition(conn, campaign_id)
             jobs = await workers.claim(
                 conn, campaign_id, worker, body.statuses, body.limit, body.lease_s, body.tiles
             )
@@ -537,7 +544,7 @@ def create_router() -> APIRouter:
     )
     async def summary(request: Request, campaign_id: str) -> dict[str, Any]:
         async with _conn(request, "r") as conn:
-            definition = await store.get_definition(conn, campaign_id)
+            definition = await definitions.get_definition(conn, campaign_id)
             figures = await summarize(conn, definition)
             figures["workers"] = await workers.listing(conn, campaign_id)
             return figures
@@ -554,20 +561,13 @@ def add_campaign_routes(app: FastAPI) -> None:
         return error_response("BadRequest", str(exc), 400)
 
     async def store_error(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, store.ChangesRejected):
-            conflicts = [c.__dict__ for c in exc.conflicts]
-            return error_response("TransitionRejected", str(exc), 409, conflicts=conflicts)
-        if isinstance(exc, store.TilesNotFound):
-            return error_response("NotFoundError", str(exc), 404, tiles=exc.tiles)
-        if isinstance(exc, store.CampaignNotFound):
-            return error_response("NotFoundError", str(exc), 404)
-        if isinstance(exc, store.CampaignExists | store.CampaignInUse):
-            return error_response("ConflictError", str(exc), 409)
-        return error_response("BadRequest", str(exc), 400)
+        # Each store error says its HTTP status, STAC code and extra fields itself.
+        assert isinstance(exc, StoreError)
+        return error_response(exc.code, str(exc), exc.status, **exc.extra())
 
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(EgressRefused, bad_request)
-    app.add_exception_handler(store.StoreError, store_error)
+    app.add_exception_handler(StoreError, store_error)
 
 
 __all__ = ["add_campaign_routes"]

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from stac_fastapi.types.errors import NotFoundError
 
 from catalog_service.api.auth import current_identity, writes
 from catalog_service.auth.keys import Identity
+from catalog_service.database.jsonb import decoded
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
 from catalog_service.products import PRODUCTS_SUFFIX
 
@@ -40,10 +40,6 @@ FROM (SELECT $1::text AS id) AS asked
 LEFT JOIN pgstac.collections c ON c.id = asked.id
 LEFT JOIN pgstac.collections p ON p.id = $2 AND p.content ? '{CAMPAIGN_KEY}'
 """
-
-
-def _decoded(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value  # jsonb arrives as text
 
 
 def may_see(identity: Identity | None, owners: list[str] | None) -> bool:
@@ -94,8 +90,8 @@ async def named_collection(request: Request, collection_id: str) -> Named:
     owner_id = owning_campaign_id(collection_id)
     async with request.app.state.get_connection(request, "r") as conn:
         row = await conn.fetchrow(_NAMED, collection_id, owner_id)
-    campaign = _decoded(row["campaign"])
-    governing = campaign if campaign is not None else _decoded(row["owner"])
+    campaign = decoded(row["campaign"])
+    governing = campaign if campaign is not None else decoded(row["owner"])
     return Named(collection_id, row["id"] is not None, campaign is not None, governing)
 
 
@@ -109,7 +105,7 @@ async def hidden_collections(request: Request) -> frozenset[str]:
         rows = await conn.fetch(_PRIVATE)
     hidden: set[str] = set()
     for row in rows:
-        if not may_see(identity, _decoded(row["owners"])):
+        if not may_see(identity, decoded(row["owners"])):
             hidden.update((row["id"], f"{row['id']}{PRODUCTS_SUFFIX}"))
     result = frozenset(hidden)
     request.state.hidden = result

@@ -9,16 +9,27 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from catalog_service.cli.errors import friendly_errors
+from catalog_service.cli.progress import progress_bar
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
-from catalog_service.grids import FittedArea, TileSet
+from catalog_service.grids import (
+    FittedArea,
+    TileSet,
+    fit_area,
+    join_attributes,
+    order_tiles,
+    tiles_for,
+)
+from catalog_service.grids.aoi import read_table
+from catalog_service.grids.preview import preview_png
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs.campaign import JOB_ID_KEY
+from catalog_service.planning.pilot import choose_pilot
+from catalog_service.planning.pilot import plan as make_plan
 from catalog_service.products import campaign_products_id
 from catalog_service.settings import ClientSettings, ProductSettings
 from ingest.store import ObjectStore, open_store
@@ -66,18 +77,8 @@ def _backends(values: list[str], auth: dict[str, Any]) -> list[dict[str, Any]]:
     return backends
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
 def _register(campaigns: Campaigns, campaign_id: str, tiles: TileSet) -> int:
-    with _progress() as progress:
+    with progress_bar(console, time_left=True) as progress:
         task = progress.add_task("Registering tiles", total=len(tiles))
         return campaigns.register(
             campaign_id, tile_records(tiles), progress=lambda n: progress.advance(task, n)
@@ -99,8 +100,6 @@ PictureOption = typer.Option(
 
 def _cut(aoi: str, grid: str) -> tuple[FittedArea, TileSet]:
     """The AOI fitted for the grid, and its tiles; says what was repaired or dropped."""
-    from catalog_service.grids import fit_area, tiles_for
-
     with console.status(f"Cutting the AOI into {grid} tiles..."):
         fitted = fit_area(grid, aoi)
         tiles = tiles_for(grid, fitted.geometry)
@@ -112,8 +111,6 @@ def _cut(aoi: str, grid: str) -> tuple[FittedArea, TileSet]:
 
 
 def _report_cut(fitted: FittedArea, tiles: TileSet, grid: str, picture: Path | None) -> None:
-    from catalog_service.grids.preview import preview_png
-
     console.print(
         f"{len(tiles):,} tiles of {grid} cover the AOI of {fitted.area_km2():,.0f} km² "
         f"({fitted.parts:,} parts; {len(fitted.dropped)} dropped, {len(fitted.clipped)} clipped, "
@@ -148,7 +145,7 @@ def create(
     process_id: str | None = typer.Option(None, help="Process each tile job runs (a UDP id)."),
     namespace: str | None = typer.Option(None, help="UDP namespace or URL of its definition."),
     param: list[str] = typer.Option([], help="Constant process parameter key=value (repeatable)."),
-    backend: list[str] = typer.Option([], help="Back-end name=URL[@parallel_jobs] (repeatable)."),
+    backend: list[str] = typer.Option([], help="Back-end name=URL\\[@parallel_jobs] (repeatable)."),
     backend_auth: list[str] = typer.Option(
         [],
         help="How the runner logs in to a back-end: name=oidc|basic|none (default oidc; "
@@ -171,7 +168,8 @@ def create(
     webhook: list[str] = typer.Option(
         [],
         help="URL told of campaign events by JSON POSTs (finished, failure rate, budget "
-        "reached, back-end unreachable); repeatable. Readers of the campaign see it.",
+        "reached, back-end unreachable); repeatable. Its owners and admins see it; other "
+        "readers see only its host.",
     ),
     private: bool = typer.Option(
         False, "--private", help="Only its owners (you, and --owner) and admin keys see it."
@@ -188,9 +186,6 @@ def create(
     """Create a campaign and register every tile of the grid that intersects the AOI.
     Invalid outlines are repaired part by part; parts the grid cannot represent are
     dropped, and named."""
-    from catalog_service.grids import join_attributes, order_tiles
-    from catalog_service.grids.aoi import read_table
-
     fitted, tiles = _cut(aoi, grid)
     if attributes:
         tiles = join_attributes(tiles, read_table(attributes), attributes_key)
@@ -312,10 +307,17 @@ def status(
     api: str | None = ApiOption,
 ) -> None:
     """Counts per status and back-end, runtime, cost, throughput, ETA and projected cost."""
-    summary = _campaigns(api).summary(campaign_id)
+    campaigns = _campaigns(api)
     if as_json:
-        console.print_json(json.dumps(summary))
+        console.print_json(json.dumps(campaigns.summary(campaign_id)))
         return
+    print_status(campaigns, campaign_id)
+
+
+def print_status(campaigns: Campaigns, campaign_id: str) -> None:
+    """What `campaign status` prints: counts per status and back-end, runtime, cost,
+    throughput, ETA and projected cost, the live workers, and the products not harvested."""
+    summary = campaigns.summary(campaign_id)
     backends = sorted(summary["by_backend"])
     table = Table("status", "tiles", *backends, title=f"{campaign_id}: {summary['tiles']} tiles")
     for name, count in summary["by_status"].items():
@@ -348,7 +350,7 @@ def status(
         console.print(table)
     else:
         console.print("no runner worker is live")
-    _harvest_status(_campaigns(api).http, campaign_id)
+    _harvest_status(campaigns.http, campaign_id)
 
 
 def _budget_line(figures: dict[str, Any]) -> str:
@@ -419,22 +421,22 @@ def run(
     other machines) to share the campaign. Logs in to each back-end as the campaign says
     (openEO client auth config / refresh tokens / OPENEO_AUTH_* variables). Kill it at any
     moment and run it again: it resumes without creating a job twice."""
+    from catalog_service.campaign_run import run_campaign
     from catalog_service.logs import configure_logging
-    from catalog_service.runner import run_campaign
 
     configure_logging(log_level, log_file)
     url = api or ClientSettings().api_url
     console.print(
         f"Running {campaign_id}; follow it with `tilekeeper campaign status {campaign_id}`."
     )
-    stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep, worker=worker, lease_s=lease)
-    console.print(f"Done: {dict(stats)}")
-    if stats.get("stopped: budget reached"):
+    report = run_campaign(url, campaign_id, poll_sleep=poll_sleep, worker=worker, lease_s=lease)
+    console.print(f"Done: {report.counts}")
+    if report.stopped_by_budget:
         console.print(
             f"[red]Stopped at the budget[/]: tiles are left not started. Raise it with "
             f"`tilekeeper campaign budget {campaign_id} CREDITS` and run again."
         )
-    status(campaign_id, as_json=False, api=url)
+    print_status(_campaigns(url), campaign_id)
 
 
 @app.command("pilot")
@@ -453,17 +455,17 @@ def pilot(
     """Run a pilot: a sample of tiles spread over the area (and over --by), before the
     whole campaign; then print the plan it gives. Run again to resume an interrupted
     pilot, or, once it is done, to run a new sample."""
+    from catalog_service.campaign_run import run_campaign
     from catalog_service.logs import configure_logging
-    from catalog_service.planning.pilot import choose_pilot
-    from catalog_service.runner import run_campaign
 
     configure_logging(log_level, log_file)
     url = api or ClientSettings().api_url
-    chosen = choose_pilot(_campaigns(url), campaign_id, tiles, by)
+    campaigns = _campaigns(url)
+    chosen = choose_pilot(campaigns, campaign_id, tiles, by)
     console.print(f"Pilot of {len(chosen)} tiles: {', '.join(chosen)}")
-    stats = run_campaign(url, campaign_id, poll_sleep=poll_sleep, only_tiles=chosen)
-    console.print(f"Pilot done: {dict(stats)}")
-    plan(campaign_id, parallel=None, as_json=False, api=url)
+    report = run_campaign(url, campaign_id, poll_sleep=poll_sleep, only_tiles=chosen)
+    console.print(f"Pilot done: {report.counts}")
+    print_plan(campaigns, campaign_id, parallel=None)
 
 
 def _interval(value: dict[str, float] | None, show: Any) -> str:
@@ -485,12 +487,17 @@ def plan(
     """Project the campaign's duration and credits from its pilot (or finished tiles),
     with a 90% interval; say which job options ran and how much memory headroom the jobs
     had where the back-end reports their peak memory."""
-    from catalog_service.planning.pilot import plan as make_plan
-
-    figures = make_plan(_campaigns(api), campaign_id, parallel).to_dict()
+    campaigns = _campaigns(api)
     if as_json:
-        console.print_json(json.dumps(figures))
+        console.print_json(json.dumps(make_plan(campaigns, campaign_id, parallel).to_dict()))
         return
+    print_plan(campaigns, campaign_id, parallel)
+
+
+def print_plan(campaigns: Campaigns, campaign_id: str, parallel: int | None) -> None:
+    """What `campaign plan` prints: the projected duration and credits with their 90%
+    intervals, the job options that ran and the jobs' memory headroom."""
+    figures = make_plan(campaigns, campaign_id, parallel).to_dict()
     table = Table("", "per tile", "whole campaign", "tiles left", title=(
         f"{campaign_id}: plan from {figures['sample']} {figures['source']} tile(s), "
         f"{figures['parallel']} jobs at once"

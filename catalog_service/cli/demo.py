@@ -7,8 +7,16 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
+from catalog_service.auth.keys import admin_key_path
+from catalog_service.cli.campaign import print_status
+from catalog_service.cli.database import database_down, database_up
+from catalog_service.cli.progress import progress_bar
+from catalog_service.client import Catalog
+from catalog_service.client.campaigns import Campaigns
+from catalog_service.demo.backends import load_sample
+from catalog_service.products import campaign_products_id
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console()
@@ -39,12 +47,7 @@ def demo(
 
     The services stay up for browsing. Re-running resumes (or does nothing when all is
     done); Ctrl-C leaves a resumable campaign; `--down` stops what the demo started."""
-    from catalog_service.auth.keys import admin_key_path
-    from catalog_service.cli.campaign import status as campaign_status
-    from catalog_service.cli.main import db_down, db_up
-    from catalog_service.client import Catalog
-    from catalog_service.client.campaigns import Campaigns
-    from catalog_service.demo.backends import load_sample
+    # Imported here, not for every command: they load the API server and the runner.
     from catalog_service.demo.scenario import (
         DEMO_AREA,
         TEST_AREA,
@@ -55,7 +58,6 @@ def demo(
         store_login,
     )
     from catalog_service.demo.services import DemoServices
-    from catalog_service.products import campaign_products_id
 
     database = DatabaseSettings()
     api = ApiSettings()
@@ -71,7 +73,7 @@ def demo(
         stopped = services.down()
         console.print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running."))
         if database_started:  # only a database the demo itself started
-            db_down()
+            database_down(database)
         return
 
     # The demo's back-ends are on this machine: its API (started below, with this
@@ -82,7 +84,7 @@ def demo(
     tiles = area.tiles()
     failing = str(tiles.ids[len(tiles) // 2])
 
-    if db_up().started:
+    if database_up(database).started:
         services.remember(database_started=True)
     url, started = services.up_api()
     console.print(f"API {'started' if started else 'already up'} at {url}/")
@@ -109,14 +111,7 @@ def demo(
     )
 
     def run(label: str) -> None:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with progress_bar(console, TextColumn("{task.fields[counts]}")) as progress:
             task = progress.add_task(label, total=len(tiles), counts="")
 
             def show(summary: dict[str, Any]) -> None:
@@ -133,7 +128,7 @@ def demo(
         )
         raise typer.Exit(130) from None
 
-    campaign_status(campaign_id, as_json=False, api=url)
+    print_status(campaigns, campaign_id)
     console.print(f"STAC API:        {url}/")
     console.print(f"STAC Browser:    {url}/browser/")
     console.print(f"Campaign:        {url}/campaigns/{campaign_id}")

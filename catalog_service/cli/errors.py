@@ -34,7 +34,7 @@ def friendly_errors(func: F) -> F:
                 name = ".".join(str(part) for part in problem["loc"])
                 err_console.print(
                     f"[bold red]error:[/] setting {name} of {exc.title}: {problem['msg']} "
-                    "(see `tilekeeper --help` and the README's configuration table)"
+                    "(see docs/configuration.md)"
                 )
             raise typer.Exit(1) from None
 

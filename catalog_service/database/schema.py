@@ -141,7 +141,7 @@ MIGRATIONS: tuple[str, ...] = (
     queryables.migration_sql(),
     # numberMatched where counting is cheap: pgstac counts a search whose plan it
     # estimates below either threshold, and answers the planner's estimate above both
-    # (README, "Sorting, counts and queryables": counting 100,000 tiles took 19 ms, at a
+    # (docs/http-api.md, "Sorting, counts and queryables": counting 100,000 tiles took 19 ms, at a
     # planner cost of 9,329). Counts are kept 10 s, not a day: tiles change all the time.
     # Only pgstac's defaults change; an operator's own settings stay.
     """

@@ -18,11 +18,13 @@ from openeo.rest.connection import Connection
 from pyproj import Transformer
 from shapely.geometry import shape
 
-from catalog_service.client.campaigns import Campaigns
+from catalog_service.campaign_run import run_campaign
+from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.demo.backends import DEMO_PASSWORD, DEMO_USER, SampleSpec, demo_udp
 from catalog_service.grids import TileSet, tiles_for
 from catalog_service.jobs.campaign import Backend
 from catalog_service.runner.logins import login
+from catalog_service.runner.report import RunReport
 
 GRID = "utm-10km"
 EPSG = 32631
@@ -124,8 +126,6 @@ def ensure_campaign(
 ) -> tuple[bool, int]:
     """Create and register the campaign unless it exists; returns (created, new tiles).
     Registering again adds nothing, so an interrupted first run is completed here."""
-    from catalog_service.client.campaigns import tile_records
-
     created = not campaigns.exists(definition["id"])
     if created:
         campaigns.create(definition)
@@ -141,17 +141,15 @@ def run_with_progress(
     root_dir: Path,
     poll_sleep: int = 2,
     refresh_s: float = 1.0,
-) -> dict[str, int]:
+) -> RunReport:
     """Run (or resume) the campaign with MBJM in a thread; ``on_summary`` gets the
     campaign summary from the catalogue every ``refresh_s`` until the run ends.
     ``root_dir`` takes what MBJM writes (error logs of failed jobs)."""
-    from catalog_service.runner import run_campaign
-
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            outcome["stats"] = run_campaign(
+            outcome["report"] = run_campaign(
                 api_url, campaign_id, poll_sleep=poll_sleep, root_dir=root_dir
             )
         except BaseException as exc:  # reported in the caller's thread
@@ -166,5 +164,5 @@ def run_with_progress(
     on_summary(campaigns.summary(campaign_id))
     if "error" in outcome:
         raise outcome["error"]
-    stats: dict[str, int] = outcome.get("stats", {})
-    return stats
+    report: RunReport = outcome["report"]
+    return report

@@ -19,21 +19,15 @@ from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from catalog_service.grids import named
 from catalog_service.grids.aoi import AoiError, parse_geometry
 from catalog_service.grids.geometry import project
+from catalog_service.grids.parts import Part, split_parts
 
 # An equal-area projection valid worldwide, for areas in km².
 _EQUAL_AREA = 6933
 # Columns that name a feature in common boundary files, most telling first.
 _LABEL_COLUMNS = ("name", "NAME", "ADMIN", "NAME_EN", "name_en", "A3", "ISO_A3", "iso_a3", "id")
-
-
-@dataclass(frozen=True)
-class Part:
-    """One polygon (or other primitive) of an AOI, with a label a person recognises."""
-
-    label: str
-    geometry: BaseGeometry
 
 
 @dataclass(frozen=True)
@@ -99,20 +93,6 @@ def repaired(geometry: BaseGeometry) -> BaseGeometry:
     return shapely.make_valid(geometry)
 
 
-def split_parts(label: str, geometry: BaseGeometry) -> list[Part]:
-    """The primitives of ``geometry``, labelled ``label`` (numbered when there are several)."""
-    pieces = [p for p in _primitives(geometry) if not p.is_empty]
-    if len(pieces) == 1:
-        return [Part(label, pieces[0])]
-    return [Part(f"{label}, part {n}", p) for n, p in enumerate(pieces, 1)]
-
-
-def _primitives(geometry: BaseGeometry) -> list[BaseGeometry]:
-    if hasattr(geometry, "geoms"):
-        return [p for g in geometry.geoms for p in _primitives(g)]
-    return [geometry]
-
-
 def _label_column(columns: list[str]) -> str | None:
     return next((c for c in _LABEL_COLUMNS if c in columns), None)
 
@@ -120,8 +100,6 @@ def _label_column(columns: list[str]) -> str | None:
 def read_parts(spec: str | Path | dict[str, Any] | BaseGeometry) -> list[Part]:
     """The parts of an AOI given as a named area (``eu27``, ``country:BE,NL``), a vector
     file GDAL reads, GeoJSON (text or object), a bbox or a geometry."""
-    from catalog_service.grids import named
-
     if isinstance(spec, str) and named.is_named(spec):
         return named.parts(spec)
     if isinstance(spec, Path):

@@ -1,9 +1,10 @@
-"""Named areas: countries and groups of them, from a packaged Natural Earth derivative.
+"""Named areas: countries and groups of them, from country outlines shipped in the package.
 
-The outlines are the npm package ``@geo-maps/countries-land-10km`` (Natural Earth land
-borders at 10 km resolution, one feature per ISO 3166-1 alpha-3 code), installed with the
-web parts (``scripts/build_web.sh``); nothing is downloaded at run time. Country codes
-and names are read with ``pycountry``.
+The outlines are those of the npm package ``@geo-maps/countries-land-10km`` (land borders
+at 10 km resolution, one feature per ISO 3166-1 alpha-3 code), copied into
+``catalog_service/grids/data`` by ``scripts/package_country_outlines.py`` (source and
+licence: ``data/README.md``); nothing is downloaded at run time. Country codes and names
+are read with ``pycountry``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 from functools import cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +21,11 @@ import pycountry
 from shapely.geometry import shape
 
 from catalog_service.grids.aoi import AoiError
-from catalog_service.grids.areas import Part, split_parts
+from catalog_service.grids.parts import Part, split_parts
 
+# Another outlines file (GeoJSON, features with an ``A3`` property) instead of the packaged one.
 COUNTRIES_FILE_ENV = "TILEKEEPER_COUNTRIES_FILE"
-DEFAULT_COUNTRIES_FILE = (
-    Path(__file__).resolve().parents[2]
-    / "web"
-    / "map"
-    / "node_modules"
-    / "@geo-maps"
-    / "countries-land-10km"
-    / "map.geo.json"
-)
+COUNTRIES_RESOURCE = "countries-land-10km.geo.json"
 
 # The member states of the European Union since 1 February 2020.
 EU27 = [
@@ -69,21 +65,32 @@ def is_named(spec: str) -> bool:
     return text in GROUPS or text.startswith("country:")
 
 
-def countries_file() -> Path:
-    path = Path(os.environ.get(COUNTRIES_FILE_ENV) or DEFAULT_COUNTRIES_FILE)
+def countries_file() -> Traversable:
+    """The country outlines: the package's, or the file ``TILEKEEPER_COUNTRIES_FILE`` names."""
+    return _countries_file(_override())
+
+
+def _override() -> str | None:
+    return os.environ.get(COUNTRIES_FILE_ENV) or None
+
+
+def _countries_file(override: str | None) -> Traversable:
+    if override is None:
+        return files("catalog_service.grids") / "data" / COUNTRIES_RESOURCE
+    path = Path(override)
     if not path.is_file():
         raise AoiError(
-            f"the country outlines are not installed ({path} is missing): run "
-            f"`bash scripts/build_web.sh`, or set {COUNTRIES_FILE_ENV} to a copy of "
-            "@geo-maps/countries-land-10km's map.geo.json"
+            f"the country outlines are missing ({path}, from {COUNTRIES_FILE_ENV}, is not a "
+            f"file): point {COUNTRIES_FILE_ENV} at a copy of @geo-maps/countries-land-10km's "
+            "map.geo.json, or unset it to use the outlines tilekeeper ships"
         )
     return path
 
 
 @cache
-def _outlines(path: Path) -> dict[str, dict[str, Any]]:
-    """Alpha-3 code -> GeoJSON geometry."""
-    features = json.loads(path.read_bytes())["features"]
+def _outlines(override: str | None) -> dict[str, dict[str, Any]]:
+    """Alpha-3 code -> GeoJSON geometry, from the outlines ``_countries_file`` finds."""
+    features = json.loads(_countries_file(override).read_bytes())["features"]
     return {f["properties"]["A3"]: f["geometry"] for f in features}
 
 
@@ -114,7 +121,7 @@ def codes(spec: str) -> list[str]:
 
 def parts(spec: str) -> list[Part]:
     """The parts of the named area's countries, labelled with the country's name."""
-    outlines = _outlines(countries_file())
+    outlines = _outlines(_override())
     out: list[Part] = []
     for code in codes(spec):
         record = country(code)

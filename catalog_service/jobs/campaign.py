@@ -36,7 +36,7 @@ MANAGED_PREFIX = "tilekeeper:"
 # whose id it is.
 JOB_ID_KEY = "openeo:job_id"
 # The extent of a campaign created without an AOI until its first tiles (STAC requires
-# one): registration replaces it with the tiles' (jobs/store.py _grow_extent).
+# one): registration replaces it with the tiles' (jobs/registration.py _grow_extent).
 NO_AREA_YET = (-180.0, -90.0, 180.0, 90.0)
 # Names a tile's properties may not have: ``id`` would hide the tile's id (see above).
 RESERVED_KEYS = frozenset({"id"})

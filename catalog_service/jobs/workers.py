@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from catalog_service.database.jsonb import decoded
 from catalog_service.jobs.campaign import ORDER_KEY, WORKER_KEY
 
 _HEARTBEAT = """
@@ -55,11 +56,6 @@ RETURNING i.id, i.content->'properties' AS props
 """
 
 
-def _decoded(value: Any) -> Any:
-    """jsonb as Python: the API's pools decode it already, a plain connection does not."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 async def heartbeat(
     conn: asyncpg.Connection,
     campaign: str,
@@ -81,7 +77,7 @@ async def listing(conn: asyncpg.Connection, campaign: str) -> list[dict[str, Any
     return [
         {
             "worker": r["worker"],
-            "info": _decoded(r["info"]) or {},
+            "info": decoded(r["info"]) or {},
             "started": r["started"].isoformat(),
             "seen": r["seen"].isoformat(),
             "lease_until": r["lease_until"].isoformat(),
@@ -120,6 +116,6 @@ async def claim(
         wanted = list(tiles) if tiles is not None else None
         for st in sorted(set(statuses)):
             rows = await conn.fetch(_CLAIM, campaign, st, worker, limit, others, wanted)
-            jobs.extend({"tile": r["id"], "properties": _decoded(r["props"])} for r in rows)
+            jobs.extend({"tile": r["id"], "properties": decoded(r["props"])} for r in rows)
     jobs.sort(key=lambda j: (int(j["properties"].get(ORDER_KEY, 0)), j["tile"]))
     return jobs

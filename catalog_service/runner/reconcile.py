@@ -9,16 +9,19 @@ back-end goes back to not_started, so it is created once more and only once."""
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from openeo.rest.job import BatchJob
 
 from catalog_service.jobs import status
 from catalog_service.remote_text import inert
 from catalog_service.runner.answers import listed_jobs
 from catalog_service.runner.creator import job_title
-
-if TYPE_CHECKING:
-    from catalog_service.runner.manager import CampaignJobManager
+from catalog_service.runner.faults import blame
+from catalog_service.runner.jobdb import WorkerJobDatabase
+from catalog_service.runner.logins import BackendLink
 
 logger = logging.getLogger(__name__)
 # How far the back-end's clock may be behind ours when matching a job to an intent.
@@ -35,6 +38,13 @@ _PREFERENCE = {
     status.ERROR: 4,
     status.CANCELED: 5,
 }
+
+
+class StartsJobs(Protocol):
+    """Starts an adopted job that was created but never started (launch.JobStarter);
+    returns the tile's new status, ``created`` when the start has to wait."""
+
+    def __call__(self, job: BatchJob, tile: str, stats: MutableMapping[str, int]) -> str: ...
 
 
 def _when(value: Any) -> datetime | None:
@@ -62,8 +72,14 @@ def candidates(
     return sorted(found, key=lambda j: (_PREFERENCE.get(str(j.get("status")), 9), j.get("id")))
 
 
-def reconcile_creating(manager: CampaignJobManager, stats: dict[str, int]) -> None:
-    job_db = manager.job_db
+def reconcile_creating(
+    job_db: WorkerJobDatabase,
+    links: dict[str, BackendLink],
+    campaign_id: str,
+    start: StartsJobs,
+    stats: dict[str, int],
+) -> None:
+    """Settle this worker's tiles left ``creating`` with what their back-ends hold."""
     frame = job_db.claim_active(frozenset({status.CREATING}))
     if frame.empty:
         return
@@ -71,19 +87,17 @@ def reconcile_creating(manager: CampaignJobManager, stats: dict[str, int]) -> No
     for i in frame.index:
         row = frame.loc[i]
         order, tile, backend = int(i), str(row["item_id"]), str(row.get("backend_name"))
-        link = manager.links.get(backend)
+        link = links.get(backend)
         if link is None:
             job_db.update(order, status.NOT_STARTED, {})
             continue
         if backend not in listings:
-            listings[backend] = _listing(manager, backend)
+            listings[backend] = _listing(link)
         listing = listings[backend]
         if listing is None:
             continue  # the back-end is down: the tile waits, still `creating`
         earlier = {str(e.get("job")) for e in row.get("errors") or [] if isinstance(e, dict)}
-        found = candidates(
-            listing, job_title(manager.definition.id, tile), row.get("start_time"), earlier
-        )
+        found = candidates(listing, job_title(campaign_id, tile), row.get("start_time"), earlier)
         if not found:
             logger.info(
                 "tile %s: its job never reached %s; it will be created again", tile, backend
@@ -115,23 +129,22 @@ def reconcile_creating(manager: CampaignJobManager, stats: dict[str, int]) -> No
         job_db.update(order, status.CREATED, {"id": job_id})
         stats["reconcile: adopted"] += 1
         if keep.get("status") == status.CREATED:
-            new = manager._start(connection.job(job_id), tile, stats)
+            new = start(connection.job(job_id), tile, stats)
             if new != status.CREATED:
                 job_db.update(order, new, {})
         # Later statuses (queued, running, finished, error) come with the next round of
         # tracking, with their side effects (results link, error message).
 
 
-def _listing(manager: CampaignJobManager, backend: str) -> list[dict[str, Any]] | None:
+def _listing(link: BackendLink) -> list[dict[str, Any]] | None:
     """The back-end's jobs (entries that do not parse, or have an unusable id, left
     out), or None when it cannot tell now."""
-    link = manager.links[backend]
     if not link.usable():
         return None
     try:
         jobs = listed_jobs(list(link.get().list_jobs(limit=None)))
     except Exception as exc:  # down, 5xx, garbage: the tiles wait, still `creating`
-        logger.warning("could not list the jobs on %s: %s", backend, manager._fault(link, exc))
+        logger.warning("could not list the jobs on %s: %s", link.name, blame(link, exc))
         return None
     link.answered()
     return [job.model_dump() for job in jobs]

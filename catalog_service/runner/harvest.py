@@ -1,0 +1,42 @@
+"""What the runner needs of a harvest: finished tiles handed over as they finish, and
+the outcomes waited for at the end. ingest.harvest.Harvester is one; the runner does
+not import it (ingest depends on the catalogue's packages, not the other way round):
+whoever starts a run composes the two (catalog_service/campaign_run.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from openeo.rest.connection import Connection
+
+
+class HarvestOutcome(Protocol):
+    @property
+    def result(self) -> str:
+        """created, updated, unchanged, failed, ..."""
+        ...
+
+
+class Harvest(Protocol):
+    """Turns finished tiles of one campaign into products, on threads of its own (the
+    runner's loop never waits for a download)."""
+
+    def catch_up(self) -> int:
+        """Queue the finished tiles earlier runs left unharvested; returns how many."""
+        ...
+
+    def submit(self, tile: str, properties: dict[str, Any]) -> None:
+        """Queue one finished tile (its properties by their stored names)."""
+        ...
+
+    def wait(self) -> Sequence[HarvestOutcome]:
+        """Wait for every queued tile; returns the outcomes."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# Makes a campaign's harvest: given the campaign's id and a logged-in connection to
+# each of its back-ends by name.
+HarvestFactory = Callable[[str, Callable[[str], Connection]], Harvest]

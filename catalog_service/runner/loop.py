@@ -1,0 +1,177 @@
+"""One worker's run of a campaign: rounds of MultiBackendJobManager's loop until no
+tile waits or is active.
+
+Each round reconciles interrupted launches (reconcile.py), resets failed tiles that have
+attempts left (the campaign's ``max_attempts``, with its escalation), offers the usable
+back-ends' capacity, then lets MBJM track (tracking.py) and launch (launch.py) through
+the adapter (adapter.py). Tiles are claimed through the job store
+(``WorkerJobDatabase``); a heartbeat keeps the worker's lease."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from pathlib import Path
+
+from catalog_service.errors import TilekeeperError
+from catalog_service.jobs import status
+from catalog_service.jobs.campaign import CampaignDefinition
+from catalog_service.runner.adapter import Ended, MultiBackendAdapter
+from catalog_service.runner.budget_guard import BudgetGuard
+from catalog_service.runner.creator import CampaignJobCreator
+from catalog_service.runner.events import CampaignEvents
+from catalog_service.runner.harvest import Harvest
+from catalog_service.runner.heartbeat import Heartbeat
+from catalog_service.runner.jobdb import WorkerJobDatabase
+from catalog_service.runner.launch import JobStarter, Launcher
+from catalog_service.runner.logins import BackendLink
+from catalog_service.runner.reconcile import reconcile_creating
+from catalog_service.runner.report import PRODUCT, ROUNDS, STOPPED_BY_BUDGET, RunReport
+from catalog_service.runner.tracking import Tracker
+from catalog_service.settings import RunnerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class CampaignJobManager:
+    """One worker of a campaign: MultiBackendJobManager's rounds with crash-safe
+    launches, isolated failures, outage tolerance and a shared campaign."""
+
+    def __init__(
+        self,
+        definition: CampaignDefinition,
+        job_db: WorkerJobDatabase,
+        links: dict[str, BackendLink],
+        *,
+        unfit: dict[str, str] | None = None,
+        harvest: Harvest | None = None,
+        poll_sleep: float = 60,
+        root_dir: str | Path | None = None,
+    ) -> None:
+        self.definition = definition
+        self.job_db = job_db
+        self.links = links
+        self.poll_sleep = poll_sleep
+        self.harvest = harvest
+        self._stop = threading.Event()
+        self.events = CampaignEvents(definition)
+        self.budget = BudgetGuard(job_db.campaigns, definition.id, self.events.budget_reached)
+        self.starter = JobStarter()
+        self.launcher = Launcher(definition, job_db, links, self.budget, self.starter, unfit or {})
+        self.tracker = Tracker(job_db, links, self.starter, harvest, RunnerSettings())
+        self.adapter = MultiBackendAdapter(
+            definition.backends,
+            lambda name: links[name].get(),
+            self.launcher,
+            self._track,
+            root_dir=root_dir,
+        )
+        job_db.launch_capacity = sum(b.parallel_jobs for b in definition.backends)
+
+    def _track(self, stats: dict[str, int]) -> Ended:
+        ended = self.tracker.track(stats)
+        self.events.count_endings(len(ended.done), len(ended.failed))
+        # Between tracking and launching: the costs of jobs that just ended count.
+        self.budget.refresh()
+        return ended.done, ended.failed, ended.canceled
+
+    def _offer_capacity(self) -> None:
+        for name, capacity in self.launcher.capacities().items():
+            self.adapter.set_capacity(name, capacity)
+
+    def retry_failed(self) -> int:
+        """Reset failed tiles that have attempts left, with the escalated options."""
+        policy = self.definition.retry
+        if policy.max_attempts <= 1:
+            return 0
+        props = {"job_options": policy.escalation} if policy.escalation else {}
+        count = self.job_db.campaigns.reset(
+            self.definition.id,
+            sorted(status.FAILED),
+            props,
+            actor=self.job_db.actor,
+            below_attempts=policy.max_attempts,
+            tiles=self.job_db.only_tiles,
+        )
+        if count:
+            logger.info("%d failed tile(s) reset for another attempt", count)
+        return count
+
+    def run(self) -> RunReport:
+        """Run (or resume) until no tile waits or is active."""
+        logger.info(
+            "worker %s runs campaign %s on %s",
+            self.job_db.worker_id,
+            self.definition.id,
+            ", ".join(self.links),
+        )
+        creator = CampaignJobCreator(self.definition)
+        stats: dict[str, int] = collections.defaultdict(int)
+        products: collections.Counter[str] = collections.Counter()
+        stopped_by_budget = False
+        heartbeat = Heartbeat(self.job_db, self._stop)
+        heartbeat.start()
+        self.events.start()
+        if self.harvest is not None:
+            caught = self.harvest.catch_up()
+            if caught:
+                logger.info("%d finished tile(s) to harvest from earlier runs", caught)
+        try:
+            while not self._stop.is_set():
+                reconcile_creating(
+                    self.job_db, self.links, self.definition.id, self.starter.start, stats
+                )
+                self.retry_failed()
+                self._offer_capacity()
+                self.adapter.run_round(job_db=self.job_db, start_job=creator, stats=stats)
+                stats[ROUNDS] += 1
+                self.events.check_unreachable(self.links.values())
+                counts = self.job_db.count_by_status()
+                logger.info("tiles: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+                active = sum(counts.get(s, 0) for s in status.ACTIVE)
+                if self.budget.blocked and not active:
+                    logger.warning(
+                        "stopping: the budget is reached and no job is active; %d tile(s) "
+                        "not started. Raise it with `tilekeeper campaign budget %s CREDITS` "
+                        "and run again.",
+                        counts.get(status.NOT_STARTED, 0),
+                        self.definition.id,
+                    )
+                    stopped_by_budget = True
+                    stats[STOPPED_BY_BUDGET] = 1
+                    self._finish_harvest(stats, products)
+                    break
+                pending = active + counts.get(status.NOT_STARTED, 0)
+                # The last active tile may have failed in this very round: retry it
+                # before calling the campaign done.
+                if pending == 0 and not self.retry_failed():
+                    self._finish_harvest(stats, products)
+                    if self.job_db.only_tiles is None:
+                        self.events.campaign_over(counts)
+                    break
+                self._stop.wait(self.poll_sleep)
+        finally:
+            self._stop.set()
+            self.tracker.close()
+            heartbeat.join(5)
+            self.events.close()
+            try:
+                self.job_db.campaigns.leave(self.definition.id, self.job_db.worker_id)
+            except TilekeeperError as exc:
+                logger.warning("could not end the worker's lease: %s", exc)
+        return RunReport.from_counts(
+            stats, stopped_by_budget=stopped_by_budget, products=dict(products)
+        )
+
+    def _finish_harvest(self, stats: dict[str, int], products: collections.Counter[str]) -> None:
+        if self.harvest is None:
+            return
+        logger.info("waiting for the last harvests")
+        for outcome in self.harvest.wait():
+            products[outcome.result] += 1
+            stats[PRODUCT.format(outcome.result)] += 1
+        self.harvest.close()
+
+    def stop(self) -> None:
+        self._stop.set()
