@@ -27,6 +27,11 @@ A session may also bound its answers (:class:`AnswerLimits`): each request gets 
 deadline for the whole exchange and a cap on the body it reads, so a server that
 drips or streams forever costs at most that. Streamed requests (downloads) are bounded
 by their reader instead (ingest/download.py).
+
+Over 400 lines on purpose: the policy and its enforcement belong together. The checks
+run again when a connection is made (after DNS, on every redirect hop), inside the
+transport this module builds, so the rules and the only place that applies them to
+sockets change together.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ user info, query or fragment (signed URLs carry their signature there), made ine
 the setting to change when a limit was hit. The session is the caller's and must be
 an egress session (catalog_service/egress.py): it checks every redirect hop, and its
 connections are the ones the deadline's watchdog can find and shut.
+
+Just over 400 lines: every bound above applies to the same read loop, and each reads
+clearer beside the others.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from catalog_service.settings import HarvestSettings
 from ingest.errors import IngestError
 from ingest.items import SOURCE_KEY, StoredRaster, product_collection, product_item
 from ingest.limits import raster_bytes_limit
-from ingest.rasters import COG_TYPE, Expectations, FileDigest, check, describe, make_cog
+from ingest.raster_checks import Expectations, check
+from ingest.rasters import COG_TYPE, FileDigest, describe, make_cog
 from ingest.sources import Product
 from ingest.store import ProductStore
 from ingest.validate import InvalidStac, validate

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
-from conftest import Database, make_collection, make_item, products_settings
+from support.database import Database, products_settings
+from support.stac import make_collection, make_item
 
 from catalog_service.auth import keys
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import Database, auth_headers, bulk, make_item
+from support.database import Database, auth_headers
+from support.stac import bulk, make_item
 
 STATUSES = ("not_started", "queued", "running", "finished", "error")
 BACKENDS = ("vito", "cdse", "eodc")
@@ -18,7 +19,7 @@ BACKENDS = ("vito", "cdse", "eodc")
 def generated(api: str) -> tuple[str, list[dict]]:
     """300 items with random statuses/back-ends; some lack a back-end; three months."""
     rng = random.Random(42)
-    from conftest import make_collection
+    from support.stac import make_collection
 
     cid = "agg-generated"
     items = []

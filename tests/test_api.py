@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import auth_headers, bulk, make_item
 from pystac_client import Client
+from support.database import auth_headers
+from support.stac import bulk, make_item
 
 REQUIRED_CONFORMANCE = {
     "https://api.stacspec.org/v1.0.0/core",
@@ -45,7 +46,7 @@ def tiles(api: str) -> str:
     """40 tile items with known statuses, back-ends and orders."""
     with httpx.Client(base_url=api, headers=auth_headers()) as http:
         collection_id = "search-tiles"
-        from conftest import make_collection
+        from support.stac import make_collection
 
         assert http.post("/collections", json=make_collection(collection_id)).status_code == 201
         items = [

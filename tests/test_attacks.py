@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Database, admin_token, make_collection
 from security_world import (
     FILE,
     WRITE_SCOPES,
@@ -32,6 +31,8 @@ from security_world import (
     store_dir,
     suffix,
 )
+from support.database import Database, admin_token
+from support.stac import make_collection
 
 SECRET = "T0KEN-s3cr3t"
 WEBHOOK = f"https://hooks.example.com:8443/services/{SECRET}?key={SECRET}"

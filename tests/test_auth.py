@@ -8,12 +8,12 @@ import os
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from conftest import Database
+from support.auth import write_requests
+from support.database import Database
 from typer.testing import CliRunner
 
 from catalog_service.api.app import create_app
@@ -78,63 +78,6 @@ def _campaign(url: str, token: str) -> str:
     return campaign
 
 
-def _writes(campaign: str, collection: str) -> list[tuple[str, str, str, Any]]:
-    """(scope, method, path, body) for every write route."""
-    item = {"type": "Feature", "stac_version": "1.1.0", "id": "i1", "collection": collection,
-            "geometry": {"type": "Point", "coordinates": [4, 50]}, "bbox": [4, 50, 4, 50],
-            "properties": {"datetime": "2024-06-01T00:00:00Z"}, "links": [], "assets": {}}  # fmt: skip
-    coll = {"type": "Collection", "id": collection, "stac_version": "1.1.0", "description": "d",
-            "license": "other", "links": [], "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-            "temporal": {"interval": [[None, None]]}}}  # fmt: skip
-    c, k = f"/collections/{collection}", f"/campaigns/{campaign}"
-    return [
-        ("stac:write", "POST", "/collections", coll),
-        ("stac:write", "PUT", c, coll),
-        ("stac:write", "PATCH", c, {"description": "e"}),
-        ("stac:write", "POST", f"{c}/items", item),
-        ("stac:write", "PUT", f"{c}/items/i1", item),
-        ("stac:write", "PATCH", f"{c}/items/i1", {"properties": {"x": 1}}),
-        ("stac:write", "DELETE", f"{c}/items/i1", None),
-        ("stac:write", "POST", f"{c}/bulk_items", {"items": {"i2": {**item, "id": "i2"}}}),
-        ("stac:write", "DELETE", c, None),
-        (
-            "campaigns:write",
-            "POST",
-            "/campaigns",
-            {
-                "id": f"{campaign}-x",
-                "grid": "utm-20km",
-                "temporal_extent": ["2024-03-01", "2024-09-30"],
-            },
-        ),
-        ("campaigns:write", "POST", f"{k}/tiles", {"tiles": []}),
-        (
-            "campaigns:write",
-            "POST",
-            f"{k}/jobs/changes",
-            {"changes": [{"tile": "T1", "status": "queued_for_start"}]},
-        ),
-        ("campaigns:write", "PUT", f"{k}/workers/w1", {"lease_s": 30}),
-        (
-            "campaigns:write",
-            "POST",
-            f"{k}/workers/w1/claim",
-            {"statuses": ["not_started"], "limit": 1, "lease_s": 30},
-        ),
-        ("campaigns:write", "DELETE", f"{k}/workers/w1", None),
-        ("campaigns:write", "POST", f"{k}/reset", {}),
-        (
-            "products:write",
-            "POST",
-            f"/collections/{collection}/products",
-            {"writes": [{"items": [item]}]},
-        ),
-        ("products:write", "PUT", f"{k}/jobs/T1/product", {"state": "pending"}),
-        ("campaigns:write", "PATCH", k, {"description": "changed"}),
-        ("campaigns:write", "DELETE", k, None),
-    ]
-
-
 def test_every_write_route_is_covered(database: Database) -> None:
     """The list above is every write route the app has: a new one must be added there."""
 
@@ -143,7 +86,7 @@ def test_every_write_route_is_covered(database: Database) -> None:
         return "/".join("{}" if part in ("i1", "w1", "T1") else part for part in path.split("/"))
 
     app = create_app(logins=database.report.logins)
-    listed = {(m, shape(p)) for _s, m, p, _b in _writes("{c}", "{c}")}
+    listed = {(m, shape(p)) for _s, m, p, _b in write_requests("{c}", "{c}")}
     routes = {(m, shape(p)) for m, p in write_routes(app)}
     assert routes <= listed, routes - listed
 
@@ -164,7 +107,7 @@ def test_writes_without_a_valid_key_are_refused_and_store_nothing(
     admin = _key(database, ["admin"])
     campaign = _campaign(locked, admin)
     collection = f"auth-c-{uuid.uuid4().hex[:6]}"
-    for _scope, method, path, body in _writes(campaign, collection):
+    for _scope, method, path, body in write_requests(campaign, collection):
         answer = httpx.request(
             method, f"{locked}{path}", json=body, headers=credentials, timeout=30
         )
@@ -189,7 +132,7 @@ def test_expired_revoked_and_wrong_scope_keys_are_refused(locked: str, database:
     with psycopg.connect(database.report.logins.admin.dsn, autocommit=True) as conn:
         assert keys.revoke_key(conn, revoked.removeprefix("tk_").split(".")[0])
     collection = f"auth-c-{uuid.uuid4().hex[:6]}"
-    for scope, method, path, body in _writes(campaign, collection):
+    for scope, method, path, body in write_requests(campaign, collection):
         for token, expected in ((expired, 401), (revoked, 401)):
             answer = httpx.request(method, f"{locked}{path}", json=body, headers={"X-API-Key": token}, timeout=30)  # fmt: skip
             assert answer.status_code == expected, (method, path, answer.text)

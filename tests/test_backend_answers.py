@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import loopback_server, send_json
+from support.servers import loopback_server, send_json
 
 from catalog_service.egress import AnswerLimits, AnswerTooLarge, AnswerTooSlow, egress_session
 from catalog_service.jobs.campaign import Backend

@@ -40,17 +40,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
-from conftest import (
-    Database,
-    admin_token,
-    own_database,
-    products_settings,
-    shot,
-    start_api,
-    wait_for_thumbnail,
-)
 from playwright.sync_api import Browser, Request
-from test_ingest import runner, write_raster
+from support.browser import shot, wait_for_thumbnail
+from support.cli import runner
+from support.database import Database, admin_token, own_database, products_settings, start_api
+from support.rasters import write_raster
 
 from catalog_service.api.server import ServerThread, free_port
 from catalog_service.cli.main import app

@@ -17,19 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import (
-    CspViolations,
-    Database,
-    Offline,
-    auth_headers,
-    find_listed,
-    make_item,
-    products_settings,
-    shot,
-    wait_for_thumbnail,
-)
 from playwright.sync_api import Browser, Page
-from test_ingest import write_raster
+from support.browser import CspViolations, Offline, find_listed, shot, wait_for_thumbnail
+from support.database import Database, auth_headers, products_settings
+from support.rasters import write_raster
+from support.stac import make_item
 
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
@@ -315,7 +307,7 @@ def test_the_map_shows_finished_tiles_products(
 def test_stac_browser_signs_in_to_show_a_private_campaign(
     api: str, database: Database, browser: Browser
 ) -> None:
-    from conftest import admin_token
+    from support.database import admin_token
 
     campaign = f"hidden-{uuid.uuid4().hex[:6]}"
     Campaigns(HttpSession(api)).create(

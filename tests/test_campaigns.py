@@ -4,6 +4,7 @@ transitions, compare-and-set under concurrency, history, refusal of raw writes."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -344,6 +345,35 @@ def test_nan_is_refused(http: httpx.Client) -> None:
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 400 and "NaN" in response.json()["description"]
+
+
+def test_every_typed_body_is_strict_json(
+    http: httpx.Client, new_collection: Callable[[], str]
+) -> None:
+    """Product routes read their bodies as the campaign routes do: NaN is no JSON."""
+    campaign, collection = new_campaign(http), new_collection()
+    tile = register(http, campaign)[0]["id"]
+    for method, path, body in [
+        ("PUT", f"/campaigns/{campaign}/workers/w1", '{"lease_s": NaN}'),
+        ("PUT", f"/campaigns/{campaign}/jobs/{tile}/product", '{"state": "failed", "x": NaN}'),
+        ("POST", f"/collections/{collection}/products", '{"writes": [Infinity]}'),
+    ]:
+        response = http.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert "NaN/Infinity are not JSON" in response.json()["description"]
+
+
+def test_worker_ids_and_statuses_are_checked_with_their_messages(http: httpx.Client) -> None:
+    campaign = new_campaign(http)
+    bad_worker = http.put(f"/campaigns/{campaign}/workers/-w", json={})
+    assert bad_worker.status_code == 400 and "worker id '-w' must match" in bad_worker.text
+    unknown = http.post(f"/campaigns/{campaign}/workers/w1/claim", json={"statuses": ["done"]})
+    assert unknown.status_code == 400
+    assert unknown.json()["description"] == "invalid request body: statuses.0: unknown status done"
+    listed = http.get(f"/campaigns/{campaign}/jobs", params={"status": "done,running"})
+    assert listed.status_code == 400 and listed.json()["description"] == "unknown status done"
 
 
 def test_a_campaigns_jobs_link_lists_every_job_by_order(http: httpx.Client) -> None:

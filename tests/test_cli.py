@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import Database, check_pages
 from playwright.sync_api import Browser
+from support.browser import check_pages
+from support.database import Database
 from typer.testing import CliRunner
 
 from catalog_service.cli.main import app

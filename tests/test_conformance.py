@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_collection, make_item
+from support.stac import make_collection, make_item
 
 # The schemas ingest validates with: carried by the repository (a clone needs nothing beside it).
 SCHEMAS = Path(__file__).resolve().parents[1] / "ingest" / "schemas"

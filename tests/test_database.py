@@ -7,7 +7,7 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import Database, make_database
+from support.database import Database, make_database
 
 from catalog_service.database import bring_up, resolve_logins
 from catalog_service.database.cluster import EmbeddedCluster

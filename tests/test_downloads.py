@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from conftest import Database, loopback_server, products_settings, send_json
 from openeo.rest.auth.auth import BearerAuth
 from openeo.rest.connection import Connection
 from rasterio.transform import from_origin
+from support.database import Database, products_settings
+from support.servers import loopback_server, send_json
 from typer.testing import CliRunner
 
 from catalog_service.cli.main import app

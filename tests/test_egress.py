@@ -28,11 +28,12 @@ import httpx
 import pydantic
 import pytest
 import requests
-from conftest import Database, loopback_server, products_settings, send_json
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.database import Database, products_settings
+from support.servers import loopback_server, send_json
 from typer.testing import CliRunner
 
 from catalog_service.campaign_run import build_manager

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import Database, admin_token, make_collection, make_item, own_database, start_api
+from support.database import Database, admin_token, own_database, start_api
+from support.stac import make_collection, make_item
 
 from catalog_service.auth import keys
 

@@ -22,9 +22,10 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
-from conftest import Database, auth_headers, products_settings
 from rasterio.windows import from_bounds
-from test_ingest import runner, write_raster
+from support.cli import runner
+from support.database import Database, auth_headers, products_settings
+from support.rasters import write_raster
 
 from catalog_service.cli.main import app
 from catalog_service.products import campaign_products_id

@@ -34,7 +34,6 @@ from urllib.parse import unquote
 import httpx
 import pytest
 import rasterio
-from conftest import auth_headers
 from hostile_backend import (
     SCENARIOS,
     SENTINEL,
@@ -46,6 +45,7 @@ from openeo.rest.auth.config import AuthConfig
 from rich.console import Console
 from rich.logging import RichHandler
 from rio_cogeo.cogeo import cog_validate
+from support.database import auth_headers
 
 import catalog_service.campaign_run as manager_module
 from catalog_service.campaign_run import run_campaign

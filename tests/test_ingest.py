@@ -21,10 +21,10 @@ import pystac
 import pytest
 import rasterio
 import requests
-from conftest import Database, products_settings
-from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
-from typer.testing import CliRunner
+from support.cli import ingest, runner
+from support.database import Database, products_settings
+from support.rasters import write_raster
 
 from catalog_service.api.server import free_port
 from catalog_service.cli.main import app
@@ -32,37 +32,6 @@ from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.database import hrefs
 from ingest.validate import validate
-
-runner = CliRunner()
-
-
-def write_raster(
-    path: Path,
-    *,
-    count: int = 4,
-    dtype: str = "float32",
-    size: int = 600,
-    crs: str | None = "EPSG:32631",
-    colormap: dict[int, tuple[int, int, int, int]] | None = None,
-    seed: int = 1,
-    origin: tuple[float, float] = (600_000, 5_660_000),
-) -> Path:
-    rng = np.random.default_rng(seed)
-    if colormap:
-        data = rng.integers(1, len(colormap), (count, size, size)).astype(dtype)
-    else:
-        data = (rng.random((count, size, size)) * 100).astype(dtype)
-    profile: dict[str, Any] = {
-        "driver": "GTiff", "width": size, "height": size, "count": count, "dtype": dtype,
-        "transform": from_origin(*origin, 10, 10), "nodata": 0,
-    }  # fmt: skip
-    if crs:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if colormap:
-            dst.write_colormap(1, colormap)
-    return path
 
 
 @pytest.fixture()
@@ -89,10 +58,6 @@ def env(api: str, database: Database, monkeypatch: pytest.MonkeyPatch) -> dict[s
     monkeypatch.setenv("TILEKEEPER_API_URL", api)
     monkeypatch.setenv("TILEKEEPER_PRODUCTS_STORE", store)
     return {"api": api, "store": store}
-
-
-def ingest(*args: str) -> Any:
-    return runner.invoke(app, ["ingest", *args], env={"COLUMNS": "1000"})
 
 
 def files_in(store: str) -> set[Path]:
@@ -537,7 +502,8 @@ def test_previews_read_back_as_the_pixels_written() -> None:
 
 
 def test_a_cog_edited_in_place_is_no_longer_taken_for_one(tmp_path: Path) -> None:
-    from ingest.rasters import check, make_cog
+    from ingest.raster_checks import check
+    from ingest.rasters import make_cog
 
     cog = tmp_path / "cog.tif"
     make_cog(write_raster(tmp_path / "src.tif", count=1, size=1200), cog)

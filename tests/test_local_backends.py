@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import rasterio
 import requests
-from conftest import local_backends
 from openeo.rest import OpenEoApiError
 from rio_cogeo.cogeo import cog_validate
+from support.servers import local_backends
 
 from catalog_service.client import Catalog
 from catalog_service.client.campaigns import Campaigns

@@ -3,56 +3,16 @@ across runs; an event is raised once per key; the failure-rate window."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.servers import Receiver
 
 from catalog_service.api.server import free_port
 from catalog_service.jobs.campaign import NotifyPolicy
 from catalog_service.runner.notify import FailureWindow, Notifier
-
-
-class Receiver:
-    """A webhook receiver on a fixed loopback port that can be stopped and started."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}/hook"
-        self.received: list[dict[str, Any]] = []
-        self.server: http.server.ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        received = self.received
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 @pytest.fixture()

@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Database, admin_token, loopback_server, send_json, start_api, wait_ready
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from test_auth import _writes
+from support.auth import write_requests
+from support.database import Database, admin_token, start_api, wait_ready
+from support.servers import loopback_server, send_json
 
 from catalog_service.api.server import free_port
 from catalog_service.settings import AuthSettings
@@ -104,7 +105,7 @@ def test_bad_tokens_are_refused_on_every_write_route_and_store_nothing(
         "garbage": "a.b.c",
     }
     scopeless = issuer.token(scope="openid profile")
-    for _scope, method, path, body in _writes(campaign, collection):
+    for _scope, method, path, body in write_requests(campaign, collection):
         for why, token in refused.items():
             answer = httpx.request(method, f"{oidc_api}{path}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
             assert answer.status_code == 401, (why, method, path, answer.text)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import local_backends
+from support.servers import local_backends
 from typer.testing import CliRunner
 
 from catalog_service.api.server import free_port
@@ -140,7 +140,7 @@ def test_a_budget_stops_new_jobs_and_says_so(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from test_notify import Receiver
+    from support.servers import Receiver
 
     monkeypatch.setenv("TILEKEEPER_OUTBOX_DIR", str(tmp_path / "outbox"))
     receiver = Receiver(free_port())

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import Database, admin_token, make_collection, make_item, products_settings
+from support.database import Database, admin_token, products_settings
+from support.stac import make_collection, make_item
 
 from catalog_service.auth import keys
 

@@ -18,19 +18,20 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from conftest import Database, products_settings
 from rasterio.shutil import copy as gdal_copy
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import mapping
+from support.database import Database, products_settings
 
 from catalog_service.client.http import HttpSession
 from catalog_service.grids.geometry import footprints
 from catalog_service.settings import HarvestSettings
 from ingest.engine import Ingester, Outcome
 from ingest.errors import IngestError
-from ingest.rasters import Expectations, check, describe, make_cog
+from ingest.raster_checks import Expectations, check
+from ingest.rasters import describe, make_cog
 from ingest.sources import Product, Raster
 from ingest.store import LocalStore
 

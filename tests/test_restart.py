@@ -9,15 +9,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import (
+from support.database import (
     Database,
     admin_token,
     auth_headers,
-    make_collection,
     make_database,
     start_api,
     wait_ready,
 )
+from support.stac import make_collection
 
 from catalog_service.api.server import ServerThread
 from catalog_service.database import bring_up

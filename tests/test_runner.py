@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import requests_mock
-from conftest import admin_token, auth_headers, make_database, start_api, wait_ready
 from openeo.rest._testing import DummyBackend
-from test_jobdb import UDP_URL, catalogue_jobs, dummy_backends
+from support.database import admin_token, auth_headers, make_database, start_api, wait_ready
+from support.jobs import UDP_URL, catalogue_jobs, dummy_backends
 
 from catalog_service.campaign_run import build_manager, run_campaign
 from catalog_service.client.campaigns import Campaigns, tile_records

@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Database, auth_headers, make_collection, make_item
 from pystac_client import Client
+from support.database import Database, auth_headers
+from support.stac import make_collection, make_item
 
 from catalog_service.database.queryables import migration_sql
 from ingest.items import product_collection

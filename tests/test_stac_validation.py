@@ -18,9 +18,11 @@ import numpy as np
 import pystac
 import pystac.validation
 import pytest
-from conftest import Database, make_item, products_settings
 from stac_validator.validate import StacValidate
-from test_ingest import ingest, write_raster
+from support.cli import ingest
+from support.database import Database, products_settings
+from support.rasters import write_raster
+from support.stac import make_item
 
 from catalog_service.client.campaigns import tile_records
 from catalog_service.grids import load_aoi, tiles_for

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import Database
 from fastapi import FastAPI
+from support.database import Database
 from typer.testing import CliRunner
 from uvicorn.config import STARTUP_FAILURE
 

@@ -1,12 +1,14 @@
-"""What the campaign routes read and answer. The routes parse request bodies themselves
-(strict JSON, fast tile checks), so these models are the OpenAPI description of the
-bodies and the answers; the answers are documented, not re-validated on the way out."""
+"""What the campaign routes read and answer. Bodies are read as strict JSON into these
+models (``deps.strict_body``; tile registrations are checked by hand, fast, and
+``TilesIn`` only documents them). Small answers are validated on the way out; large ones
+(job lists of 100,000 tiles, campaigns, summaries) are documented, not re-validated."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from catalog_service.ids import ID_PATTERN
 from catalog_service.jobs import status as job_status
@@ -21,6 +23,20 @@ from catalog_service.jobs.changes import Change
 
 MAX_TILES_PER_REQUEST = 100_000
 WORKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
+
+
+def _known_status(status: str) -> str:
+    if status not in job_status.ALL:
+        raise PydanticCustomError("unknown_status", "unknown status {status}", {"status": status})
+    return status
+
+
+JobStatus = Annotated[
+    str,
+    AfterValidator(_known_status),
+    Field(json_schema_extra={"enum": sorted(job_status.ALL)}),
+]
+"""A tile job's status (``jobs.status.ALL``)."""
 
 
 class ChangesIn(BaseModel):
@@ -51,7 +67,7 @@ class HeartbeatIn(BaseModel):
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    statuses: list[str] = Field(min_length=1)
+    statuses: list[JobStatus] = Field(min_length=1)
     limit: int = Field(default=1000, ge=1, le=100_000)
     lease_s: float = Field(default=300, gt=0, le=86_400)
     tiles: list[str] | None = Field(

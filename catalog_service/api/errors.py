@@ -51,6 +51,10 @@ class DatabaseUnavailable(Exception):
     """The service has no database connection (yet)."""
 
 
+class BadRequest(Exception):
+    """Input a route rejects before anything is written: 400, BadRequest."""
+
+
 class BulkWriteRejected(Exception):
     """A bulk write in which some items are invalid; nothing was stored."""
 
@@ -249,6 +253,9 @@ def add_exception_handlers(app: FastAPI) -> None:
             "BulkWriteRejected", str(exc), 400, received=exc.received, errors=exc.errors
         )
 
+    async def bad_request(request: Request, exc: Exception) -> JSONResponse:
+        return error_response("BadRequest", str(exc), 400)
+
     async def bad_json(request: Request, exc: Exception) -> JSONResponse:
         # stac-fastapi-pgstac parses `intersects` and `query` GET parameters without a guard.
         return error_response("InvalidQueryParameter", f"Invalid JSON in a parameter: {exc}", 400)
@@ -285,6 +292,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(jsonpatch.JsonPatchException, bad_patch)
     app.add_exception_handler(jsonpointer.JsonPointerException, bad_patch)
+    app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(BulkWriteRejected, bulk_rejected)
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(json.JSONDecodeError, bad_json)

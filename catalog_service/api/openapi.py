@@ -9,7 +9,9 @@ import re
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 
 ERROR_SCHEMA = {
     "title": "Error",
@@ -60,20 +62,15 @@ _DEFS = "x-tilekeeper-defs"
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` declaring ``model`` as the JSON body of a route that parses its
-    body itself (strict JSON: NaN and Infinity refused), so clients and fuzzers see it."""
+    """``openapi_extra`` declaring ``model`` as the JSON body of a route that reads it as
+    strict JSON (``deps.BodyRoute``: NaN and Infinity refused), so clients and fuzzers
+    see it."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     reference = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}},
         _DEFS: {**schema.pop("$defs", {}), model.__name__: schema},
     }
-
-
-def answers(model: type[BaseModel], status: int = 200) -> dict[int | str, dict[str, Any]]:
-    """``responses`` documenting ``model`` as a route's answer without validating the
-    answer again on its way out (job lists can hold 100,000 tiles)."""
-    return {status: {"model": model}}
 
 
 def complete(document: dict[str, Any]) -> dict[str, Any]:
@@ -124,3 +121,9 @@ def complete_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def documented(content: Any, status_code: int = 200) -> JSONResponse:
+    """A large answer as FastAPI encodes an unmodelled one: its ``response_model`` is
+    the OpenAPI description, not validated again (job lists can hold 100,000 tiles)."""
+    return JSONResponse(jsonable_encoder(content), status_code=status_code)

@@ -5,7 +5,7 @@ served with Range requests (GDAL, QGIS and STAC Browser read COGs by ranges)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
 from catalog_service.api.auth import current_identity, require
+from catalog_service.api.deps import BodyRoute, Json, ReadConnection, WriteConnection
 from catalog_service.api.errors import error_response
 from catalog_service.api.visibility import (
     missing_campaign,
@@ -69,6 +70,11 @@ class HarvestStateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: Literal["pending", "failed"]
     error: str | None = Field(default=None, max_length=products.MAX_ERROR)
+
+
+class HarvestStateOut(BaseModel):
+    tile: str
+    state: Literal["pending", "failed"]
 
 
 class HarvestTile(BaseModel):
@@ -137,7 +143,7 @@ async def _check_product_target(request: Request, collection_id: str, body: Prod
 
 
 def create_router(products_dir: Path | None) -> APIRouter:
-    router = APIRouter(tags=["Products"])
+    router = APIRouter(tags=["Products"], route_class=BodyRoute)
 
     @router.post(
         "/collections/{collection_id}/products",
@@ -146,7 +152,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
         response_model=ProductsOut,
     )
     async def write_products(
-        request: Request, collection_id: str, body: ProductsIn
+        request: Request, collection_id: str, body: Annotated[ProductsIn, Json(ProductsIn)]
     ) -> dict[str, Any]:
         if sum(len(w.items) for w in body.writes) > MAX_PRODUCTS_PER_REQUEST:
             raise HTTPException(400, f"at most {MAX_PRODUCTS_PER_REQUEST} items per request")
@@ -156,6 +162,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
             _check_items(write.items, request.app.state.api_settings.max_string_chars)
             job = (write.job.campaign, write.job.tile) if write.job else None
             writes.append(products.ProductWrite(write.items, job))
+        # Taken once the checks pass: a refused write holds no write connection.
         async with request.app.state.get_connection(request, "w") as conn:
             written = await products.write_products(conn, collection_id, writes)
         return {"writes": [{"items": [w.as_dict() for w in ws]} for ws in written]}
@@ -164,13 +171,16 @@ def create_router(products_dir: Path | None) -> APIRouter:
         "/campaigns/{campaign_id}/jobs/{tile_id}/product",
         dependencies=PRODUCT_WRITE,
         summary="Record a tile's harvest as pending or failed",
+        response_model=HarvestStateOut,
     )
     async def harvest_state(
-        request: Request, campaign_id: str, tile_id: str, body: HarvestStateIn
-    ) -> dict[str, Any]:
-        async with request.app.state.get_connection(request, "w") as conn:
-            await products.set_harvest_state(conn, campaign_id, tile_id, body.state, body.error)
-        return {"tile": tile_id, "state": body.state}
+        campaign_id: str,
+        tile_id: str,
+        body: Annotated[HarvestStateIn, Json(HarvestStateIn)],
+        conn: WriteConnection,
+    ) -> HarvestStateOut:
+        await products.set_harvest_state(conn, campaign_id, tile_id, body.state, body.error)
+        return HarvestStateOut(tile=tile_id, state=body.state)
 
     @router.get(
         "/campaigns/{campaign_id}/harvest",
@@ -178,15 +188,14 @@ def create_router(products_dir: Path | None) -> APIRouter:
         response_model=HarvestOut,
     )
     async def to_harvest(
-        request: Request,
         campaign_id: str,
+        conn: ReadConnection,
         state: list[Literal["missing", "pending", "failed", "ingested"]] = Query(
             default=["missing", "pending", "failed"]
         ),
         limit: int = Query(default=1000, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        async with request.app.state.get_connection(request, "r") as conn:
-            tiles = await products.tiles_to_harvest(conn, campaign_id, list(state), limit)
+        tiles = await products.tiles_to_harvest(conn, campaign_id, list(state), limit)
         return {"tiles": tiles}
 
     if products_dir is not None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import TextColumn
 
 from catalog_service.auth.keys import admin_key_path
-from catalog_service.cli.campaign import print_status
+from catalog_service.cli.campaign_reports import print_status
 from catalog_service.cli.database import database_down, database_up
 from catalog_service.cli.progress import progress_bar
 from catalog_service.client import Catalog

@@ -83,3 +83,16 @@ async def status_counts(conn: asyncpg.Connection, campaign: str) -> dict[str, in
     if not found:
         await get_definition(conn, campaign)  # 404 for an unknown campaign
     return found
+
+
+async def collection_exists(conn: asyncpg.Connection, collection: str) -> bool:
+    """Whether any collection (a campaign's, its products', a plain one) has this id."""
+    return bool(await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", collection))
+
+
+async def item_count(conn: asyncpg.Connection, collection: str) -> int:
+    """The items of a collection (0 for a collection that does not exist)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM pgstac.items WHERE collection = $1", collection
+    )
+    return int(count or 0)
