@@ -35,3 +35,13 @@ def job_id_problem(value: Any) -> str | None:
             "and _ . ~ - (and are not . or ..)"
         )
     return None
+
+
+# A campaign's products go to a collection of their own, named after it (an id of
+# its own: clients that never touch the database name it too).
+PRODUCTS_SUFFIX = "-products"
+
+
+def campaign_products_id(campaign: str) -> str:
+    """The collection a campaign's harvest writes its products to."""
+    return f"{campaign}{PRODUCTS_SUFFIX}"

@@ -29,12 +29,6 @@ MAX_ERROR = 2000
 
 # A campaign X's products go to the collection X-products, which only X's owners may
 # create or fill (api/visibility.py); no campaign id ends with it.
-PRODUCTS_SUFFIX = "-products"
-
-
-def campaign_products_id(campaign: str) -> str:
-    """The collection a campaign's harvest writes its products to."""
-    return f"{campaign}{PRODUCTS_SUFFIX}"
 
 
 class ProductError(Exception):

@@ -2,7 +2,7 @@
 store and product items in the catalogue, together or not at all.
 
 Per product: every raster's header is checked first (size to decode, CRS, footprint
-within its tile, truncation, COG validity: ``ingest.rasters.check``), so nothing a
+within its tile, truncation, COG validity: ``ingest.raster_checks.check``), so nothing a
 back-end sent is read in full, copied or converted before it is known to be a raster
 this product may hold; then the source bytes are hashed (and checked against a checksum
 or size the source document states); the same source bytes as the latest version change

@@ -37,9 +37,8 @@ from openeo.rest.connection import Connection
 from catalog_service.client.http import HttpSession
 from catalog_service.egress import egress_session
 from catalog_service.errors import TilekeeperError
-from catalog_service.ids import job_id_problem
+from catalog_service.ids import campaign_products_id, job_id_problem
 from catalog_service.jobs.campaign import JOB_ID_KEY
-from catalog_service.products import campaign_products_id
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings
 from ingest.download import DownloadLimits, download

@@ -1,11 +1,7 @@
 """One raster file: made a COG when it is not one, described for its STAC item
 (projection, per-band type, nodata and statistics) and previewed as a small PNG; its
-checks before any of that are in raster_checks.py.
-
-Files come from back-ends and are untrusted: ``check`` reads only the header (no pixel)
-and refuses what is too big to decode, in the wrong CRS, outside its tile, truncated or
-not a GeoTIFF before anything reads, copies or converts it; a COG is validated for real
-(the header's LAYOUT=COG is only GDAL's word about how the file was written)."""
+checks before any of that (raster_checks.py ``check``: the header only, no pixel) have
+passed when these functions run."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ from catalog_service.cli.main import app
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import load_aoi, tiles_for
-from catalog_service.products import campaign_products_id
+from catalog_service.ids import campaign_products_id
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(

@@ -28,7 +28,7 @@ from support.database import Database, auth_headers, products_settings
 from support.rasters import write_raster
 
 from catalog_service.cli.main import app
-from catalog_service.products import campaign_products_id
+from catalog_service.ids import campaign_products_id
 
 pytestmark = pytest.mark.skipif(
     shutil.which("gdalinfo") is None,

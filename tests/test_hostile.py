@@ -52,8 +52,8 @@ from catalog_service.campaign_run import run_campaign
 from catalog_service.client.campaigns import Campaigns, tile_records
 from catalog_service.client.http import HttpSession
 from catalog_service.grids import load_aoi, tiles_for
+from catalog_service.ids import campaign_products_id
 from catalog_service.jobs import status
-from catalog_service.products import campaign_products_id
 from catalog_service.settings import ProductSettings
 
 MIB = 1 << 20

@@ -11,10 +11,12 @@ from typing import Any
 import pandas as pd
 import pytest
 from openeo.extra.job_management import MultiBackendJobManager
+from openeo.extra.job_management.process_based import ProcessBasedJobCreator
 from openeo.rest.connection import Connection
 
 from catalog_service.jobs.campaign import Backend
 from catalog_service.runner.adapter import WRITTEN_FOR, MultiBackendAdapter
+from catalog_service.runner.creator import CampaignJobCreator
 
 
 @pytest.mark.parametrize("name", sorted(WRITTEN_FOR))
@@ -52,6 +54,24 @@ def test_private_state_the_adapter_touches() -> None:
     manager.add_backend("a", connection=lambda: None, parallel_jobs=3)  # type: ignore[arg-type,return-value]
     backend = manager.backends["a"]
     assert backend._replace(parallel_jobs=0).parallel_jobs == 0
+
+
+def test_other_private_parts_of_openeo_we_use_are_there() -> None:
+    """Outside the adapter, two private parts of the openEO client are used: the job
+    database normalises frames with MBJM's column requirements (client/jobdb.py), and the
+    campaign's job creator reads a namespace its own way by overriding
+    ``_get_process_definition`` (runner/creator.py). An upgrade that changes them fails here."""
+    normalize = MultiBackendJobManager._column_requirements.normalize_df
+    assert str(inspect.signature(normalize)) == (
+        "(df: pandas.core.frame.DataFrame) -> pandas.core.frame.DataFrame"
+    )
+    theirs = str(inspect.signature(ProcessBasedJobCreator._get_process_definition))
+    assert theirs == (
+        "(self, connection: openeo.rest.connection.Connection) "
+        "-> openeo.internal.processes.parse.Process"
+    )
+    ours = list(inspect.signature(CampaignJobCreator._get_process_definition).parameters)
+    assert ours == ["self", "connection"]
 
 
 class FakeJobs:

@@ -47,7 +47,7 @@ from catalog_service.api.visibility import hidden_collections, shown_campaign
 from catalog_service.bulk import paused_gc
 from catalog_service.database.queryables import value_problem
 from catalog_service.egress import EgressRefused, check_stored
-from catalog_service.ids import id_problem
+from catalog_service.ids import PRODUCTS_SUFFIX, campaign_products_id, id_problem
 from catalog_service.jobs import definitions, queries, workers
 from catalog_service.jobs import status as job_status
 from catalog_service.jobs.campaign import (
@@ -58,7 +58,6 @@ from catalog_service.jobs.campaign import (
 from catalog_service.jobs.errors import CampaignExists, CampaignInUse, StoreError
 from catalog_service.jobs.registration import TileRegistrar
 from catalog_service.jobs.summary import summarize
-from catalog_service.products import PRODUCTS_SUFFIX, campaign_products_id
 
 # Loader runs hold a database connection and a thread each; a few at a time is plenty.
 CONCURRENT_REGISTRATIONS = 2

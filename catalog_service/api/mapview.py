@@ -22,10 +22,10 @@ from pydantic import BaseModel
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from catalog_service.ids import campaign_products_id
 from catalog_service.jobs import mapview
 from catalog_service.jobs.campaign import CampaignDefinition
 from catalog_service.jobs.mapview import STATUS_COLOURS
-from catalog_service.products import campaign_products_id
 
 STATIC = Path(__file__).parent / "static"
 # Where scripts/build_web.sh installs the map's libraries in a checkout.

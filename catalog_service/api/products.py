@@ -22,8 +22,7 @@ from catalog_service.api.visibility import (
     require_owner,
 )
 from catalog_service.api.write_checks import check_item_shape
-from catalog_service.ids import ID_PATTERN
-from catalog_service.products import campaign_products_id
+from catalog_service.ids import ID_PATTERN, campaign_products_id
 from catalog_service.settings import ProductSettings
 
 MAX_PRODUCTS_PER_REQUEST = 1000

@@ -18,7 +18,7 @@ from fastapi import Request
 from stac_fastapi.pgstac.extensions.filter import FiltersClient
 
 from catalog_service.database.queryables import BY_NAME, CORE, JOBS, PRODUCTS
-from catalog_service.products import PRODUCTS_SUFFIX
+from catalog_service.ids import PRODUCTS_SUFFIX
 
 _KIND = """
 SELECT c.content ? 'tilekeeper:campaign' AS campaign,

@@ -22,8 +22,8 @@ from stac_fastapi.types.errors import NotFoundError
 from catalog_service.api.auth import current_identity, writes
 from catalog_service.auth.keys import Identity
 from catalog_service.database.jsonb import decoded
+from catalog_service.ids import PRODUCTS_SUFFIX
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
-from catalog_service.products import PRODUCTS_SUFFIX
 
 # A collection id no collection can have (pgstac refuses ':' in ids): what a search
 # restricted to nothing visible asks for, since an empty list means "all".

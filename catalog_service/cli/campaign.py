@@ -28,7 +28,7 @@ from catalog_service.grids import (
 )
 from catalog_service.grids.aoi import read_table
 from catalog_service.grids.preview import preview_png
-from catalog_service.products import campaign_products_id
+from catalog_service.ids import campaign_products_id
 from catalog_service.settings import ProductSettings
 from ingest.store import ObjectStore, open_store
 

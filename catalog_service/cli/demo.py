@@ -16,7 +16,7 @@ from catalog_service.cli.progress import progress_bar
 from catalog_service.client import Catalog
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.demo.backends import load_sample
-from catalog_service.products import campaign_products_id
+from catalog_service.ids import campaign_products_id
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console()

@@ -8,6 +8,7 @@ import os
 import typer
 from rich.console import Console
 
+from catalog_service.cli import ingest as ingest_cli
 from catalog_service.cli.auth import app as auth_app
 from catalog_service.cli.campaign import app as campaign_app
 from catalog_service.cli.database import app as db_app
@@ -15,7 +16,6 @@ from catalog_service.cli.demo import demo
 from catalog_service.cli.errors import friendly_errors
 from catalog_service.database import resolve_logins
 from catalog_service.settings import ApiSettings, AuthSettings, DatabaseSettings, ProductSettings
-from ingest import cli as ingest_cli
 
 console = Console()
 

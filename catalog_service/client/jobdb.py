@@ -29,8 +29,7 @@ import orjson
 import pandas as pd
 import requests
 import shapely
-from openeo.extra.job_management import JobDatabaseInterface
-from openeo.extra.job_management._manager import MultiBackendJobManager
+from openeo.extra.job_management import JobDatabaseInterface, MultiBackendJobManager
 from shapely.geometry import mapping, shape
 
 from catalog_service.bulk import paused_gc

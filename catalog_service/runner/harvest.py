@@ -1,6 +1,6 @@
 """What the runner needs of a harvest: finished tiles handed over as they finish, and
-the outcomes waited for at the end. ingest.harvest.Harvester is one; the runner does
-not import it (ingest depends on the catalogue's packages, not the other way round):
+the outcomes waited for at the end. ingest.harvest.Harvester is one; the runner package
+does not import ingest (so a runner can be built, and tested, without the raster stack):
 whoever starts a run composes the two (catalog_service/campaign_run.py)."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from catalog_service.cli.progress import progress_bar
 from catalog_service.client.campaigns import Campaigns
 from catalog_service.client.http import HttpSession
 from catalog_service.errors import TilekeeperError
-from catalog_service.products import campaign_products_id
+from catalog_service.ids import campaign_products_id
 from catalog_service.remote_text import inert
 from catalog_service.settings import ClientSettings, ProductSettings
 from ingest.download import shown_url
