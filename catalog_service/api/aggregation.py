@@ -23,6 +23,7 @@ from stac_fastapi.extensions.aggregation.request import (
     AggregationExtensionGetRequest,
     AggregationExtensionPostRequest,
 )
+from stac_fastapi.extensions.aggregation.types import AggregationCollection
 from stac_fastapi.extensions.filter.request import (
     FilterExtensionGetRequest,
     FilterExtensionPostRequest,
@@ -345,5 +346,9 @@ class AggregationExtension(_StacAggregationExtension):
                 methods=[method],
                 operation_id=operation_id,
                 tags=["Aggregation Extension"],
+                # Described, not validated (pydantic would drop what the TypedDict does
+                # not name): answers are built to the extension's shape.
+                response_model=None,
+                responses={200: {"model": AggregationCollection}},
             )
         app.include_router(router)
