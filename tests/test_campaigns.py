@@ -3,7 +3,6 @@ transitions, compare-and-set under concurrency, history, refusal of raw writes."
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,29 +12,20 @@ import pytest
 from conftest import auth_headers
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
+from support.campaigns import AOI, create_campaign, grid_tiles, register_tiles
 
 from catalog_service.client.campaigns import tile_records
 from catalog_service.database.schema import RENAME_JOB_ID_SQL
 from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.jobs.campaign import CampaignDefinition, job_item
 
-AOI = "4.0,50.5,4.8,51.0"
 
-
-def new_campaign(http: httpx.Client, **extra: Any) -> str:
-    campaign = f"camp-{uuid.uuid4().hex[:8]}"
-    body = {"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-01-01", "2024-12-31"]}
-    response = http.post("/campaigns", json={**body, **extra})
-    assert response.status_code == 201, response.text
-    return campaign
+def new_campaign(http: httpx.Client, **fields: Any) -> str:
+    return create_campaign(http, **fields)
 
 
 def register(http: httpx.Client, campaign: str, aoi: str = AOI) -> list[dict[str, Any]]:
-    tiles = list(tile_records(tiles_for("utm-20km", load_aoi(aoi))))
-    response = http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles})
-    assert response.status_code == 200, response.text
-    assert response.json()["registered"] == len(tiles)
-    return tiles
+    return register_tiles(http, campaign, grid_tiles(aoi))
 
 
 def change(http: httpx.Client, campaign: str, *changes: dict[str, Any]) -> httpx.Response:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from pystac_client import Client
+from support.campaigns import create_campaign, register_tiles
 from support.database import Database, auth_headers
 from support.stac import make_collection, make_item
 
@@ -34,16 +35,13 @@ def _costs(n: int) -> float:
 @pytest.fixture(scope="module")
 def campaign(api: str) -> Iterator[str]:
     """A campaign of 16 tiles, each with its costs and a start time."""
-    campaign_id = f"clients-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=api, headers=auth_headers(), timeout=60) as http:
-        body = {"id": campaign_id, "grid": "utm-20km", "temporal_extent": ["2024-03-01", "2024-09-30"]}  # fmt: skip
-        assert http.post("/campaigns", json=body).status_code == 201
+        campaign_id = create_campaign(http, "clients", temporal_extent=["2024-03-01", "2024-09-30"])
         tiles = [
             {"id": f"T{n:02d}", "geometry": {"type": "Polygon", "coordinates": [_ring(n)]}}
             for n in range(TILES)
         ]
-        answer = http.post(f"/campaigns/{campaign_id}/tiles", json={"tiles": tiles})
-        assert answer.status_code == 200, answer.text
+        register_tiles(http, campaign_id, tiles)
         changes = [
             {
                 "tile": f"T{n:02d}",

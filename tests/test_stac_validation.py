@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,15 @@ import pystac
 import pystac.validation
 import pytest
 from stac_validator.validate import StacValidate
+from support.campaigns import AOI, create_campaign, grid_tiles, register_tiles
 from support.cli import ingest
 from support.database import Database, products_settings
 from support.rasters import write_raster
 from support.stac import make_item
 
-from catalog_service.client.campaigns import tile_records
-from catalog_service.grids import load_aoi, tiles_for
 from catalog_service.jobs.campaign import EXTENSIONS_BY_PREFIX
 
 SCHEMAS = Path(__file__).parent.parent / "ingest" / "schemas"
-AOI = "4.0,50.5,4.8,51.0"
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -118,23 +115,13 @@ def all_items(http: httpx.Client, collection: str) -> list[dict[str, Any]]:
 
 
 def new_campaign(http: httpx.Client, grid: str) -> tuple[str, list[dict[str, Any]]]:
-    campaign = f"valid-{uuid.uuid4().hex[:8]}"
-    body = {
-        "id": campaign,
-        "grid": grid,
-        "temporal_extent": ["2024-01-01", "2024-12-31"],
-        # A small AOI: the grid's cells reach out of it on every side.
-        "aoi": {
-            "type": "Polygon",
-            "coordinates": [[[4.3, 50.8], [4.4, 50.8], [4.4, 50.9], [4.3, 50.9], [4.3, 50.8]]],
-        },
+    # A small AOI: the grid's cells reach out of it on every side.
+    aoi = {
+        "type": "Polygon",
+        "coordinates": [[[4.3, 50.8], [4.4, 50.8], [4.4, 50.9], [4.3, 50.9], [4.3, 50.8]]],
     }
-    response = http.post("/campaigns", json=body)
-    assert response.status_code == 201, response.text
-    tiles = list(tile_records(tiles_for(grid, load_aoi(AOI))))
-    response = http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles})
-    assert response.status_code == 200, response.text
-    return campaign, tiles
+    campaign = create_campaign(http, "valid", grid=grid, aoi=aoi)
+    return campaign, register_tiles(http, campaign, grid_tiles(AOI, grid))
 
 
 @pytest.mark.parametrize("grid", ["utm-20km", "eea-20km"])
@@ -190,7 +177,7 @@ def test_an_extent_grows_with_later_registrations_and_never_shrinks(
 ) -> None:
     campaign, tiles = new_campaign(http, "utm-20km")
     before = http.get(f"/collections/{campaign}").json()["extent"]["spatial"]["bbox"][0]
-    far = list(tile_records(tiles_for("utm-20km", load_aoi("5.5,50.0,5.6,50.1"))))
+    far = grid_tiles("5.5,50.0,5.6,50.1")
     response = http.post(f"/campaigns/{campaign}/tiles", json={"tiles": far + tiles[:2]})
     assert response.status_code == 200, response.text
     after = http.get(f"/collections/{campaign}").json()["extent"]["spatial"]["bbox"][0]
@@ -212,10 +199,8 @@ def test_an_extent_grows_with_later_registrations_and_never_shrinks(
 def test_a_campaign_without_an_aoi_has_its_tiles_extent_not_the_worlds(
     http: httpx.Client,
 ) -> None:
-    campaign = f"no-aoi-{uuid.uuid4().hex[:8]}"
-    assert http.post("/campaigns", json={"id": campaign, "grid": "utm-20km"}).status_code == 201
-    tiles = list(tile_records(tiles_for("utm-20km", load_aoi(AOI))))
-    assert http.post(f"/campaigns/{campaign}/tiles", json={"tiles": tiles}).status_code == 200
+    campaign = create_campaign(http, "no-aoi")
+    tiles = register_tiles(http, campaign, grid_tiles())
     bbox = http.get(f"/collections/{campaign}").json()["extent"]["spatial"]["bbox"][0]
     boxes = np.array([t["bbox"] for t in tiles])
     union = [*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)]

@@ -43,6 +43,7 @@ logger = logging.getLogger("uvicorn.error")
 
 def worker_app() -> FastAPI:
     """One worker's app, every setting read from the environment it inherited."""
+    # Lazy: the supervisor process itself serves nothing and need not load the app.
     from catalog_service.api.app import create_app
 
     _stop_with_supervisor()

@@ -41,6 +41,8 @@ def run(
     other machines) to share the campaign. Logs in to each back-end as the campaign says
     (openEO client auth config / refresh tokens / OPENEO_AUTH_* variables). Kill it at any
     moment and run it again: it resumes without creating a job twice."""
+    # Lazy: the runner loads openeo, pandas and the raster stack; every other command of
+    # `tilekeeper` starts without them.
     from catalog_service.campaign_run import run_campaign
     from catalog_service.logs import configure_logging
 
@@ -74,6 +76,8 @@ def pilot(
     """Run a pilot: a sample of tiles spread over the area (and over --by), before the
     whole campaign; then print the plan it gives. Run again to resume an interrupted
     pilot, or, once it is done, to run a new sample."""
+    # Lazy: the runner loads openeo, pandas and the raster stack; every other command of
+    # `tilekeeper` starts without them.
     from catalog_service.campaign_run import run_campaign
     from catalog_service.logs import configure_logging
 
@@ -132,7 +136,7 @@ def cancel(
     """Stop active jobs on their back-ends and cancel waiting tiles. A tile is marked
     canceled only when its job stopped (or never reached a back-end); the others are
     listed and the command exits 1."""
-    from catalog_service.runner import cancel_tiles
+    from catalog_service.runner import cancel_tiles  # lazy: the runner loads openeo
 
     report = cancel_tiles(campaigns_at(api), campaign_id, _tiles(tiles))
     console.print(
@@ -154,7 +158,7 @@ def logs(
     api: str | None = ApiOption,
 ) -> None:
     """The back-end's logs of a tile's current job."""
-    from catalog_service.runner.logins import login
+    from catalog_service.runner.logins import login  # lazy: the runner loads openeo
 
     campaigns = campaigns_at(api)
     definition = campaigns.definition(campaign_id)
