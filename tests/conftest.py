@@ -2,8 +2,7 @@
 `tilekeeper db up`, in a temporary directory on a free port, the real API over HTTP and a
 headless Chromium; and the markers every test gets from the fixtures it uses.
 
-Helpers live in tests/support/ (import them from there). The names re-exported below are
-for test modules that still import them from conftest."""
+Helpers live in tests/support/: test modules import them from there, never from here."""
 
 from __future__ import annotations
 
@@ -17,54 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
-from support.browser import (
-    ARTIFACTS,
-    CspViolations,
-    Offline,
-    check_pages,
-    find_listed,
-    shot,
-    wait_for_thumbnail,
-)
 from support.database import (
     Database,
     admin_token,
-    auth_headers,
     make_database,
-    own_database,
     products_settings,
     start_api,
     wait_ready,
 )
-from support.servers import local_backends, loopback_server, send_json
-from support.stac import bulk, make_collection, make_item
+from support.stac import make_collection
 
 from catalog_service.api.pages import DEFAULT_BROWSER_DIR
-
-__all__ = [  # the old `from conftest import ...` names (now in tests/support/)
-    "ARTIFACTS",
-    "CspViolations",
-    "Database",
-    "Offline",
-    "admin_token",
-    "auth_headers",
-    "bulk",
-    "check_pages",
-    "find_listed",
-    "local_backends",
-    "loopback_server",
-    "make_collection",
-    "make_database",
-    "make_item",
-    "own_database",
-    "products_settings",
-    "send_json",
-    "shot",
-    "start_api",
-    "wait_for_thumbnail",
-    "wait_ready",
-]
-
 
 # -- markers (registered in pyproject.toml) -----------------------------------------------
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Database, admin_token, make_collection, make_item
 from security_world import (
     FILE,
     TILE_GEOMETRY,
@@ -44,6 +43,8 @@ from security_world import (
     suffix,
     tile_address,
 )
+from support.database import Database, admin_token
+from support.stac import make_collection, make_item
 
 from catalog_service.api.app import create_app
 from catalog_service.api.auth import api_routes

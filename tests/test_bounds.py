@@ -37,7 +37,8 @@ def anonymous(api: str, database: object) -> httpx.Client:
 
 @pytest.fixture(scope="module", autouse=True)
 def plain_collection(api: str, database: object) -> None:
-    from conftest import admin_token, make_collection
+    from support.database import admin_token
+    from support.stac import make_collection
 
     headers = {"Authorization": f"Bearer {admin_token(database)}"}  # type: ignore[arg-type]
     with httpx.Client(base_url=api, timeout=60, headers=headers) as client:
@@ -183,7 +184,7 @@ def test_a_search_geometry_has_a_size_limit(anonymous: httpx.Client) -> None:
 def test_write_bodies_are_bounded_in_depth_before_they_are_parsed(
     api: str, database: object
 ) -> None:
-    from conftest import admin_token
+    from support.database import admin_token
 
     headers = {"Authorization": f"Bearer {admin_token(database)}"}  # type: ignore[arg-type]
     deep = b"[" * 600 + b"]" * 600

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import auth_headers
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 from support.campaigns import AOI, create_campaign, grid_tiles, register_tiles
+from support.database import auth_headers
 
 from catalog_service.client.campaigns import tile_records
 from catalog_service.database.schema import RENAME_JOB_ID_SQL

@@ -12,15 +12,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import (
-    Database,
-    auth_headers,
-    bulk,
-    make_collection,
-    make_item,
-    start_api,
-    wait_ready,
-)
+from support.database import Database, auth_headers, start_api, wait_ready
+from support.stac import bulk, make_collection, make_item
 
 WIDE_OR = [{"op": "=", "args": [{"property": "id"}, f"i{n}"]} for n in range(2_000)]
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler
 import httpx
 import pytest
 import requests
-from conftest import Database, loopback_server, send_json, start_api, wait_ready
+from support.database import Database, start_api, wait_ready
+from support.servers import loopback_server, send_json
 
 from catalog_service.api.headers import API_POLICY, TrustedAddresses, page_policy
 from catalog_service.client.campaigns import Campaigns, tile_records
