@@ -404,7 +404,9 @@ def ask(
     query = QUERIES.get((method, path))
     if query:
         url = f"{url}?{query}"
-    body = BODIES.get((method, path), lambda c: {} if method in ("POST", "PUT", "PATCH") else None)
+    body: Callable[[str], Any] = BODIES.get(
+        (method, path), lambda c: {} if method in ("POST", "PUT", "PATCH") else None
+    )
     payload = body(named)
     response = http.request(
         method,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -14,17 +15,20 @@ from support.stac import bulk, make_item
 STATUSES = ("not_started", "queued", "running", "finished", "error")
 BACKENDS = ("vito", "cdse", "eodc")
 
+# The collection id and its items.
+Generated = tuple[str, list[dict[str, Any]]]
+
 
 @pytest.fixture(scope="module")
-def generated(api: str) -> tuple[str, list[dict]]:
+def generated(api: str) -> Generated:
     """300 items with random statuses/back-ends; some lack a back-end; three months."""
     rng = random.Random(42)
     from support.stac import make_collection
 
     cid = "agg-generated"
-    items = []
+    items: list[dict[str, Any]] = []
     for n in range(300):
-        props = {"status": rng.choice(STATUSES)}
+        props: dict[str, Any] = {"status": rng.choice(STATUSES)}
         if n % 7:
             props["backend_name"] = rng.choice(BACKENDS)
         item = make_item(f"g{n:03d}", cid, lon=rng.uniform(0, 10), lat=rng.uniform(40, 50), **props)
@@ -36,11 +40,11 @@ def generated(api: str) -> tuple[str, list[dict]]:
     return cid, items
 
 
-def buckets(agg: dict) -> dict[str, int]:
+def buckets(agg: dict[str, Any]) -> dict[str, int]:
     return {b["key"]: b["frequency"] for b in agg["buckets"]}
 
 
-def aggregate(http: httpx.Client, path: str, **params: str) -> dict[str, dict]:
+def aggregate(http: httpx.Client, path: str, **params: str) -> dict[str, dict[str, Any]]:
     response = http.get(path, params=params)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -48,7 +52,9 @@ def aggregate(http: httpx.Client, path: str, **params: str) -> dict[str, dict]:
     return {a["name"]: a for a in body["aggregations"]}
 
 
-def test_status_counts_equal_sql(http: httpx.Client, database: Database, generated: tuple) -> None:
+def test_status_counts_equal_sql(
+    http: httpx.Client, database: Database, generated: Generated
+) -> None:
     cid, _ = generated
     got = aggregate(
         http,
@@ -76,7 +82,7 @@ def test_status_counts_equal_sql(http: httpx.Client, database: Database, generat
     assert got["backend_name_frequency"]["overflow"] == missing == 300 // 7 + 1
 
 
-def test_filter_applies_get_and_post(http: httpx.Client, generated: tuple) -> None:
+def test_filter_applies_get_and_post(http: httpx.Client, generated: Generated) -> None:
     cid, items = generated
     expected = Counter(
         i["properties"]["status"] for i in items if i["properties"].get("backend_name") == "vito"
@@ -100,7 +106,7 @@ def test_filter_applies_get_and_post(http: httpx.Client, generated: tuple) -> No
     assert buckets(posted["aggregations"][0]) == expected
 
 
-def test_bbox_and_datetime_narrow(http: httpx.Client, generated: tuple) -> None:
+def test_bbox_and_datetime_narrow(http: httpx.Client, generated: Generated) -> None:
     cid, items = generated
     in_bbox = [
         i for i in items if i["bbox"][0] >= 5 and i["bbox"][2] <= 10.1 and i["bbox"][1] >= 40
@@ -124,7 +130,7 @@ def test_bbox_and_datetime_narrow(http: httpx.Client, generated: tuple) -> None:
     assert buckets(got["datetime_frequency"]) == {"2025-02-01T00:00:00Z": 100}
 
 
-def test_collection_frequency_across_collections(http: httpx.Client, generated: tuple) -> None:
+def test_collection_frequency_across_collections(http: httpx.Client, generated: Generated) -> None:
     cid, _ = generated
     got = aggregate(http, "/aggregate", aggregations="collection_frequency")
     assert buckets(got["collection_frequency"])[cid] == 300
@@ -143,7 +149,7 @@ def test_counts_are_fresh(http: httpx.Client, new_collection: Callable[[], str])
     assert buckets(after["status_frequency"]) == {"queued": 7, "finished": 3}
 
 
-def test_aggregations_listing(http: httpx.Client, generated: tuple) -> None:
+def test_aggregations_listing(http: httpx.Client, generated: Generated) -> None:
     cid, _ = generated
     names = {a["name"] for a in http.get(f"/collections/{cid}/aggregations").json()["aggregations"]}
     assert {
@@ -160,7 +166,7 @@ def test_aggregations_listing(http: httpx.Client, generated: tuple) -> None:
 
 
 def test_new_string_queryable_gets_a_frequency(
-    http: httpx.Client, database: Database, generated: tuple
+    http: httpx.Client, database: Database, generated: Generated
 ) -> None:
     cid, _items = generated
     database.sql(
@@ -190,7 +196,9 @@ def test_new_string_queryable_gets_a_frequency(
         ("/aggregate", {"query": '{"status": {"eq": "x"}}', "filter": "status = 'x'"}, 400),
     ],
 )
-def test_bad_aggregation_requests(http: httpx.Client, path: str, params: dict, status: int) -> None:
+def test_bad_aggregation_requests(
+    http: httpx.Client, path: str, params: dict[str, str], status: int
+) -> None:
     response = http.get(path, params=params)
     assert response.status_code == status, response.text
     assert response.json().get("description") or response.json().get("detail")

@@ -67,7 +67,9 @@ def tiles(api: str) -> str:
 
 def test_pystac_client_opens_and_searches(api: str, tiles: str) -> None:
     client = Client.open(api)
-    assert client.get_collection(tiles).id == tiles
+    collection = client.get_collection(tiles)
+    assert collection is not None
+    assert collection.id == tiles
     found = list(
         client.search(collections=[tiles], filter="status = 'error'", max_items=None).items()
     )

@@ -34,7 +34,11 @@ def eu27_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 27 member states as a user would select them from the country file."""
     import pycountry
 
-    wanted = {pycountry.countries.get(alpha_2=c).alpha_3 for c in EU27}
+    wanted: set[str] = set()
+    for c in EU27:
+        country = pycountry.countries.get(alpha_2=c)
+        assert country is not None, c
+        wanted.add(country.alpha_3)
     features = json.loads(countries_file().read_bytes())["features"]
     frame = gpd.GeoDataFrame.from_features(
         [f for f in features if f["properties"]["A3"] in wanted], crs=4326

@@ -69,7 +69,7 @@ def world(api: str, database: Database) -> World:
     s = suffix()
     owner = new_key(database, f"owner-{s}", WRITE_SCOPES)
     other = new_key(database, f"other-{s}", WRITE_SCOPES)
-    hooks = {"notify": {"webhooks": [WEBHOOK]}}
+    hooks: dict[str, Any] = {"notify": {"webhooks": [WEBHOOK]}}
     with httpx.Client(base_url=api, timeout=60) as http:
         campaign(http, database, owner, f"pub-{s}", "public", **hooks)
         campaign(http, database, owner, f"sec-{s}", "private", **hooks)
@@ -223,7 +223,7 @@ def test_a_products_key_writes_only_into_product_collections_of_its_campaigns(
             for target in (w.private, w.missing)
         ]
         assert answers[0].status == 404
-        _same(*answers, world)
+        _same(answers[0], answers[1], world)
     assert _stored(w, w.plain, w.public, f"{w.public}-products", w.private, f"{w.private}-products") == before  # fmt: skip
 
 
@@ -318,7 +318,7 @@ def test_a_json_patch_cannot_move_a_collection_onto_another(
     assert plain_made.status_code == 201, plain_made.text
     targets = [w.private, f"{w.private}-products", w.public, f"{w.public}-products", w.plain]
     before = _stored(w, *targets)
-    patches = [
+    patches: list[list[dict[str, Any]]] = [
         [{"op": "replace", "path": "/id", "value": target} for target in targets],
         [{"op": "copy", "from": "/description", "path": "/id"}],
         [{"op": "replace", "path": "", "value": {"id": w.public}}],
@@ -507,6 +507,7 @@ def test_webhook_urls_are_shown_to_owners_and_admins_only(
     world: World, client: httpx.Client
 ) -> None:
     w = world
+    token: str | None
     for token in (w.owner, w.admin):
         read = _webhooks_read(client, w, token)
         assert len(read) >= 5 and all(hooks == [WEBHOOK] for _, hooks in read), read

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ def test_answers_are_bounded_in_size_and_time(path: str, error: type, setting: s
 
 def link() -> BackendLink:
     backend = Backend(name="b", url="https://b.test/", parallel_jobs=1, auth="none")
-    return BackendLink(backend, lambda b: None, retry_s=2, unhealthy_after=3, backoff_max_s=7)  # type: ignore[arg-type,return-value]
+    return BackendLink(backend, lambda b: None, retry_s=2, unhealthy_after=3, backoff_max_s=7)  # type: ignore[arg-type,return-value]  # never connects
 
 
 def test_a_backend_is_unhealthy_after_faults_in_a_row_and_says_so_once(
@@ -225,6 +225,7 @@ class Capabilities(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.startswith("/.well-known/openeo"):
+            assert isinstance(self.server, HTTPServer)  # loopback_server's ThreadingHTTPServer
             other = f"http://localhost:{self.server.server_port}/stolen/"  # another origin
             send_json(
                 self, json.dumps({"versions": [{"url": other, "api_version": "1.2.0"}]}).encode()

@@ -6,9 +6,12 @@ parser's stack and kill the process)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from support.database import Database
 
 DEEP = 2_000
 DEEP_TEXT = "(" * DEEP + "status = 'x'" + ")" * DEEP
@@ -30,17 +33,17 @@ READ_PATHS = [
 
 
 @pytest.fixture(scope="module")
-def anonymous(api: str, database: object) -> httpx.Client:
+def anonymous(api: str, database: Database) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api, timeout=60) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 @pytest.fixture(scope="module", autouse=True)
-def plain_collection(api: str, database: object) -> None:
+def plain_collection(api: str, database: Database) -> None:
     from support.database import admin_token
     from support.stac import make_collection
 
-    headers = {"Authorization": f"Bearer {admin_token(database)}"}  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {admin_token(database)}"}
     with httpx.Client(base_url=api, timeout=60, headers=headers) as client:
         client.delete("/collections/bounds-plain")
         assert client.post("/collections", json=make_collection("bounds-plain")).status_code == 201
@@ -81,7 +84,9 @@ def test_many_filter_terms_are_refused_on_collection_search_too(anonymous: httpx
 
 
 def test_a_repeated_sortby_counts_every_occurrence(anonymous: httpx.Client) -> None:
-    params = [("sortby", f"p{n}") for n in range(50)]
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("sortby", f"p{n}") for n in range(50)
+    ]
     _refused(anonymous.get("/search", params=params), "MAX_SORT_FIELDS")
 
 
@@ -169,10 +174,10 @@ DOTTED = ".".join(["a"] * 1_000)
     ids=["get-fields", "get-sortby", "items-fields", "get-filter", "fields", "sortby", "filter"],
 )
 def test_a_property_path_is_as_deep_as_a_bracket(
-    anonymous: httpx.Client, method: str, path: str, kwargs: dict[str, object]
+    anonymous: httpx.Client, method: str, path: str, kwargs: dict[str, Any]
 ) -> None:
     # pgstac walks a dotted path recursively: 1,000 levels ran out of the database's stack.
-    _refused(anonymous.request(method, path, **kwargs), "MAX_EXPRESSION_DEPTH")  # type: ignore[arg-type]
+    _refused(anonymous.request(method, path, **kwargs), "MAX_EXPRESSION_DEPTH")
 
 
 def test_a_search_geometry_has_a_size_limit(anonymous: httpx.Client) -> None:
@@ -182,11 +187,11 @@ def test_a_search_geometry_has_a_size_limit(anonymous: httpx.Client) -> None:
 
 
 def test_write_bodies_are_bounded_in_depth_before_they_are_parsed(
-    api: str, database: object
+    api: str, database: Database
 ) -> None:
     from support.database import admin_token
 
-    headers = {"Authorization": f"Bearer {admin_token(database)}"}  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {admin_token(database)}"}
     deep = b"[" * 600 + b"]" * 600
     bodies = {
         "/campaigns": b'{"id": "deep-c", "job_options": {"x": ' + deep + b"}}",

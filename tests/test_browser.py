@@ -218,9 +218,10 @@ def test_overview_tiles_paint_every_tile_in_its_status_colour(api: str) -> None:
         opaque = pixels[3] == 255
         found: dict[tuple[int, int, int], int] = {}
         for rgb in zip(*(pixels[b][opaque] for b in range(3)), strict=True):
-            key = tuple(int(v) for v in rgb)
-            found[key] = found.get(key, 0) + 1  # type: ignore[index]
-        return found  # type: ignore[return-value]
+            red, green, blue = (int(v) for v in rgb)
+            key = (red, green, blue)
+            found[key] = found.get(key, 0) + 1
+        return found
 
     expected = {STATUS_RGB[s] for s in ("running", "finished", "not_started")}
     for tile in ("4/8/5", "6/32/21"):

@@ -596,7 +596,7 @@ def test_stale_temporary_folders_of_dead_runs_are_removed(
     monkeypatch.setenv("TILEKEEPER_HARVEST_WORKERS", "3")
     store = LocalStore(tmp_path / "store")
     with caplog.at_level(logging.INFO, logger="ingest.harvest"):
-        harvester = Harvester(HttpSession("http://127.0.0.1:1/"), "c", store, lambda _: None)  # type: ignore[arg-type,return-value]
+        harvester = Harvester(HttpSession("http://127.0.0.1:1/"), "c", store, lambda _: None)  # type: ignore[arg-type,return-value]  # never connects
     try:
         assert not stale.exists() and alive.exists()
         assert "removed 1 temporary harvest folder(s)" in caplog.text

@@ -95,7 +95,7 @@ def test_bad_tokens_are_refused_on_every_write_route_and_store_nothing(
     campaign = _campaign(oidc_api, database)
     collection = f"oidc-c-{uuid.uuid4().hex[:6]}"
     stranger = RSAKey.generate_key(2048, parameters={"kid": "test-1"})  # same kid, other key
-    admin_scope = {"scope": "openid tilekeeper:admin"}
+    admin_scope: dict[str, Any] = {"scope": "openid tilekeeper:admin"}
     refused = {
         "expired": issuer.token(exp=int(time.time()) - 120, **admin_scope),
         "wrong issuer": issuer.token(iss="https://elsewhere.test/realm", **admin_scope),
@@ -160,15 +160,15 @@ def test_a_token_subject_owns_its_private_campaign(
 def test_a_logged_in_openeo_session_is_the_credential_and_is_refreshed(
     oidc_api: str, database: Database, issuer: Issuer
 ) -> None:
-    import openeo
     from openeo.rest.auth.auth import OidcBearerAuth
+    from openeo.rest.connection import connect
 
     from catalog_service.client.campaigns import Campaigns
     from catalog_service.client.credentials import OpenEOSession
     from catalog_service.client.http import HttpSession
 
     campaign = _campaign(oidc_api, database, owners=("oidc:erin",))
-    connection = openeo.connect(issuer.url.split("/realms")[0] + "/openeo")
+    connection = connect(issuer.url.split("/realms")[0] + "/openeo")
     stale = issuer.token(sub="erin", scope="tilekeeper:campaigns:write", exp=int(time.time()) - 300)
     connection.auth = OidcBearerAuth(provider_id="egi", access_token=stale)
     refreshed = []
@@ -179,7 +179,7 @@ def test_a_logged_in_openeo_session_is_the_credential_and_is_refreshed(
         refreshed.append(True)
         return True
 
-    connection.try_access_token_refresh = refresh  # type: ignore[method-assign]
+    connection.try_access_token_refresh = refresh  # type: ignore[method-assign]  # a refresh without the provider
     campaigns = Campaigns(HttpSession(oidc_api, auth=OpenEOSession(connection)))
     campaigns.change(campaign, [{"tile": "T1", "status": "queued_for_start"}])
     assert refreshed == [True]

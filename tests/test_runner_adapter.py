@@ -51,7 +51,7 @@ def test_override_takes_what_mbjm_passes(name: str) -> None:
 def test_private_state_the_adapter_touches() -> None:
     manager = MultiBackendJobManager(download_results=False)
     assert hasattr(manager, "_worker_pool")
-    manager.add_backend("a", connection=lambda: None, parallel_jobs=3)  # type: ignore[arg-type,return-value]
+    manager.add_backend("a", connection=lambda: None, parallel_jobs=3)  # type: ignore[arg-type,return-value]  # never connects
     backend = manager.backends["a"]
     assert backend._replace(parallel_jobs=0).parallel_jobs == 0
 
@@ -127,7 +127,7 @@ def test_a_round_tracks_then_launches_into_the_capacity() -> None:
         )
     )
     stats: dict[str, int] = {"job launch": 0, "job_db persist": 0, "track_statuses": 0}
-    adapter.run_round(jobs, start_job=lambda **kw: None, stats=stats)  # type: ignore[arg-type]
+    adapter.run_round(jobs, start_job=lambda **kw: None, stats=stats)  # type: ignore[arg-type]  # FakeJobs: only what the round uses
     assert calls == [
         "track",
         ("launch", "t1", "b", connections["b"]),

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pystac_client import Client
+from pystac_client import Client, CollectionClient
 from support.campaigns import create_campaign, register_tiles
 from support.database import Database, auth_headers
 from support.stac import make_collection, make_item
@@ -25,6 +25,13 @@ TILES = 16
 def _ring(n: int) -> list[list[float]]:
     lon, lat = 4.0 + (n % 4) * 0.1, 50.0 + (n // 4) * 0.1
     return [[lon, lat], [lon + 0.1, lat], [lon + 0.1, lat + 0.1], [lon, lat + 0.1], [lon, lat]]
+
+
+def _collection(client: Client, collection_id: str) -> CollectionClient:
+    """The API's collection, as the client that can ask for its queryables."""
+    collection = client.get_collection(collection_id)
+    assert isinstance(collection, CollectionClient)
+    return collection
 
 
 def _costs(n: int) -> float:
@@ -177,7 +184,7 @@ def test_each_collection_describes_its_own_items(
 ) -> None:
     products, plain = other_collections
     of = {
-        cid: set(client.get_collection(cid).get_queryables()["properties"])
+        cid: set(_collection(client, cid).get_queryables()["properties"])
         for cid in (campaign, products, plain)
     }
     assert of[campaign] >= CORE | JOB_PROPERTIES
@@ -191,7 +198,7 @@ def test_each_collection_describes_its_own_items(
 
 
 def test_types_are_declared(client: Client, campaign: str) -> None:
-    props = client.get_collection(campaign).get_queryables()["properties"]
+    props = _collection(client, campaign).get_queryables()["properties"]
     assert props["tilekeeper:order"]["type"] == "integer"
     assert props["attempts"]["type"] == "integer"
     assert props["costs"]["type"] == "number"

@@ -26,8 +26,8 @@ def _local_schema(location: str) -> dict[str, Any]:
 
 
 # Both modules hold their own reference to the fetcher.
-stac_validator.utilities.fetch_and_parse_schema = _local_schema  # type: ignore[assignment]
-stac_validator.validate.fetch_and_parse_schema = _local_schema  # type: ignore[attr-defined]
+stac_validator.utilities.fetch_and_parse_schema = _local_schema
+stac_validator.validate.fetch_and_parse_schema = _local_schema
 
 from stac_api_validator.__main__ import main  # noqa: E402  (after the patch)
 
