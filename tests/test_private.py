@@ -253,3 +253,27 @@ def test_the_cli_makes_a_private_campaign_passes_its_key_and_deletes_it(
     assert deleted.exit_code == 0, deleted.output
     admin = {"Authorization": f"Bearer {admin_token(database)}"}
     assert httpx.get(f"{api}/campaigns/{campaign}", headers=admin, timeout=30).status_code == 404
+
+
+def test_a_runner_key_makes_its_campaigns_product_collection(api: str, database: Database) -> None:
+    """A runner's key (campaigns:write + products:write, no stac:write) creates its own
+    campaign's product collection on the first harvest; not another campaign's, and no
+    other collection (found by running the topology of issue 25 with narrow keys)."""
+    suffix = uuid.uuid4().hex[:8]
+    runner = _key(database, f"runner-{suffix}", ["campaigns:write", "products:write"])
+    stranger = _key(database, f"stranger-{suffix}", ["campaigns:write", "products:write"])
+    campaign = f"narrow-{suffix}"
+    with httpx.Client(base_url=api, timeout=30) as http:
+        made = http.post(
+            "/campaigns", json={"id": campaign, "grid": "utm-20km"}, headers=_as(runner)
+        )
+        assert made.status_code == 201, made.text
+        products = make_collection(f"{campaign}-products")
+        other = http.post("/collections", json=products, headers=_as(stranger))
+        assert other.status_code in (400, 403, 404), other.text
+        plain = http.post(
+            "/collections", json=make_collection(f"plain-{suffix}"), headers=_as(runner)
+        )
+        assert plain.status_code == 403 and "stac:write" in plain.text, plain.text
+        own = http.post("/collections", json=products, headers=_as(runner))
+        assert own.status_code == 201, own.text

@@ -35,7 +35,7 @@ from stac_fastapi.extensions.query.request import (
 from stac_fastapi.pgstac.core import clean_search_args
 from stac_fastapi.types.errors import NotFoundError
 
-from catalog_service.api.clients import checked_search
+from catalog_service.api.search_guards import checked_search
 from catalog_service.api.visibility import visible_collections
 
 AGGREGATION_CONFORMANCE = "https://api.stacspec.org/v0.3.0/aggregation"

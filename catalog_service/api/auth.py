@@ -20,10 +20,12 @@ from catalog_service.auth.oidc import (
     looks_like_jwt,
     unwrap_openeo_bearer,
 )
+from catalog_service.ids import PRODUCTS_SUFFIX
 from catalog_service.settings import AuthSettings
 
+COLLECTION_CREATE = {"path": "/collections", "method": "POST"}
 STAC_WRITES = [
-    {"path": "/collections", "method": "POST"},
+    COLLECTION_CREATE,
     {"path": "/collections/{collection_id}", "method": "PUT"},
     {"path": "/collections/{collection_id}", "method": "PATCH"},
     {"path": "/collections/{collection_id}", "method": "DELETE"},
@@ -67,7 +69,8 @@ async def current_identity(request: Request) -> keys.Identity | None:
 async def _identify(request: Request, token: str) -> keys.Identity:
     verifier: OidcVerifier | None = request.app.state.oidc
     if token.startswith(keys.PREFIX):
-        async with request.app.state.get_connection(request, "r") as conn:
+        # From the primary: a key revoked there stops now, not after a replica's lag.
+        async with request.app.state.get_connection(request, "w") as conn:
             identity = await keys.identify(conn, token)
         if identity is None:
             raise _unauthorized("unknown, expired or revoked API key")
@@ -108,7 +111,24 @@ def protect_routes(
     app.state.require_keys = require_keys
     auth = auth or AuthSettings()
     app.state.oidc = OidcVerifier(auth) if auth.oidc_issuer else None
-    api.add_route_dependencies(STAC_WRITES, [Depends(require("stac:write"))])  # type: ignore[arg-type]
+    others = [route for route in STAC_WRITES if route != COLLECTION_CREATE]
+    api.add_route_dependencies(others, [Depends(require("stac:write"))])  # type: ignore[arg-type]
+    api.add_route_dependencies([COLLECTION_CREATE], [Depends(require_collection_create)])  # type: ignore[list-item]
+
+
+async def require_collection_create(request: Request) -> keys.Identity | None:
+    """POST /collections needs ``stac:write``, except for a campaign's own product
+    collection (``X-products``), which its runner creates on the first harvest with
+    ``products:write`` (that it is an owner of X is checked on creation, clients.py)."""
+    identity = await current_identity(request)
+    if identity is not None and identity.may("products:write"):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and str(body.get("id", "")).endswith(PRODUCTS_SUFFIX):
+            return identity
+    return await require("stac:write")(request)
 
 
 # POST routes that only read: a search or an aggregation in the body.

@@ -25,13 +25,11 @@ from stac_fastapi.types.requests import get_base_url
 from starlette.responses import JSONResponse, Response
 
 from catalog_service.api.auth import current_identity
+from catalog_service.api.campaign_pages import campaign_page
 from catalog_service.api.errors import MISSING_COLLECTION, BulkWriteRejected
-from catalog_service.api.search_input import (
-    check_filter,
-    check_ids,
-    flat_bbox,
-    property_names,
-)
+from catalog_service.api.responses import geojson
+from catalog_service.api.search_guards import checked_search, refuse_hidden_token
+from catalog_service.api.search_input import property_names, validated_filter
 from catalog_service.api.served_items import Shown, as_served
 from catalog_service.api.visibility import (
     excluding,
@@ -222,44 +220,6 @@ def _aggregation_links(request: Request, collection_id: str) -> list[dict[str, s
     ]
 
 
-def checked_search(request: Request, search: Any) -> None:
-    """A search model (or dict) made safe for pgstac: a 2D bbox, bounded ids and filter."""
-    settings = request.app.state.api_settings
-
-    def get(name: str) -> Any:
-        return search.get(name) if isinstance(search, dict) else getattr(search, name, None)
-
-    bbox = flat_bbox(get("bbox"))
-    if isinstance(search, dict):
-        search["bbox"] = bbox
-    elif bbox is not None:
-        search.bbox = tuple(bbox)
-    check_ids(get("ids"), settings.max_ids)
-    check_filter(get("filter") or get("filter_expr"), settings.max_filter_terms)
-
-
-def token_collection(token: str) -> str | None:
-    """The collection a pgstac paging token (``next:<hex collection>:<hex id>``) names."""
-    parts = token.lower().split(":")
-    if len(parts) != 3:
-        return None
-    try:
-        return bytes.fromhex(parts[1]).decode()
-    except ValueError:
-        return None
-
-
-async def refuse_hidden_token(request: Request, token: str | None) -> None:
-    """pgstac finds a token's item wherever it is: a token naming a hidden item would
-    page from it. It gets what a token naming a missing item gets, raised as pgstac
-    raises it so that both answers are one (api/errors.py words it)."""
-    if not token:
-        return
-    collection = token_collection(token)
-    if collection is not None and collection in await hidden_collections(request):
-        raise asyncpg.exceptions.RaiseError(f"Could not find item using token: {token}")
-
-
 @attr.s
 class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     """Collections also link to their aggregation endpoints (the extension requires it),
@@ -269,12 +229,41 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
         checked_search(request, search_request)
         await refuse_hidden_token(request, getattr(search_request, "token", None))
         search_request.collections = await visible_collections(request, search_request.collections)
-        result = await super()._search_base(search_request, request=request)
+        result = await campaign_page(request, search_request)
+        if result is None:
+            result = await super()._search_base(search_request, request=request)
         shown = Shown.of(getattr(search_request, "fields", None))
         base_url = get_base_url(request)
         for item in result.get("features", []):
             as_served(item, base_url, shown)
         return result
+
+    # Searches and items answer as bytes (responses.py).
+    async def get_search(self, request: Request, **kwargs: Any) -> Any:
+        return geojson(await super().get_search(request=request, **kwargs))
+
+    async def post_search(self, search_request: Any, request: Request, **kwargs: Any) -> Any:
+        return geojson(await super().post_search(search_request, request=request, **kwargs))
+
+    async def item_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
+        return geojson(await super().item_collection(collection_id, request=request, **kwargs))
+
+    async def get_item(
+        self, item_id: str, collection_id: str, request: Request, **kwargs: Any
+    ) -> Any:
+        return geojson(await super().get_item(item_id, collection_id, request=request, **kwargs))
+
+    def _clean_search_args(
+        self,
+        base_args: dict[str, Any],
+        filter_query: str | None = None,
+        filter_lang: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        args: dict[str, Any] = super()._clean_search_args(base_args, **kwargs)
+        if filter_query:  # parsed and validated once per distinct filter (search_input.py)
+            args["filter"], args["filter_lang"] = validated_filter(filter_query, filter_lang)
+        return args
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         collection = await super().get_collection(collection_id, request=request, **kwargs)

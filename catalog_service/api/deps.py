@@ -117,6 +117,9 @@ async def write_connection(request: Request) -> AsyncIterator[asyncpg.Connection
 # 100,000 tiles must not hold it while it streams).
 ReadConnection = Annotated[asyncpg.Connection, Depends(read_connection, scope="function")]
 WriteConnection = Annotated[asyncpg.Connection, Depends(write_connection, scope="function")]
+# Reads a caller acts on (the runner's job lists and counts, the harvest's list): from the
+# primary, which a replica may lag behind (read_routing.py).
+FreshConnection = WriteConnection
 
 
 async def visible_campaign(request: Request, campaign_id: str) -> CampaignDefinition:

@@ -27,6 +27,7 @@ from catalog_service.api.campaign_models import (
 from catalog_service.api.deps import (
     BodyRoute,
     Campaign,
+    FreshConnection,
     Json,
     ReadConnection,
     WorkerId,
@@ -59,7 +60,7 @@ def create_jobs_router() -> APIRouter:
     async def list_jobs(
         campaign_id: str,
         _: Campaign,
-        conn: ReadConnection,
+        conn: FreshConnection,
         status: str | None = Query(None, description="Comma-separated statuses"),
         order: str | None = Query(None, description="Comma-separated order numbers"),
         tile: str | None = Query(None, description="Comma-separated tile ids"),
@@ -117,7 +118,7 @@ def create_jobs_router() -> APIRouter:
         summary="Tiles per status (maintained counters)",
         response_model=CountsOut,
     )
-    async def counts(campaign_id: str, conn: ReadConnection) -> CountsOut:
+    async def counts(campaign_id: str, conn: FreshConnection) -> CountsOut:
         return CountsOut(counts=await queries.status_counts(conn, campaign_id))
 
     @router.get(

@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, JSONResponse
 
 from catalog_service import products
 from catalog_service.api.auth import current_identity, require
-from catalog_service.api.deps import BodyRoute, Json, ReadConnection, WriteConnection
+from catalog_service.api.deps import BodyRoute, FreshConnection, Json, WriteConnection
 from catalog_service.api.errors import error_response
 from catalog_service.api.visibility import (
     missing_campaign,
@@ -188,7 +188,7 @@ def create_router(products_dir: Path | None) -> APIRouter:
     )
     async def to_harvest(
         campaign_id: str,
-        conn: ReadConnection,
+        conn: FreshConnection,
         state: list[Literal["missing", "pending", "failed", "ingested"]] = Query(
             default=["missing", "pending", "failed"]
         ),

@@ -88,7 +88,8 @@ class Named:
 
 async def named_collection(request: Request, collection_id: str) -> Named:
     owner_id = owning_campaign_id(collection_id)
-    async with request.app.state.get_connection(request, "r") as conn:
+    # Who may see what is read from the primary (not a lagging replica), as keys are.
+    async with request.app.state.get_connection(request, "w") as conn:
         row = await conn.fetchrow(_NAMED, collection_id, owner_id)
     campaign = decoded(row["campaign"])
     governing = campaign if campaign is not None else decoded(row["owner"])
@@ -101,7 +102,7 @@ async def hidden_collections(request: Request) -> frozenset[str]:
     if known is not None:
         return known
     identity = await current_identity(request)
-    async with request.app.state.get_connection(request, "r") as conn:
+    async with request.app.state.get_connection(request, "w") as conn:  # the primary's word
         rows = await conn.fetch(_PRIVATE)
     hidden: set[str] = set()
     for row in rows:

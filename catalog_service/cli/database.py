@@ -4,10 +4,16 @@ the commands' work as plain functions, for other commands (the demo) to call."""
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from catalog_service.cli.errors import friendly_errors
@@ -18,6 +24,13 @@ from catalog_service.database import (
     bring_up,
     resolve_logins,
 )
+from catalog_service.database.backup import (
+    CatalogueCounts,
+    backup_database,
+    existing_campaigns,
+    restore_database,
+)
+from catalog_service.errors import ConfigurationError
 from catalog_service.settings import DatabaseSettings
 
 console = Console()
@@ -124,3 +137,87 @@ def url(
     if role not in choices:
         raise typer.BadParameter(f"role must be one of {', '.join(choices)}")
     print(choices[role].dsn)
+
+
+class _StepLines(logging.Handler):
+    """Each step the backup module logs: a line with the time so far, and the spinner's
+    text until the next one."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(logging.INFO)
+        self.status = status
+        self.started = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        console.print(f"[dim]{time.monotonic() - self.started:6.1f} s[/] {message}")
+        self.status.update(message)
+
+
+@contextmanager
+def _steps(first: str) -> Iterator[None]:
+    logger = logging.getLogger("catalog_service.database")
+    with console.status(first) as status:
+        handler, level = _StepLines(status), logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def _counted(counts: CatalogueCounts) -> str:
+    return (
+        f"{counts.campaigns} campaigns, {counts.collections} collections, {counts.items} "
+        f"items, {counts.history_rows} job history rows"
+    )
+
+
+@app.command("backup")
+@friendly_errors
+def backup(
+    file: Path = typer.Argument(..., help="The archive to write (pg_dump custom format)."),
+) -> None:
+    """Back up the catalogue (campaigns, tile jobs, their history, product records, API
+    keys) to FILE while the service runs: one consistent snapshot. Not the product files:
+    back up the product store as well (docs/operations.md, Backups)."""
+    with _steps(f"Backing up the catalogue to {file}..."):
+        report = backup_database(DatabaseSettings(), file)
+    console.print(
+        f"[green]Backed up[/] {_counted(report.counts)} (pgstac {report.pgstac_version}) to "
+        f"{report.path}: {report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s."
+    )
+
+
+@app.command("restore")
+@friendly_errors
+def restore(
+    file: Path = typer.Argument(..., help="A backup made by `tilekeeper db backup`."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Replace the catalogue even when it holds campaigns."
+    ),
+) -> None:
+    """Replace the catalogue by the backup FILE, all or nothing: a failed restore leaves
+    the catalogue as it was. The database (or embedded cluster) is made when missing.
+    Stop runners first: what they write meanwhile is lost."""
+    settings = DatabaseSettings()
+    campaigns = existing_campaigns(settings)
+    if campaigns and not yes:
+        shown = ", ".join(campaigns[:5]) + (", ..." if len(campaigns) > 5 else "")
+        raise ConfigurationError(
+            f"The catalogue holds {len(campaigns)} campaigns ({shown}); a restore replaces "
+            "them all. Back it up first (`tilekeeper db backup FILE`), then run again with --yes."
+        )
+    with _steps(f"Restoring the catalogue from {file}..."):
+        report = restore_database(settings, file)
+    console.print(
+        f"[green]Restored[/] {_counted(report.counts)} (pgstac {report.pgstac_version}) from "
+        f"{report.source} in {report.seconds:.1f} s; it replaced {_counted(report.replaced)}."
+    )
+    if report.admin_key:
+        console.print(
+            f"The backup did not know this machine's admin API key: a new one is in "
+            f"{report.admin_key}."
+        )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -28,14 +28,18 @@ class ConnectionInfo:
     user: str
     password: str
     dbname: str
+    # The DSN's other parameters (sslmode, sslrootcert, target_session_attrs, ...), kept:
+    # dropping them silently turned `sslmode=verify-full` into libpq's default `prefer`.
+    options: tuple[tuple[str, str], ...] = ()
 
     @property
     def dsn(self) -> str:
         """A libpq URL (psycopg, asyncpg and psql all take it)."""
         host = self.host if not self.host.startswith("/") else quote(self.host, safe="")
+        query = f"?{urlencode(self.options)}" if self.options else ""
         return (
             f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-            f"@{host}:{self.port}/{quote(self.dbname, safe='')}"
+            f"@{host}:{self.port}/{quote(self.dbname, safe='')}{query}"
         )
 
     def redacted(self) -> str:
@@ -43,10 +47,13 @@ class ConnectionInfo:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
     def with_user(self, user: str, password: str) -> ConnectionInfo:
-        return ConnectionInfo(self.host, self.port, user, password, self.dbname)
+        return replace(self, user=user, password=password)
 
     def with_dbname(self, dbname: str) -> ConnectionInfo:
-        return ConnectionInfo(self.host, self.port, self.user, self.password, dbname)
+        return replace(self, dbname=dbname)
+
+    def same_server(self, other: ConnectionInfo) -> bool:
+        return (self.host, self.port, self.dbname) == (other.host, other.port, other.dbname)
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ def _from_conninfo(dsn: str) -> ConnectionInfo:
     """Parse a DSN, filling gaps from the standard PG* variables as libpq does."""
     parts = conninfo_to_dict(dsn)
     env = os.environ
+    named = ("host", "port", "user", "password", "dbname")
     try:
         return ConnectionInfo(
             host=str(parts.get("host") or env.get("PGHOST") or "localhost"),
@@ -89,6 +97,7 @@ def _from_conninfo(dsn: str) -> ConnectionInfo:
             user=str(parts.get("user") or env.get("PGUSER") or "postgres"),
             password=str(parts.get("password") or env.get("PGPASSWORD") or ""),
             dbname=str(parts.get("dbname") or env.get("PGDATABASE") or "postgres"),
+            options=tuple(sorted((k, str(v)) for k, v in parts.items() if k not in named)),
         )
     except ValueError as exc:
         raise ConfigurationError(f"Cannot parse the database DSN: {exc}") from exc

@@ -14,7 +14,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.migrate import Migrate
 from pypgstac.version import __version__ as PGSTAC_VERSION
 
-from catalog_service.database import hrefs, queryables
+from catalog_service.database import campaign_search, hrefs, queryables
 from catalog_service.database.connection import (
     READER_ROLE,
     WRITER_ROLE,
@@ -158,6 +158,8 @@ MIGRATIONS: tuple[str, ...] = (
     hrefs.MIGRATION_SQL,
     # The job id property renamed, and registered as a queryable.
     RENAME_JOB_ID_SQL + queryables.migration_sql(),
+    # A campaign's searches answered from indexes (database/campaign_search.py).
+    campaign_search.MIGRATION_SQL,
 )
 
 
