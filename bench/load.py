@@ -55,6 +55,7 @@ from catalog_service.database import (
     bring_up,
     resolve_logins,
 )
+from catalog_service.database.cluster import max_connections
 from catalog_service.settings import ApiSettings, DatabaseSettings
 
 console = Console(width=150)
@@ -169,6 +170,8 @@ def replica(base: Path, database: DatabaseSettings, report: UpReport) -> Iterato
     options = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data}/run"
         " -c hot_standby=on -c jit=off -c shared_buffers=1GB"
+        # A standby needs at least its primary's connection slots.
+        f" -c max_connections={max_connections()}"
     )
     pg_ctl = [*as_server, str(primary.bin / "pg_ctl"), "-D", str(data / "pgdata")]
     subprocess.run(
@@ -252,7 +255,7 @@ def table(title: str, runs: dict[str, dict[str, Kind]]) -> None:
 
 
 def ratio(runs: dict[str, dict[str, Kind]], a: str, b: str, kind: str = "Aggregated") -> str:
-    x, y = runs[a].get(kind), runs[b].get(kind)
+    x, y = runs.get(a, {}).get(kind), runs.get(b, {}).get(kind)
     return f"{x.rps / y.rps:.2f}x" if x and y and y.rps else "-"
 
 

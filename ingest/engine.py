@@ -147,6 +147,10 @@ class Ingester:
             found = {f["id"]: f for f in page.get("features", [])}
             self._known.update({pid: found.get(pid) for pid in ids})
 
+    def exists(self, product_id: str) -> bool:
+        """True when the collection holds the product (its latest version)."""
+        return self.http.exists(f"collections/{self.collection}/items/{product_id}")
+
     def _existing(self, product_id: str) -> dict[str, Any] | None:
         with self._lock:
             if product_id in self._known:
@@ -268,6 +272,10 @@ class Ingester:
                 written: list[str] = []
                 try:
                     for key, path, media in files:
+                        if self.store.exists(key):
+                            # Content-addressed: these very bytes are there (a product
+                            # registered again); never removed if the write fails.
+                            continue
                         self.store.put(key, path, media)
                         written.append(key)
                 except BaseException:

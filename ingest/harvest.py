@@ -45,7 +45,8 @@ from ingest.download import DownloadLimits, download
 from ingest.engine import Ingester, Outcome
 from ingest.errors import IngestError
 from ingest.results import Asset, parse_document, raster_key
-from ingest.sources import Raster, date_of, group_by_date, is_raster, provenance_of
+from ingest.reuse import StoredResults
+from ingest.sources import Raster, date_of, dated_id, group_by_date, is_raster, provenance_of
 from ingest.store import ProductStore
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,8 @@ class Harvester:
         self.ingester = Ingester(
             http, store, campaign_products_id(campaign), campaign=campaign, settings=self.settings
         )
+        self.stored = StoredResults(store, campaign_products_id(campaign), self.ingester.exists)
+        self.downloads = 0  # result files downloaded (not found in the store)
         self.pool = ThreadPoolExecutor(
             max(1, workers or self.settings.workers), thread_name_prefix="harvest"
         )
@@ -259,10 +262,12 @@ class Harvester:
             )
         limits = DownloadLimits.for_files(self.settings, geometry)
         budget = limits.max_bytes * TILE_FILES_OVER_FILE  # all of one tile's files
+        dates = [date_of(asset.metadata(), asset.key) for asset in assets]
+        several = len(set(dates)) > 1
         with self._workdir(tile) as tmp:
             rasters = []
             keys: dict[str, str] = {}
-            for asset in assets:
+            for asset, date in zip(assets, dates, strict=True):
                 key = raster_key(asset.key)
                 if key in keys:
                     raise IngestError(
@@ -270,8 +275,14 @@ class Harvester:
                         f"both make a raster {key}"
                     )
                 keys[key] = asset.key
-                target = tmp / f"{key}.tif"
-                self._download(connection, asset, target, limits)
+                # A file the store kept (its item lost to a restore) is not fetched again.
+                product_id = dated_id(tile, date, several)
+                target = self.stored.find(tile, product_id, key, _expected(asset), tmp / key)
+                if target is None:
+                    target = tmp / f"{key}.tif"
+                    self._download(connection, asset, target, limits)
+                    with self.lock:
+                        self.downloads += 1
                 budget -= target.stat().st_size
                 if budget < 0:
                     raise IngestError(
@@ -279,7 +290,7 @@ class Harvester:
                         "the limit of one (TILEKEEPER_HARVEST_MAX_FILE_BYTES)"
                     )
                 raster = Raster(target, key, asset.title, _expected(asset))
-                rasters.append((raster, date_of(asset.metadata(), asset.key)))
+                rasters.append((raster, date))
             products = group_by_date(
                 tile,
                 rasters,

@@ -113,9 +113,14 @@ def group_by_date(
     several = len(by_date) > 1
     products = []
     for date, members in sorted(by_date.items(), key=lambda kv: kv[0] or ""):
-        suffix = f"_{date[:10].replace('-', '')}" if several and date else ""
-        products.append(Product(f"{product_id}{suffix}", members, source, date, **common))
+        pid = dated_id(product_id, date, several)
+        products.append(Product(pid, members, source, date, **common))
     return products
+
+
+def dated_id(product_id: str, date: str | None, several: bool) -> str:
+    """A product's id: ``product_id``, with ``_YYYYMMDD`` when there are several dates."""
+    return f"{product_id}_{date[:10].replace('-', '')}" if several and date else product_id
 
 
 def _local_asset(folder: Path, name: str, asset: dict[str, Any]) -> Path:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import obstore
 from obstore.exceptions import BaseError as ObjectStoreError
+from obstore.exceptions import NotFoundError
 from obstore.store import from_url
 
 from catalog_service.settings import ProductSettings
@@ -48,7 +49,20 @@ class ProductStore(Protocol):
 
     def describe(self) -> str: ...
 
+    def exists(self, key: str) -> bool: ...
 
+    def keys(self, folder: str, limit: int = ...) -> list[str]:
+        """The keys of the files under ``folder/`` (at most ``limit``, MAX_KEYS)."""
+        ...
+
+    def fetch(self, key: str, target: Path) -> Path:
+        """A local file holding ``key``'s bytes: the store's own file where it is local,
+        else ``target`` downloaded."""
+        ...
+
+
+# A folder's keys read at most (one product's folder holds its versions' files).
+MAX_KEYS = 10_000
 # Where the API serves a local store's files, relative to the API's root: stored so in
 # items (as stac-fastapi-pgstac stores relative links) and resolved against each
 # request's base URL when served, so hrefs follow the address the API is reached at
@@ -108,6 +122,28 @@ class LocalStore:
     def href(self, key: str) -> str:
         return f"{LOCAL_FILES_PATH}/{quote(key)}"
 
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self, folder: str, limit: int = MAX_KEYS) -> list[str]:
+        base = self._path(folder)
+        if base == self.root.resolve() or not base.is_dir():
+            return []
+        root = self.root.resolve()
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                found.append(path.relative_to(root).as_posix())
+                if len(found) >= limit:
+                    break
+        return sorted(found)
+
+    def fetch(self, key: str, target: Path) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise IngestError(f"product store {self.root}: no file {key}")
+        return path
+
     def describe(self) -> str:
         return str(self.root)
 
@@ -151,6 +187,38 @@ class ObjectStore:
 
     def href(self, key: str) -> str:
         return f"{self.public_url}/{quote(key)}"
+
+    def exists(self, key: str) -> bool:
+        try:
+            obstore.head(self.store, key)
+        except (FileNotFoundError, NotFoundError):
+            return False
+        except ObjectStoreError as exc:
+            raise IngestError(f"product store {self.url}: cannot read {key} ({exc})") from exc
+        return True
+
+    def keys(self, folder: str, limit: int = MAX_KEYS) -> list[str]:
+        if not folder.strip("/"):
+            return []
+        found: list[str] = []
+        try:
+            for batch in obstore.list(self.store, prefix=f"{folder.strip('/')}/", chunk_size=1000):
+                found.extend(str(meta["path"]) for meta in batch)
+                if len(found) >= limit:
+                    break
+        except ObjectStoreError as exc:
+            raise IngestError(f"product store {self.url}: cannot list {folder}/ ({exc})") from exc
+        return sorted(found[:limit])
+
+    def fetch(self, key: str, target: Path) -> Path:
+        try:
+            answer = obstore.get(self.store, key)
+            with target.open("wb") as out:
+                for chunk in answer.stream():
+                    out.write(chunk)
+        except (ObjectStoreError, FileNotFoundError, OSError) as exc:
+            raise IngestError(f"product store {self.url}: cannot read {key} ({exc})") from exc
+        return target
 
     def describe(self) -> str:
         return self.url

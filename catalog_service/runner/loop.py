@@ -1,11 +1,13 @@
 """One worker's run of a campaign: rounds of MultiBackendJobManager's loop until no
 tile waits or is active.
 
-Each round reconciles interrupted launches (reconcile.py), resets failed tiles that have
-attempts left (the campaign's ``max_attempts``, with its escalation), offers the usable
-back-ends' capacity, then lets MBJM track (tracking.py) and launch (launch.py) through
-the adapter (adapter.py). Tiles are claimed through the job store
-(``WorkerJobDatabase``); a heartbeat keeps the worker's lease."""
+Each round reconciles interrupted launches (reconcile.py), adopts the jobs the catalogue
+lost (adoption.py: after a restore of an older backup; no job is created before every
+back-end was listed once), resets failed tiles that have attempts left (the campaign's
+``max_attempts``, with its escalation), offers the usable back-ends' capacity, then lets
+MBJM track (tracking.py) and launch (launch.py) through the adapter (adapter.py). Tiles
+are claimed through the job store (``WorkerJobDatabase``); a heartbeat keeps the
+worker's lease."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import status
 from catalog_service.jobs.campaign import CampaignDefinition
 from catalog_service.runner.adapter import Ended, MultiBackendAdapter
+from catalog_service.runner.adoption import WAIT_S, Adoption
 from catalog_service.runner.budget_guard import BudgetGuard
 from catalog_service.runner.creator import CampaignJobCreator
 from catalog_service.runner.events import CampaignEvents
@@ -48,6 +51,7 @@ class CampaignJobManager:
         harvest: Harvest | None = None,
         poll_sleep: float = 60,
         root_dir: str | Path | None = None,
+        adopt_wait_s: float = WAIT_S,
     ) -> None:
         self.definition = definition
         self.job_db = job_db
@@ -59,6 +63,8 @@ class CampaignJobManager:
         self.budget = BudgetGuard(job_db.campaigns, definition.id, self.events.budget_reached)
         self.starter = JobStarter()
         self.launcher = Launcher(definition, job_db, links, self.budget, self.starter, unfit or {})
+        # Back-ends the egress policy refuses or that lack the process are not listed.
+        self.adoption = Adoption(definition, job_db, links, skip=unfit or {}, wait_s=adopt_wait_s)
         self.tracker = Tracker(job_db, links, self.starter, harvest, RunnerSettings())
         self.adapter = MultiBackendAdapter(
             definition.backends,
@@ -76,9 +82,12 @@ class CampaignJobManager:
         self.budget.refresh()
         return ended.done, ended.failed, ended.canceled
 
-    def _offer_capacity(self) -> None:
+    def _offer_capacity(self, stats: dict[str, int]) -> None:
+        allowed = self.adoption.launches_allowed()
+        if not allowed:
+            stats["launch deferred (a back-end not listed yet)"] += 1
         for name, capacity in self.launcher.capacities().items():
-            self.adapter.set_capacity(name, capacity)
+            self.adapter.set_capacity(name, capacity if allowed else 0)
 
     def retry_failed(self) -> int:
         """Reset failed tiles that have attempts left, with the escalated options."""
@@ -122,8 +131,9 @@ class CampaignJobManager:
                 reconcile_creating(
                     self.job_db, self.links, self.definition.id, self.starter.start, stats
                 )
+                self.adoption.step(stats)
                 self.retry_failed()
-                self._offer_capacity()
+                self._offer_capacity(stats)
                 self.adapter.run_round(job_db=self.job_db, start_job=creator, stats=stats)
                 stats[ROUNDS] += 1
                 self.events.check_unreachable(self.links.values())

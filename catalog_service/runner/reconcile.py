@@ -17,10 +17,9 @@ from openeo.rest.job import BatchJob
 
 from catalog_service.jobs import status
 from catalog_service.remote_text import inert
-from catalog_service.runner.answers import listed_jobs
 from catalog_service.runner.creator import job_title
-from catalog_service.runner.faults import blame
 from catalog_service.runner.jobdb import WorkerJobDatabase
+from catalog_service.runner.listing import list_jobs
 from catalog_service.runner.logins import BackendLink
 
 logger = logging.getLogger(__name__)
@@ -47,29 +46,34 @@ class StartsJobs(Protocol):
     def __call__(self, job: BatchJob, tile: str, stats: MutableMapping[str, int]) -> str: ...
 
 
-def _when(value: Any) -> datetime | None:
+def rank(job: dict[str, Any]) -> int:
+    """Where a listed job stands in the preference above (lower: keep it)."""
+    return _PREFERENCE.get(str(job.get("status")), 9)
+
+
+def when(value: Any) -> datetime | None:
     """A timestamp, in UTC when it names no offset (a back-end's may not)."""
     try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def candidates(
     listing: list[dict[str, Any]], title: str, since: Any, earlier_jobs: set[str]
 ) -> list[dict[str, Any]]:
     """Jobs of ``listing`` made for the launch that started at ``since``."""
-    start = _when(since)
+    start = when(since)
     found = []
     for job in listing:
         if job.get("title") != title or job.get("id") in earlier_jobs:
             continue
-        created = _when(job.get("created"))
+        created = when(job.get("created"))
         if start is not None and created is not None and created < start - CLOCK_SKEW:
             continue  # an earlier attempt's job
         found.append(job)
-    return sorted(found, key=lambda j: (_PREFERENCE.get(str(j.get("status")), 9), j.get("id")))
+    return sorted(found, key=lambda j: (rank(j), j.get("id")))
 
 
 def reconcile_creating(
@@ -139,15 +143,8 @@ def reconcile_creating(
 def _listing(link: BackendLink) -> list[dict[str, Any]] | None:
     """The back-end's jobs (entries that do not parse, or have an unusable id, left
     out), or None when it cannot tell now."""
-    if not link.usable():
-        return None
-    try:
-        jobs = listed_jobs(list(link.get().list_jobs(limit=None)))
-    except Exception as exc:  # down, 5xx, garbage: the tiles wait, still `creating`
-        logger.warning("could not list the jobs on %s: %s", link.name, blame(link, exc))
-        return None
-    link.answered()
-    return [job.model_dump() for job in jobs]
+    listing = list_jobs(link)
+    return None if listing is None else listing.jobs
 
 
 def _discard(connection: Any, job: dict[str, Any], tile: str) -> None:
