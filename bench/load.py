@@ -83,7 +83,9 @@ def locust(
         prefix = Path(tmp) / "run"
         command = [
             str(Path(sys.executable).parent / "locust"), "-f", str(HERE / "locustfile.py"),
-            "--headless", "-u", str(clients), "-r", str(clients), "-t", f"{seconds}s",
+            # Users arrive over 4 s and the figures count from when all are there.
+            "--headless", "-u", str(clients), "-r", str(max(1, clients // 4)), "-t", f"{seconds}s",
+            "--reset-stats",
             "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
             "--stop-timeout", "5",
         ]  # fmt: skip

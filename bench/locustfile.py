@@ -42,6 +42,10 @@ def pace(closed: tuple[float, float], people: tuple[float, float]) -> Any:
 STATUS_FILTER = "status='finished'"
 
 
+# As STAC Browser and requests-based clients (pystac-client) ask: answers come compressed.
+HEADERS = {"Accept-Encoding": "gzip"}
+
+
 def _tile() -> str:
     return random.choice(TILES)
 
@@ -50,6 +54,7 @@ class Reader(FastHttpUser):
     """STAC Browser and pystac-client reading the campaign."""
 
     abstract = "Reader" not in WANTED
+    default_headers = HEADERS
     weight = 6
     wait_time = pace((0.0, 0.05), (1.0, 3.0))  # a person paging in STAC Browser
 
@@ -94,6 +99,7 @@ class MapViewer(FastHttpUser):
     """The campaign map open in a browser: vector tiles as one pans, the changes feed."""
 
     abstract = "MapViewer" not in WANTED
+    default_headers = HEADERS
     weight = 2
     wait_time = pace((0.0, 0.2), (0.5, 2.0))  # panning; the page polls changes every 2 s
 
@@ -122,6 +128,7 @@ class Dashboard(FastHttpUser):
     """A dashboard polling the campaign's figures."""
 
     abstract = "Dashboard" not in WANTED
+    default_headers = HEADERS
     weight = 1
     wait_time = pace((0.0, 0.5), (3.0, 7.0))  # a dashboard refreshing every few seconds
 
@@ -139,6 +146,7 @@ class Worker(FastHttpUser):
     id), later starts them (queued -> running), and heartbeats its lease."""
 
     abstract = "Worker" not in WANTED
+    default_headers = HEADERS
     weight = 1
     wait_time = pace((0.5, 0.5), (0.5, 1.5))  # a runner round, compressed
 
@@ -185,7 +193,7 @@ class Worker(FastHttpUser):
             self.queued.extend(tiles)
 
     @task(2)
-    def start(self) -> None:
+    def run_queued(self) -> None:  # not `start`: that is locust's own User.start
         started, self.queued = self.queued[:10], self.queued[10:]
         if started:
             self._changes(
