@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import shutil
@@ -232,6 +233,43 @@ def floor(dsn: str, tiles: list[str], seconds: int, connections: int = 8) -> dic
     return out
 
 
+# One status page of 100, as the API asks for it, by each way the database can answer.
+_PAGE = {
+    "collections": [CAMPAIGN],
+    "filter": {"op": "=", "args": [{"property": "status"}, "finished"]},
+    "filter-lang": "cql2-json",
+    "limit": 100,
+}
+SQL_PATHS = {
+    "pgstac search()": ("SELECT pgstac.search(%s::jsonb)::text", _PAGE),
+    "pgstac search(), nohydrate": (
+        "SELECT pgstac.search(%s::jsonb)::text",
+        {**_PAGE, "conf": {"nohydrate": True}},
+    ),
+    "tilekeeper campaign_page()": (
+        "SELECT tilekeeper_search.campaign_page(%s::jsonb)::text",
+        _PAGE,
+    ),
+}
+
+
+def sql_paths(dsn: str, repeats: int = 20) -> dict[str, float]:
+    """Median ms of each way to the same page, on one connection (after one warm-up)."""
+    out = {}
+    with connect(dsn) as conn:
+        conn.execute("SET search_path TO pgstac, public")
+        for name, (query, search) in SQL_PATHS.items():
+            body = json.dumps(search)
+            conn.execute(query, (body,)).fetchone()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                conn.execute(query, (body,)).fetchone()
+                times.append((time.perf_counter() - start) * 1000)
+            out[name] = sorted(times)[len(times) // 2]
+    return out
+
+
 def _kind(values: list[float], seconds: int) -> Kind:
     ordered = sorted(values) or [float("nan")]
 
@@ -300,7 +338,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2, help="API processes")
     parser.add_argument("--keep", type=Path, help="keep the cluster and campaign here")
-    parser.add_argument("--only", default="stock,ours1,oursW,replica,floor,mix")
+    parser.add_argument("--only", default="sql,stock,ours1,oursW,replica,floor,mix")
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -315,6 +353,9 @@ def main() -> None:
             "LOAD_CAMPAIGN": CAMPAIGN, "LOAD_TILES": str(tile_file),
             "LOAD_KEY": os.environ["TILEKEEPER_API_KEY"],
         }  # fmt: skip
+        if "sql" in only:
+            for name, ms in sql_paths(report.logins.reader.dsn).items():
+                console.print(f"a status page of 100 in SQL, {name}: {ms:.1f} ms (median of 20)")
         reads: dict[str, dict[str, Kind]] = {}
         run: Callable[[str, str], dict[str, Kind]]
 
@@ -343,7 +384,8 @@ def main() -> None:
         if "floor" in only:
             console.print("reads: plain SQL ...")
             reads["SQL floor"] = floor(report.logins.reader.dsn, tiles, args.seconds)
-        table(f"Reads, {args.clients} clients, {args.tiles:,} tiles", reads)
+        if reads:
+            table(f"Reads, {args.clients} clients, {args.tiles:,} tiles", reads)
         for name in reads:
             if name.startswith("tilekeeper"):
                 console.print(
