@@ -88,12 +88,17 @@ class HttpSession:
         url = self.url(path)
         kwargs.setdefault("timeout", self.timeout_s)
         deadline = time.monotonic() + self.patience_s
+        # 503: the service says nothing was changed. With patience (the runner's writes,
+        # each safe to repeat) also a proxy's 502/504: the API process behind it died or
+        # hung mid-request, and another one answers the repeat (docs/operations.md).
+        waits_out = (502, 503, 504) if self.patience_s else (503,)
         attempt = 0
         while True:
             attempt += 1
             try:
                 response = self.session.request(method, url, **kwargs)
-                problem = f"{method} {path} -> 503" if response.status_code == 503 else None
+                status = response.status_code
+                problem = f"{method} {path} -> {status}" if status in waits_out else None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 response, problem = None, f"{method} {path}: {exc.__class__.__name__}"
             if problem is None or time.monotonic() >= deadline:
