@@ -14,6 +14,7 @@ from psycopg import connect
 from rich.console import Console
 
 from catalog_service import CampaignJobDatabase
+from catalog_service.jobs import figures
 
 console = Console()
 # Where a campaign is after a week of its run: share of tiles per status (the rest not_started).
@@ -76,5 +77,8 @@ def make_campaign(url: str, admin_dsn: str, campaign: str, n: int) -> None:
             """,
             (campaign,),
         )
+        figures.refill(
+            conn.cursor(), campaign
+        )  # the summary's figures, as the job store keeps them
         conn.execute("VACUUM ANALYZE pgstac.items")
     console.print(f"campaign {campaign} ready in {time.perf_counter() - started:.0f} s")

@@ -245,6 +245,8 @@ async def _write_items(
     return written
 
 
+# A tile's harvest state and product links: no status counter or summary figure moves
+# (jobs/figures.py), so these writes need no deltas.
 _JOB_PROPS = """
 SELECT content->'properties' AS props, content->'links' AS links FROM pgstac.items
 WHERE collection = $1 AND id = $2 FOR UPDATE

@@ -14,7 +14,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.migrate import Migrate
 from pypgstac.version import __version__ as PGSTAC_VERSION
 
-from catalog_service.database import campaign_search, hrefs, queryables
+from catalog_service.database import campaign_search, figures_schema, hrefs, queryables
 from catalog_service.database.connection import (
     READER_ROLE,
     WRITER_ROLE,
@@ -160,6 +160,8 @@ MIGRATIONS: tuple[str, ...] = (
     RENAME_JOB_ID_SQL + queryables.migration_sql(),
     # A campaign's searches answered from indexes (database/campaign_search.py).
     campaign_search.MIGRATION_SQL,
+    # A campaign's summary figures kept by every write of its tiles (jobs/figures.py).
+    figures_schema.MIGRATION_SQL,
 )
 
 

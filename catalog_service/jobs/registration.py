@@ -21,7 +21,7 @@ from pypgstac.hydration import dehydrate
 
 from catalog_service.bulk import paused_gc
 from catalog_service.database.jsonb import decoded
-from catalog_service.jobs import counts, status
+from catalog_service.jobs import counts, figures, status
 from catalog_service.jobs.campaign import (
     JOB_ITEM_TEMPLATE,
     NO_AREA_YET,
@@ -120,6 +120,11 @@ class TileRegistrar:
                     counts.REGISTER_SQL,
                     [definition.id, list(registered), list(registered.values())],
                 )
+            figures.register(
+                cur,
+                definition.id,
+                [(None, figures.as_registered(t.get("properties"))) for t in new_tiles],
+            )
             if tiles:
                 # All tiles received, not only new ones: registering a campaign's tiles
                 # again also mends the extent of one registered before it grew.

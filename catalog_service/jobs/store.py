@@ -3,8 +3,9 @@
 Every status change goes through ``apply_changes``: one transaction that locks the
 tiles' rows (in id order, so concurrent writers cannot deadlock), checks each move
 against the transition table and any expected status or revision the caller sends,
-writes the new properties and appends one history row per tile. Either every change of
-a request lands or none does.
+writes the new properties, appends one history row per tile and keeps the campaign's
+counters and summary figures (``counts``, ``figures``). Either every change of a request
+lands or none does.
 
 Tile items keep a fixed datetime and geometry, so a change only rewrites the item's
 properties in place: no partition is ever touched again after registration.
@@ -22,7 +23,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from catalog_service.database.jsonb import decoded
-from catalog_service.jobs import counts, status, workers
+from catalog_service.jobs import counts, figures, status, workers
 from catalog_service.jobs.campaign import REVISION_KEY
 from catalog_service.jobs.changes import Change, Conflict, TileState, plan, retry_changes
 from catalog_service.jobs.definitions import campaign_exists, get_definition
@@ -129,6 +130,7 @@ async def apply_changes(
         )
         moves = [(p.from_status, p.to_status) for p in planned.planned]
         await counts.apply(conn, campaign, moves)
+        await figures.apply(conn, campaign, [(current[t][0], final[t][0]) for t in ids])
     applied = [
         {
             "tile": t,

@@ -35,6 +35,7 @@ WHERE collection = $1 AND lease_until > clock_timestamp() ORDER BY started, work
 _CLAIM_TURN = "SELECT pg_advisory_xact_lock(hashtext('tilekeeper.claim'), hashtext($1))"
 # Free tiles of one status (or the worker's own), in processing order; tiles another
 # claim holds locked are skipped, never waited for.
+# Only the holder changes: no status counter or summary figure moves (jobs/figures.py).
 _CLAIM = f"""
 WITH free AS (
     SELECT id FROM pgstac.items
