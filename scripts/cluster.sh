@@ -301,14 +301,14 @@ replica_up() {
       >>"$pgdata/postgresql.conf"
   fi
   pg_start replica "$pgdata"
-  # Read-your-writes across the APIs' two pools: the API reads what decides a write (the
-  # campaign, API keys, job lists) from the read pool, so a commit of the writer login
-  # returns once the replica has applied it (remote_apply). The price: the writer's commits
-  # wait while the replica is down. TILEKEEPER_CLUSTER_SYNC_COMMIT=local: asynchronous.
+  # Asynchronous by default, as managed read replicas are: the API reads what decides a
+  # write from the primary (catalog_service/api/read_routing.py). With
+  # TILEKEEPER_CLUSTER_SYNC_COMMIT=remote_apply a writer's commit returns once the replica
+  # shows it (a search right after a write sees it), and writes wait while it is down.
   psql_admin "$DBNAME" >/dev/null <<SQL
 SET client_min_messages = warning;
-ALTER SYSTEM SET synchronous_standby_names = 'tilekeeper_replica';
-ALTER ROLE tilekeeper_writer SET synchronous_commit = '${TILEKEEPER_CLUSTER_SYNC_COMMIT:-remote_apply}';
+ALTER SYSTEM SET synchronous_standby_names = '$([[ ${TILEKEEPER_CLUSTER_SYNC_COMMIT:-local} == local ]] || echo tilekeeper_replica)';
+ALTER ROLE tilekeeper_writer SET synchronous_commit = '${TILEKEEPER_CLUSTER_SYNC_COMMIT:-local}';
 SELECT pg_reload_conf();
 SQL
 }

@@ -5,10 +5,13 @@
   must be the one just written.
 - Reads a caller acts on ask for the primary too (``"w"``): API keys (a revoked key
   stops at once, not after the replica's lag), who may see what, the runner's job lists.
+  While the primary does not answer, a read request's reads go to the replica instead:
+  nothing can be revoked or hidden on a primary that is down, so the replica's word is
+  the latest there is, and reads go on through a primary's restart.
 - Other reads go to the replica while it answers. When it does not (stopped, lost, not
-  reachable at start), reads go to the primary for ``REPLICA_RETRY_S`` and the replica is
+  reachable at start), reads go to the primary for ``RETRY_S`` and the replica is
   tried again after; the failed read is retried by the error middleware (errors.py),
-  which now finds the primary. Nothing read from a replica is written back by the API.
+  which now finds the other server. Nothing read from a replica is written back by the API.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from catalog_service.api.auth import writes
 from catalog_service.api.errors import Failure, classify
 
 logger = logging.getLogger(__name__)
-REPLICA_RETRY_S = 15.0
+RETRY_S = 15.0  # how long a server that failed is passed over
 
 
 class ReadRouting:
@@ -37,23 +40,29 @@ class ReadRouting:
         self.writepool = writepool
         self.readpool = readpool  # None while a replica could not be reached
         self.replica = replica  # the read pool is a server of its own
-        self._down_until = 0.0
+        self._down_until: dict[str, float] = {"primary": 0.0, "replica": 0.0}
+
+    def _down(self, server: str) -> bool:
+        return time.monotonic() < self._down_until[server]
 
     def pool_for(self, request: Request, readwrite: Literal["r", "w"]) -> asyncpg.Pool:
-        if readwrite == "w" or self.readpool is None or writes(request.method, request.url.path):
+        if self.readpool is None or writes(request.method, request.url.path):
             return self.writepool
-        if self.replica and time.monotonic() < self._down_until:
-            return self.writepool
-        return self.readpool
+        if not self.replica:
+            return self.writepool if readwrite == "w" else self.readpool
+        if readwrite == "w":
+            return self.readpool if self._down("primary") else self.writepool
+        return self.writepool if self._down("replica") else self.readpool
 
-    def replica_failed(self, exc: BaseException) -> None:
-        if time.monotonic() >= self._down_until:
+    def failed(self, server: str, exc: BaseException) -> None:
+        if not self._down(server):
             logger.warning(
-                "read replica not answering (%s): reads go to the primary for %.0f s",
+                "%s database not answering (%s): its reads go to the other for %.0f s",
+                server,
                 type(exc).__name__,
-                REPLICA_RETRY_S,
+                RETRY_S,
             )
-        self._down_until = time.monotonic() + REPLICA_RETRY_S
+        self._down_until[server] = time.monotonic() + RETRY_S
 
     @asynccontextmanager
     async def connection(
@@ -67,6 +76,6 @@ class ReadRouting:
                     yield conn
         except Exception as exc:
             found = classify(exc)
-            if self.replica and pool is self.readpool and found and found[0] is Failure.UNAVAILABLE:
-                self.replica_failed(exc)
+            if self.replica and found and found[0] is Failure.UNAVAILABLE:
+                self.failed("replica" if pool is self.readpool else "primary", exc)
             raise
