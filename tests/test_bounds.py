@@ -210,3 +210,28 @@ def test_write_bodies_are_bounded_in_depth_before_they_are_parsed(
         )
         assert made.status_code == 201, made.text
         client.delete("/campaigns/ok-c")
+
+
+# Found by an outside tester: this check read the first filter (or filter-lang), upstream
+# the last, so a second one reached cql2's parser unchecked and killed the worker.
+@pytest.mark.parametrize("path", ["/search", "/collections"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("filter", "{}"), ("filter", UNARY_RUNS["nots"])],
+        [
+            ("filter-lang", "cql2-json"),
+            ("filter-lang", "cql2-text"),
+            ("filter", UNARY_RUNS["minus signs"]),
+        ],
+        [("filter", "{}"), ("filter", "id = 'x'")],
+    ],
+    ids=["nots", "languages", "harmless"],
+)
+def test_a_filter_given_twice_is_400(
+    anonymous: httpx.Client, path: str, params: list[tuple[str, str]]
+) -> None:
+    answer = anonymous.get(path, params=tuple(params))
+    assert answer.status_code == 400, answer.text[:300]
+    assert "more than once" in answer.json()["description"]
+    assert anonymous.get("/search", params={"limit": 1}).status_code == 200

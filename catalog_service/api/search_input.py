@@ -289,6 +289,12 @@ def filter_as_json(
 ) -> list[tuple[str, str]] | str:
     """The parameters with a CQL2-text ``filter`` turned into CQL2-JSON (so no parser
     after this one reads text), or why the filter is refused."""
+    for name in ("filter", "filter-lang"):
+        if sum(k == name for k, _ in params) > 1:
+            # Upstream takes the last of them and this check the first: one filter only,
+            # or an unchecked one would reach cql2's parser (an outside tester crashed a
+            # worker with `filter={}&filter=NOT NOT ...`).
+            return f"{name} is given more than once; give one"
     lang = next((v for k, v in params if k == "filter-lang"), None)
     text = next((v for k, v in params if k == "filter"), None)
     if text is None:
