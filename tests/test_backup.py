@@ -5,6 +5,7 @@ up, the service serves it, and bad archives or a missing --yes change nothing.""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,3 +274,41 @@ def test_backup_without_a_database_says_what_to_do(tmp_path: Path) -> None:
     assert answer.exit_code == 1
     assert "tilekeeper db up" in answer.output
     assert not (tmp_path / "x.dump").exists()
+
+
+# Found by an outside tester: an archive with the catalogue's two schemas and their
+# migration rows, but no catalogue, and a table in public.
+CRAFTED_SQL = """
+CREATE SCHEMA pgstac; CREATE SCHEMA tilekeeper;
+CREATE TABLE pgstac.migrations (version text, datetime timestamptz DEFAULT now());
+INSERT INTO pgstac.migrations VALUES ('0.10.0');
+CREATE TABLE tilekeeper.migrations (version int);
+INSERT INTO tilekeeper.migrations VALUES (1);
+CREATE TABLE public.planted (x int); INSERT INTO public.planted VALUES (42);
+"""
+
+
+def test_a_crafted_archive_changes_nothing_and_a_good_one_still_restores() -> None:
+    db = make_database("tilekeeper-crafted-")
+    try:
+        admin = db.report.logins.admin.dsn
+        out = db.settings.data_dir.parent
+        good = out / "good.dump"
+        backup_database(db.settings, good)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE crafted")
+        crafted_dsn = psycopg.conninfo.make_conninfo(admin, dbname="crafted")
+        with psycopg.connect(crafted_dsn, autocommit=True) as conn:
+            conn.execute(CRAFTED_SQL)
+        crafted = out / "crafted.dump"
+        pg_dump = EmbeddedCluster(db.settings).bin / "pg_dump"
+        subprocess.run([str(pg_dump), "-Fc", "-f", str(crafted), "-d", crafted_dsn], check=True)
+        before = catalogue(db)
+        with pytest.raises(DatabaseSetupError, match=r"not a tilekeeper backup|not a whole"):
+            restore_database(db.settings, crafted)
+        assert db.sql("SELECT to_regclass('public.planted')") == [(None,)]
+        assert catalogue(db) == before
+        restore_database(db.settings, good)
+        assert catalogue(db) == before
+    finally:
+        db.destroy()

@@ -185,7 +185,7 @@ def replace_catalogue(
             failure = _copy_data(db, archive, psql.stdin)
             if failure is None:
                 log.info("Data restored; building indexes and committing...")
-                psql.stdin.write(post.encode() + b"COMMIT;\n")
+                psql.stdin.write(post.encode() + _WHOLE_CATALOGUE.encode() + b"COMMIT;\n")
             psql.stdin.close()
         except BrokenPipeError:
             pass  # psql stopped at an error: its message is read below
@@ -202,6 +202,41 @@ def replace_catalogue(
             f"Restore from {archive} failed and was rolled back; the catalogue is as it was. "
             f"{message or failure}{_advice(message)}"
         )
+
+
+# Checked before the COMMIT, in the restore's transaction: what the archive made lies in the
+# catalogue's schemas only (an outside tester's crafted archive also made tables in
+# public), and the catalogue it leaves is whole (a crafted one left the service answering
+# 500 and the next `db up` failing). An archive is still SQL run as the admin login, as any
+# pg_dump is: restore only backups you made (docs/operations.md, "Backups").
+_WHOLE_CATALOGUE = r"""
+DO $check$
+DECLARE
+    mine xid := pg_current_xact_id()::text::xid;
+    stray text;
+BEGIN
+    SELECT string_agg(format('%I.%I', n.nspname, made.name), ', ') INTO stray
+    FROM (
+        SELECT relnamespace AS ns, relname::text AS name FROM pg_class WHERE xmin = mine
+        UNION ALL SELECT pronamespace, proname::text FROM pg_proc WHERE xmin = mine
+        UNION ALL SELECT typnamespace, typname::text FROM pg_type WHERE xmin = mine
+    ) AS made
+    JOIN pg_namespace n ON n.oid = made.ns
+    WHERE n.nspname <> 'pgstac' AND n.nspname NOT LIKE 'tilekeeper%'
+      AND n.nspname NOT LIKE 'pg\_toast%';
+    IF stray IS NOT NULL THEN
+        RAISE EXCEPTION 'not a tilekeeper backup: it makes objects outside the catalogue''s '
+            'schemas (%)', left(stray, 200);
+    END IF;
+    IF to_regclass('pgstac.collections') IS NULL OR to_regclass('pgstac.items') IS NULL
+        OR to_regclass('pgstac.queryables') IS NULL OR to_regclass('pgstac.migrations') IS NULL
+        OR to_regclass('tilekeeper.migrations') IS NULL
+    THEN
+        RAISE EXCEPTION 'not a whole tilekeeper catalogue: pgstac''s or tilekeeper''s tables are missing';
+    END IF;
+END
+$check$;
+"""
 
 
 def _advice(message: str) -> str:

@@ -183,7 +183,12 @@ def restore_database(settings: DatabaseSettings, source: Path) -> RestoreReport:
     log.info("Checking %s...", source)
     check_archive(client_bin(settings.pg_bin), source)
     version = _check_versions(client_bin(settings.pg_bin), source)
-    bring_up(settings)  # the cluster runs; PostGIS and pgstac's roles exist
+    try:
+        bring_up(settings)  # the cluster runs; PostGIS and pgstac's roles exist
+    except DatabaseSetupError as exc:
+        # A catalogue broken by hand (or by an older restore) must not stop the restore
+        # that mends it: what the restore needs is a database that answers.
+        log.warning("`db up` before the restore failed (%s); restoring anyway", exc)
     db = _target(settings)
     with db.connect() as conn:
         replaced = _counts(conn)
