@@ -187,9 +187,10 @@ def test_the_proxy_is_the_template_scripts_cluster_renders() -> None:
     assert "docker/nginx.conf.template" in script
     for name in _template_variables():  # the script sets and substitutes each one
         assert f"{name}=" in script and f"\\${{{name}}}" in script, name
-    # Failover for idempotent requests only; passive health checks.
+    # Failover for idempotent requests only, not on 503 (the APIs share the database that
+    # answers it: nginx took both out for 10 s, bench/drills.py); passive health checks.
     template = TEMPLATE.read_text()
-    assert "proxy_next_upstream error timeout http_502 http_503 http_504;" in template
+    assert "proxy_next_upstream error timeout http_502 http_504;" in template
     assert "non_idempotent" not in template.replace("`non_idempotent`", "")
     assert template.count("max_fails=") == 2
 
