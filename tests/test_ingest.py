@@ -8,10 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from rio_cogeo.cogeo import cog_validate
 from support.cli import ingest, runner
 from support.database import Database, products_settings
 from support.rasters import write_raster
+from support.servers import moto_s3
 
 from catalog_service.api.server import free_port
 from catalog_service.cli.main import app
@@ -405,25 +402,8 @@ def test_export_round_trips(env: dict[str, str], tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[str]:
-    port = free_port()
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    assert moto, "moto[server] is a dev dependency"
-    process = subprocess.Popen(
-        [moto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    try:
+    with moto_s3() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_products_on_an_s3_compatible_store(

@@ -15,9 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -39,10 +36,9 @@ from support.database import (
     start_api,
     wait_ready,
 )
-from support.servers import local_backends, loopback_server, send_json
+from support.servers import local_backends, loopback_server, moto_s3, send_json
 from typer.testing import CliRunner
 
-from catalog_service.api.server import free_port
 from catalog_service.campaign_run import build_manager
 from catalog_service.cli.main import app
 from catalog_service.client import Catalog
@@ -292,26 +288,8 @@ def test_no_job_is_created_while_a_backend_cannot_be_listed(
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[str]:
-    """moto's S3 server on a free port (a dev dependency)."""
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    assert moto, "moto[server] is a dev dependency"
-    port = free_port()
-    process = subprocess.Popen(
-        [moto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    try:
+    with moto_s3() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(params=["local", "s3"])

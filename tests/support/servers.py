@@ -1,10 +1,13 @@
-"""Processes and servers of the tests on this machine: local openEO back-ends and
-small loopback HTTP servers."""
+"""Processes and servers of the tests on this machine: local openEO back-ends, moto's
+S3 server and small loopback HTTP servers."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +15,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from catalog_service.api.server import free_port
 from catalog_service.demo.backends import LocalBackend
@@ -92,3 +97,27 @@ class Receiver:
         deadline = time.monotonic() + timeout_s
         while len(self.received) < count and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """moto's S3-compatible server (a dev dependency) on a free port; yields its URL."""
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    assert moto, "moto[server] is a dev dependency"
+    port = free_port()
+    process = subprocess.Popen(
+        [moto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
