@@ -19,6 +19,7 @@ from pypgstac.hydration import dehydrate
 
 from catalog_service.database.jsonb import decoded
 from catalog_service.jobs import status
+from catalog_service.raster.render import grow_render
 from catalog_service.timestamps import utc_now_text
 
 PRODUCT_KEY = "tilekeeper:product"
@@ -156,6 +157,7 @@ def _grow_extent(collection: dict[str, Any], items: list[dict[str, Any]], fresh:
     codes |= {i["properties"]["proj:code"] for i in items if i["properties"].get("proj:code")}
     if codes:
         summaries["proj:code"] = sorted(codes)
+    grow_render(collection, items, fresh)
 
 
 _HAS_OTHERS = """

@@ -45,6 +45,7 @@ from catalog_service.api.openapi import complete_openapi
 from catalog_service.api.pages import add_browser, add_offline_docs
 from catalog_service.api.products import add_product_routes
 from catalog_service.api.queryables import TilekeeperFiltersClient
+from catalog_service.api.raster import add_raster_routes
 from catalog_service.api.root_path import PrefixedPath
 from catalog_service.api.search_input import ExpressionLimits
 from catalog_service.api.visibility import guard_named_collections
@@ -146,6 +147,7 @@ def create_app(
     add_product_routes(app, products or ProductSettings())
     add_browser(app, settings)
     add_map(app)
+    add_raster_routes(app, products or ProductSettings(), logins.writer.dsn)
     add_offline_docs(app)
     guard_named_collections(app)  # last: it guards every route added above
     complete_openapi(app)
@@ -188,7 +190,13 @@ def compress_with_gzip(app: FastAPI) -> None:
         # Level 1: a page of 100 items (168 KB) takes 0.6 ms to 28 KB, level 6 2.0 ms to
         # 24 KB (zlib on this 2-core machine); under load the CPU is what runs short.
         compresslevel=1,
-        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "image/tiff"),
+        exclude_content_types=(
+            *DEFAULT_EXCLUDED_CONTENT_TYPES,
+            "image/tiff",
+            "image/png",
+            "image/jpeg",
+            "image/webp",
+        ),
     )
     app.user_middleware[:] = [
         gzip

@@ -136,9 +136,17 @@ READ_POST_SUFFIXES = ("/search", "/aggregate", "/aggregations")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+# The raster service's POSTs carry a feature to read under (api/raster.py).
+READ_POST_PREFIX = "/raster/"
+
+
 def writes(method: str, path: str) -> bool:
     """Whether a route (its method and path template) writes."""
-    return method not in READ_METHODS and not path.endswith(READ_POST_SUFFIXES)
+    return (
+        method not in READ_METHODS
+        and not path.endswith(READ_POST_SUFFIXES)
+        and not path.startswith(READ_POST_PREFIX)
+    )
 
 
 def api_routes(app: FastAPI) -> list[tuple[str, str]]:

@@ -52,6 +52,7 @@ from catalog_service.api.write_checks import (
     same_id,
 )
 from catalog_service.jobs.campaign import CAMPAIGN_KEY
+from catalog_service.raster.render import mosaic_links, with_web_map_links
 
 
 class CampaignItemsAreManaged(Exception):
@@ -268,6 +269,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         collection = await super().get_collection(collection_id, request=request, **kwargs)
         collection["links"].extend(_aggregation_links(request, collection_id))
+        with_web_map_links(collection, mosaic_links(get_base_url(request), collection))
         return shown_collection(collection, await current_identity(request))
 
     async def all_collections(self, request: Request, **kwargs: Any) -> Any:
@@ -296,6 +298,7 @@ class TilekeeperCoreClient(CoreCrudClient):  # type: ignore[misc]
                 collection.setdefault("links", []).extend(
                     _aggregation_links(request, collection["id"])
                 )
+                with_web_map_links(collection, mosaic_links(get_base_url(request), collection))
         return JSONResponse(result) if isinstance(answer, Response) else result
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from stac_fastapi.pgstac.db import con_init
 
 from catalog_service.api.errors import unavailable_connection
+from catalog_service.api.raster import close_raster_pool
 from catalog_service.api.read_routing import ReadRouting
 from catalog_service.database import ConnectionInfo, DatabaseLogins
 from catalog_service.settings import ApiSettings
@@ -130,6 +131,7 @@ def database_lifespan(logins: DatabaseLogins, settings: ApiSettings):  # type: i
             replica_task = getattr(app.state, "replica_task", None)
             if replica_task is not None:
                 replica_task.cancel()
+            close_raster_pool(app)
             for name in ("readpool", "writepool"):
                 pool = getattr(app.state, name, None)
                 if pool is not None:

@@ -11,6 +11,7 @@ from urllib.parse import urljoin, urlsplit
 
 from catalog_service.jobs.campaign import ATTEMPT_KEYS, ORDER_KEY, job_extensions
 from catalog_service.products import SOURCE_KEY
+from catalog_service.raster.render import item_tile_link, with_web_map_links
 
 _PROJECTION_V2 = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _PROJECTION_V1_2 = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
@@ -75,6 +76,8 @@ def as_served(item: dict[str, Any], base_url: str, shown: Shown = Shown()) -> No
             item["stac_extensions"] = job_extensions(props, declared)
     if SOURCE_KEY in props and isinstance(declared, list):
         _with_epsg(item, props, declared)
+        link = item_tile_link(base_url, item)
+        with_web_map_links(item, [link] if link else [])
 
 
 def _with_epsg(item: dict[str, Any], props: dict[str, Any], declared: list[Any]) -> None:

@@ -1,0 +1,238 @@
+"""The products as a raster service: titiler-pgstac's routes under ``/raster``.
+
+- ``/raster/collections/{collection_id}/...``: a collection's items as one mosaic (a
+  pgstac search registered per collection, so it grows as products land): XYZ tiles,
+  TileJSON, WMTS capabilities, a point, statistics over a feature, a part as GeoTIFF.
+- ``/raster/collections/{collection_id}/items/{item_id}/...``: one product's COG.
+
+Every route names its collection, so the visibility rule (visibility.py) applies as on
+the STAC routes: a private campaign's mosaic is missing to everybody else. Only the
+product store's files are opened (raster/hrefs.py), every size a request asks for is
+bounded before anything is read (``bounded_request``), and errors answer in the STAC
+API's shape. The routes only read: POSTed features are queries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Annotated, Any
+
+import morecantile
+import pystac
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
+from psycopg import OperationalError
+from psycopg_pool import ConnectionPool, PoolTimeout
+from rasterio.errors import RasterioError, RasterioIOError
+from rio_tiler.errors import (
+    EmptyMosaicError,
+    InvalidAssetName,
+    NoAssetFoundError,
+    RioTilerError,
+    TileOutsideBounds,
+)
+from starlette.responses import Response
+from titiler.core.dependencies import DefaultDependency
+from titiler.core.errors import TilerError
+from titiler.core.factory import MultiBaseTilerFactory
+from titiler.extensions.wmts import wmtsExtension
+from titiler.mosaic.extensions.wmts import wmtsExtension as mosaic_wmts
+from titiler.pgstac.dependencies import get_collection_id, get_stac_item
+from titiler.pgstac.errors import MosaicNotFoundError
+from titiler.pgstac.factory import MosaicTilerFactory
+
+from catalog_service.api.errors import error_response
+from catalog_service.raster.backend import StoreBackend, StoreItemReader
+from catalog_service.raster.hrefs import ReadableHrefs
+from catalog_service.raster.render import RASTER_PATH, TMS, WMTS_LAYER
+from catalog_service.settings import ProductSettings
+
+logger = logging.getLogger(__name__)
+
+PREFIX = f"/{RASTER_PATH}"
+# What one request may ask for: a tile, a part or a histogram this big and no bigger
+# (titiler bounds none of them; a 100,000 px part was one request's way to the OOM killer).
+LIMITS = {
+    "tilesize": 1024,
+    "max_size": 4096,
+    "width": 4096,
+    "height": 4096,
+    "buffer": 64,
+    "padding": 64,
+    "histogram_bins": 1024,
+    "scan_limit": 10_000,
+    "items_limit": 500,
+    "time_limit": 10,
+}
+MAX_REPEATS = {"assets": 16, "bidx": 32, "rescale": 32, "c": 256, "p": 100}
+MAX_TEXT = {"expression": 1000, "colormap": 20_000, "color_formula": 500, "histogram_range": 100}
+POOL_SIZE = 4
+# Web maps, plain longitude/latitude and Europe's equal-area grid (the EEA's, for EU27).
+TILE_MATRIX_SETS = morecantile.TileMatrixSets(
+    {name: morecantile.tms.get(name) for name in (TMS, "WorldCRS84Quad", "EuropeanETRS89_LAEAQuad")}
+)
+
+
+def bounded_request(request: Request) -> None:
+    """400 for a size, count or text past LIMITS, MAX_REPEATS or MAX_TEXT."""
+    params = request.query_params
+    for name, limit in LIMITS.items():
+        given = params.getlist(name)
+        if name in request.path_params:  # a part's /{width}x{height}.tif
+            given.append(str(request.path_params[name]))
+        for value in given:
+            numbers = [v for v in value.split(",") if v.strip()]
+            try:
+                too_big = len(numbers) > limit or any(abs(float(v)) > limit for v in numbers)
+            except ValueError:
+                raise HTTPException(400, f"{name} must be a number, not {value[:40]!r}") from None
+            if too_big:
+                raise HTTPException(400, f"{name} may be at most {limit}")
+    for name, limit in MAX_REPEATS.items():
+        if len(params.getlist(name)) > limit:
+            raise HTTPException(400, f"{name} may be given at most {limit} times")
+    for name, limit in MAX_TEXT.items():
+        if any(len(v) > limit for v in params.getlist(name)):
+            raise HTTPException(400, f"{name} may be at most {limit} characters")
+
+
+_pool_lock = threading.Lock()
+
+
+def raster_pool(request: Request) -> ConnectionPool:
+    """titiler-pgstac's (psycopg) pool, opened at the first raster request; it registers
+    a collection's mosaic search, so it logs in as the writer on the primary."""
+    app = request.app
+    with _pool_lock:
+        pool: ConnectionPool | None = getattr(app.state, "dbpool", None)
+        if pool is None:
+            pool = ConnectionPool(
+                app.state.raster_dsn,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=10,
+                kwargs={
+                    "options": "-c search_path=pgstac,public -c application_name=tilekeeper-raster "
+                    f"-c statement_timeout={app.state.api_settings.statement_timeout_ms}"
+                },
+                open=True,
+                name="tilekeeper-raster",
+            )
+            app.state.dbpool = pool
+    return pool
+
+
+def collection_mosaic(
+    request: Request,
+    collection_id: Annotated[str, Path(description="STAC collection identifier")],
+) -> str:
+    """The collection's mosaic: the pgstac search of its items (registered once)."""
+    # Every argument given: titiler-pgstac's cache key takes them all by position.
+    search = get_collection_id(
+        raster_pool(request), collection_id, None, None, None, None, None, None, "cql2-json"
+    )
+    return str(search)
+
+
+def product_item(
+    request: Request,
+    collection_id: Annotated[str, Path(description="STAC collection identifier")],
+    item_id: Annotated[str, Path(description="STAC item identifier")],
+) -> pystac.Item:
+    item: pystac.Item = get_stac_item(raster_pool(request), collection_id, item_id)
+    return item
+
+
+class StoreBackendParams(DefaultDependency):
+    """The backend's pool and which hrefs it opens (not query parameters)."""
+
+    def __init__(self, request: Request) -> None:
+        self.pool = raster_pool(request)
+        self.hrefs = request.app.state.readable_hrefs
+
+
+class StoreReaderParams(DefaultDependency):
+    def __init__(self, request: Request) -> None:
+        self.hrefs = request.app.state.readable_hrefs
+
+
+def create_routers() -> tuple[Any, Any]:
+    mosaic = MosaicTilerFactory(
+        path_dependency=collection_mosaic,
+        backend=StoreBackend,
+        backend_dependency=StoreBackendParams,
+        router_prefix=f"{PREFIX}/{{collection_id}}",
+        add_statistics=True,
+        add_viewer=False,  # its page loads its libraries from a CDN
+        add_part=True,
+        add_ogc_maps=False,
+        # The links carry the collection's render as query parameters (render.py): one
+        # WMTS layer per tile matrix set, not a second one of the same name per render.
+        get_renders=lambda _: {},
+        extensions=[mosaic_wmts(layer_identifier_provider=lambda _: WMTS_LAYER)],
+        supported_tms=TILE_MATRIX_SETS,
+    )
+    items = MultiBaseTilerFactory(
+        reader=StoreItemReader,
+        reader_dependency=StoreReaderParams,
+        path_dependency=product_item,
+        router_prefix=f"{PREFIX}/{{collection_id}}/items/{{item_id}}",
+        add_viewer=False,
+        extensions=[wmtsExtension()],
+        supported_tms=TILE_MATRIX_SETS,
+    )
+    return mosaic, items
+
+
+def _problem(code: str, status: int) -> Any:
+    async def handler(request: Request, exc: Exception) -> Response:
+        if status == 204:
+            return Response(status_code=204)
+        if status >= 500:
+            logger.warning("raster request %s: %s", request.url.path, exc)
+        return error_response(code, str(exc) or code, status)
+
+    return handler
+
+
+def add_raster_routes(app: FastAPI, products: ProductSettings, dsn: str) -> None:
+    app.state.raster_dsn = dsn
+    app.state.readable_hrefs = ReadableHrefs.of(products)
+    mosaic, items = create_routers()
+    bounded = [Depends(bounded_request)]
+    # Items first: their paths are longer than, and would otherwise match, the mosaic's.
+    app.include_router(
+        items.router,
+        prefix=f"{PREFIX}/{{collection_id}}/items/{{item_id}}",
+        tags=["Raster: one product"],
+        dependencies=bounded,
+    )
+    app.include_router(
+        mosaic.router,
+        prefix=f"{PREFIX}/{{collection_id}}",
+        tags=["Raster: a collection's mosaic"],
+        dependencies=bounded,
+    )
+    for exc, code, status in (
+        (EmptyMosaicError, "NoContent", 204),
+        (NoAssetFoundError, "NoContent", 204),
+        (TileOutsideBounds, "NotFoundError", 404),
+        (InvalidAssetName, "NotFoundError", 404),
+        (MosaicNotFoundError, "NotFoundError", 404),
+        (RasterioIOError, "ServiceUnavailable", 503),
+        (PoolTimeout, "ServiceUnavailable", 503),
+        (OperationalError, "ServiceUnavailable", 503),
+        (RasterioError, "BadRequest", 400),
+        (RioTilerError, "BadRequest", 400),
+        (TilerError, "BadRequest", 400),
+    ):
+        app.add_exception_handler(exc, _problem(code, status))
+
+
+def close_raster_pool(app: FastAPI) -> None:
+    pool: ConnectionPool | None = getattr(app.state, "dbpool", None)
+    if pool is not None:
+        pool.close()
+        app.state.dbpool = None
+
+
+

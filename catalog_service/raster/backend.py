@@ -1,0 +1,56 @@
+"""titiler-pgstac's mosaic backend and item reader, opening only the product store's
+files (hrefs.py) and answering low zooms from the campaign overview (overview.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attr
+from rio_tiler.errors import InvalidAssetName
+from rio_tiler.types import AssetInfo, AssetType
+from titiler.pgstac.backend import PGSTACBackend
+from titiler.pgstac.reader import Item, PgSTACReader
+
+from catalog_service.raster.hrefs import ReadableHrefs
+
+
+def readable_item(item: Item, hrefs: ReadableHrefs) -> Item | None:
+    """``item`` with only the assets the service may open, their hrefs as GDAL opens
+    them; None when none is left."""
+    assets = {}
+    for name, asset in item.get("assets", {}).items():
+        opened = hrefs.opened(str(asset.get("href", "")))
+        if opened is not None:
+            assets[name] = {**asset, "href": opened}
+            assets[name].pop("alternate", None)
+    if not assets:
+        return None
+    result: Item = {**item, "assets": assets}
+    return result
+
+
+@attr.s
+class StoreBackend(PGSTACBackend):
+    """A registered search's items, with the assets the service may open."""
+
+    hrefs: ReadableHrefs = attr.ib(kw_only=True)
+
+    def get_assets(self, *args: Any, **kwargs: Any) -> list[Item]:
+        found: list[Item] = super().get_assets(*args, **kwargs)
+        kept = (readable_item(item, self.hrefs) for item in found)
+        return [item for item in kept if item is not None]
+
+
+@attr.s
+class StoreItemReader(PgSTACReader):
+    """One item's assets (titiler's item routes), from the product store only."""
+
+    hrefs: ReadableHrefs = attr.ib(kw_only=True)
+
+    def _get_asset_info(self, asset: AssetType) -> AssetInfo:
+        info: AssetInfo = super()._get_asset_info(asset)
+        opened = self.hrefs.opened(str(self.item.assets[info["name"]].href))
+        if opened is None:
+            raise InvalidAssetName(f"asset {info['name']!r} is not in the product store")
+        info["url"] = opened
+        return info

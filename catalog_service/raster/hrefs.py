@@ -1,0 +1,48 @@
+"""Which asset hrefs the raster service opens, and as what.
+
+Asset hrefs are written by whoever may fill a collection: opened as given, an href
+could name any file on the API's machine or any address its network reaches. The
+raster service opens only the product store's own files: the local store's keys (as
+paths under its root) and the object store's public URLs; every other asset is left out
+of a mosaic or an item's tiles, as if it did not exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from catalog_service.settings import ProductSettings
+
+# How the local store's hrefs start in items (ingest/store.py LOCAL_FILES_PATH), as
+# stored (relative) or as served (resolved against the API's address).
+LOCAL_PREFIX = "products/files/"
+
+
+@dataclass(frozen=True)
+class ReadableHrefs:
+    local_root: Path | None
+    public_base: str | None
+
+    @classmethod
+    def of(cls, settings: ProductSettings) -> ReadableHrefs:
+        local = settings.local_dir()
+        public = settings.public_base()
+        return cls(
+            local.resolve() if local is not None else None,
+            public.rstrip("/") + "/" if public else None,
+        )
+
+    def opened(self, href: str) -> str | None:
+        """What GDAL opens for ``href``: a path in the local store, the object store's
+        URL, or None for an href outside the store."""
+        if self.public_base is not None and href.startswith(self.public_base):
+            rest = href[len(self.public_base) :]
+            return href if rest and ".." not in unquote(rest).split("/") else None
+        if self.local_root is None or not href.startswith(LOCAL_PREFIX):
+            return None
+        key = unquote(href[len(LOCAL_PREFIX) :].split("?", 1)[0])
+        path = (self.local_root / key).resolve()
+        if not key or not path.is_relative_to(self.local_root) or not path.is_file():
+            return None
+        return str(path)
