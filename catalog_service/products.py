@@ -18,6 +18,7 @@ import orjson
 from pypgstac.hydration import dehydrate
 
 from catalog_service.database.jsonb import decoded
+from catalog_service.database.overview_schema import PENDING_SQL
 from catalog_service.jobs import status
 from catalog_service.raster.render import grow_render
 from catalog_service.timestamps import utc_now_text
@@ -193,6 +194,8 @@ async def write_products(
             await conn.execute(
                 "SELECT pgstac.update_collection($1::text::jsonb)", json.dumps(collection)
             )
+            # The collection's overview takes them in next (raster/overview.py).
+            await conn.execute(PENDING_SQL, collection_id, ids)
     return results
 
 

@@ -332,6 +332,33 @@ class ProductSettings(BaseSettings):
         return f"https://{bucket}.s3.{self.s3_region}.amazonaws.com/{prefix}".rstrip("/")
 
 
+class RasterSettings(BaseSettings):
+    """The raster service's campaign overviews: a pyramid per product collection that
+    answers the zooms where one map tile would open dozens of products (raster/overview.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TILEKEEPER_RASTER_", extra="ignore")
+
+    overviews: bool = Field(
+        default=True,
+        description="Answer low zooms from the collections' overviews and keep these up to "
+        "date as products land (false: every zoom reads the products, as titiler-pgstac does).",
+    )
+    overview_dir: Path | None = Field(
+        default=None,
+        description="Where the overviews are kept (the API's own disk, or one every API "
+        "process shares). Default: <database data_dir>/overviews.",
+    )
+    overview_interval_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="How often the API looks for products its overviews have not taken in yet.",
+    )
+
+    def folder(self, data_dir: Path | None = None) -> Path:
+        """The overview folder: as set, else beside the database's data."""
+        return self.overview_dir or (data_dir or DatabaseSettings().data_dir) / "overviews"
+
+
 class EgressSettings(BaseSettings):
     """What tilekeeper may fetch at URLs it is given (webhooks, back-ends, process
     namespaces, documents and files to ingest or harvest): http(s) only, never a

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -20,12 +24,22 @@ import psycopg
 import pytest
 import rasterio
 from pyproj import Transformer
+from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
+from rasterio.warp import reproject
 from support.cli import runner
-from support.database import Database, admin_token, auth_headers, products_settings
+from support.database import (
+    Database,
+    admin_token,
+    auth_headers,
+    products_settings,
+    start_api,
+    wait_ready,
+)
 from support.rasters import write_raster
 from support.stac import make_collection, make_item
 
+from catalog_service.api.raster import OVERVIEW_TTL_S
 from catalog_service.auth import keys
 from catalog_service.cli.main import app
 from catalog_service.ids import campaign_products_id
@@ -160,7 +174,8 @@ def test_a_point_answers_the_products_value(http: httpx.Client, campaign: Campai
         y = ORIGIN[1] - (row * SIZE + 20.5) * PIXEL
         lon, lat = _lonlat(x, y)
         answer = http.get(
-            f"/raster/collections/{campaign.collection}/point/{lon},{lat}", params={"assets": "data"}
+            f"/raster/collections/{campaign.collection}/point/{lon},{lat}",
+            params={"assets": "data"},
         )
         assert answer.status_code == 200, answer.text
         values = {a["name"]: a["values"] for a in answer.json()["assets"]}
@@ -223,7 +238,7 @@ def test_gdal_reads_the_wmts_capabilities_and_a_tile(
         link for link in http.get(f"/collections/{campaign.collection}").json()["links"]
         if link["rel"] == "wmts"
     )  # fmt: skip
-    env = {"PATH": "/usr/bin:/bin", "GDAL_HTTP_TIMEOUT": "60"}
+    env = {"PATH": "/usr/bin:/bin", "GDAL_HTTP_TIMEOUT": "60", "GDAL_ENABLE_WMS_CACHE": "NO"}
     done = subprocess.run(
         ["gdalinfo", "-json", f"WMTS:{wmts['href']},layer={wmts['wmts:layer']}"], capture_output=True, text=True, env=env,
         timeout=120,
@@ -280,7 +295,9 @@ def test_a_private_campaigns_mosaic_is_missing_to_others(
             assert mine.status_code in (200, 204), (path, mine.text)
             for who in (None, other):
                 headers = {"Authorization": f"Bearer {who}"} if who else {}
-                hidden = client.get(f"/raster/collections/{private.collection}{path}", headers=headers)
+                hidden = client.get(
+                    f"/raster/collections/{private.collection}{path}", headers=headers
+                )
                 absent = client.get(f"/raster/collections/{missing}{path}", headers=headers)
                 assert hidden.status_code == absent.status_code == 404, (path, hidden.text)
                 assert hidden.json()["code"] == absent.json()["code"] == "NotFoundError"
@@ -311,7 +328,9 @@ def test_assets_outside_the_product_store_are_never_opened(
                          params={"assets": "data"})  # fmt: skip
         assert point.status_code == 404, (href, point.text)
         assert "not in the product store" in point.json()["description"]
-    mosaic = http.get(f"/raster/collections/{collection}/point/{lon},{lat}", params={"assets": "data"})
+    mosaic = http.get(
+        f"/raster/collections/{collection}/point/{lon},{lat}", params={"assets": "data"}
+    )
     assert mosaic.status_code in (204, 404), mosaic.text
     assert "values" not in mosaic.text
 
@@ -339,11 +358,135 @@ def test_sizes_a_request_asks_for_are_bounded(
         assert answer.json()["code"] == "BadRequest"
 
 
-def test_a_bare_raster_request_gets_a_clear_error(
-    http: httpx.Client, campaign: Campaign
-) -> None:
-    answer = http.get(f"/raster/collections/{campaign.collection}/tiles/WebMercatorQuad/14/8245/5468.png")
+def test_a_bare_raster_request_gets_a_clear_error(http: httpx.Client, campaign: Campaign) -> None:
+    answer = http.get(
+        f"/raster/collections/{campaign.collection}/tiles/WebMercatorQuad/14/8245/5468.png"
+    )
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.json()["description"]
 
 
+def _db_env(database: Database) -> dict[str, str]:
+    return {
+        "COLUMNS": "1000",
+        "TILEKEEPER_DB_DATA_DIR": str(database.settings.data_dir),
+        "TILEKEEPER_DB_PORT": str(database.settings.port),
+        "TILEKEEPER_PRODUCTS_STORE": str(products_settings(database).store),
+    }
+
+
+def _tile_tif(
+    http: httpx.Client, collection: str, tile: str
+) -> tuple[np.ma.MaskedArray[Any, Any], str]:
+    answer = http.get(
+        f"/raster/collections/{collection}/tiles/WebMercatorQuad/{tile}.tif",
+        params={"assets": "data", "tilesize": 256},
+    )
+    assert answer.status_code == 200, answer.text
+    with rasterio.open(io.BytesIO(answer.content)) as got:
+        data = got.read(1)
+    # titiler's GeoTIFF tiles carry no mask: nodata is the products' own, 0.
+    return np.ma.masked_equal(data, 0), answer.headers.get("x-assets", "")
+
+
+def _expected_tile(sources: list[Path], tile: str) -> np.ma.MaskedArray[Any, Any]:
+    """The sources averaged into the tile's 256 x 256 web mercator grid, by GDAL."""
+    z, x, y = (int(v) for v in tile.split("/"))
+    size = 2 * math.pi * 6378137 / 2**z
+    west, north = -math.pi * 6378137 + x * size, math.pi * 6378137 - y * size
+    transform = rasterio.transform.from_origin(west, north, size / 256, size / 256)
+    out = np.full((256, 256), np.nan, dtype="float32")
+    for source in sources:
+        with rasterio.open(source) as src:
+            part = np.full((256, 256), np.nan, dtype="float32")
+            reproject(
+                rasterio.band(src, 1), part, dst_transform=transform, dst_crs="EPSG:3857",
+                resampling=Resampling.average, dst_nodata=np.nan,
+            )  # fmt: skip
+        out = np.where(np.isnan(out), part, out)
+    return np.ma.masked_invalid(out)
+
+
+def test_the_overview_draws_low_zooms_with_the_products_values(
+    api: str, database: Database, http: httpx.Client, tmp_path: Path
+) -> None:
+    own = _campaign(api, database, tmp_path, admin_token(database))
+    made = runner.invoke(app, ["campaign", "overview", own.id], env=_db_env(database))
+    assert made.exit_code == 0, made.output
+    assert "3 products taken in" in made.output
+    zooms = re.search(r"overview of zooms (\d+)-(\d+)", made.output)
+    assert zooms is not None, made.output
+    low, high = int(zooms.group(1)), int(zooms.group(2))
+    assert high - low == 6
+    lon, lat = _lonlat(ORIGIN[0] + SIZE * PIXEL, ORIGIN[1] - SIZE * PIXEL)
+    sources = list(own.sources.values())
+    for z in (high - 3, high):
+        data, drawn_by = _tile_tif(http, own.collection, _tile(lon, lat, z))
+        assert drawn_by == f"overview z{z}"
+        expected = _expected_tile(sources, _tile(lon, lat, z))
+        # Where the products are (allowing a pixel's edge), and their mean there.
+        assert abs(int(data.count()) - int(expected.count())) <= 0.1 * expected.count() + 8
+        assert float(data.mean()) == pytest.approx(float(expected.mean()), rel=0.03)
+    # Past the overview's zooms the products draw the tile themselves.
+    _, drawn_by = _tile_tif(http, own.collection, _tile(lon, lat, high + 1))
+    assert own.id in drawn_by and "overview" not in drawn_by
+
+    # A product written later is queued, and taken in by the next update alone.
+    extra = write_raster(tmp_path / f"{own.id}-tile-3.tif", count=1, size=SIZE, seed=40,
+                         origin=(ORIGIN[0] + SIZE * PIXEL, ORIGIN[1] - SIZE * PIXEL))  # fmt: skip
+    _ingest(api, str(products_settings(database).store), admin_token(database), str(extra),
+            "--campaign", own.id)  # fmt: skip
+    queued = database.sql(
+        "SELECT item_id FROM tilekeeper.overview_pending WHERE collection = %s", own.collection
+    )
+    assert queued == [(extra.stem,)]
+    again = runner.invoke(app, ["campaign", "overview", own.id], env=_db_env(database))
+    assert again.exit_code == 0, again.output
+    assert "1 products taken in" in again.output
+    time.sleep(OVERVIEW_TTL_S)  # the API's view of the pyramid is kept this long
+    data, drawn_by = _tile_tif(http, own.collection, _tile(lon, lat, high))
+    expected = _expected_tile([*sources, extra], _tile(lon, lat, high))
+    assert drawn_by == f"overview z{high}"
+    assert float(data.mean()) == pytest.approx(float(expected.mean()), rel=0.03)
+
+    rebuilt = runner.invoke(
+        app, ["campaign", "overview", own.id, "--rebuild"], env=_db_env(database)
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "4 products queued again" in rebuilt.output and "4 products taken in" in rebuilt.output
+
+
+def test_the_api_keeps_overviews_as_products_land(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TILEKEEPER_RASTER_OVERVIEW_INTERVAL_S", "0.5")
+    server = start_api(database)
+    try:
+        wait_ready(server.url)
+        own = _campaign(server.url, database, tmp_path, admin_token(database))
+        lon, lat = _lonlat(ORIGIN[0] + SIZE * PIXEL, ORIGIN[1] - SIZE * PIXEL)
+        with httpx.Client(base_url=server.url, headers=auth_headers(), timeout=60) as client:
+            deadline = time.monotonic() + 60
+            drawn_by = ""
+            while time.monotonic() < deadline and not drawn_by.startswith("overview"):
+                time.sleep(0.5)
+                _, drawn_by = _tile_tif(client, own.collection, _tile(lon, lat, 10))
+            assert drawn_by == "overview z10"
+        left = database.sql(
+            "SELECT count(*) FROM tilekeeper.overview_pending WHERE collection = %s", own.collection
+        )
+        assert left == [(0,)]
+        # The latest version of a product is drawn, not the one it replaced.
+        replaced = write_raster(own.sources[f"{own.id}-tile-0"], count=1, size=SIZE, seed=99)
+        _ingest(server.url, str(products_settings(database).store), admin_token(database),
+                str(replaced), "--campaign", own.id)  # fmt: skip
+        x, y = ORIGIN[0] + 10.5 * PIXEL, ORIGIN[1] - 20.5 * PIXEL
+        plon, plat = _lonlat(x, y)
+        with httpx.Client(base_url=server.url, headers=auth_headers(), timeout=60) as client:
+            point = client.get(f"/raster/collections/{own.collection}/point/{plon},{plat}",
+                               params={"assets": "data"})  # fmt: skip
+        assert point.status_code == 200, point.text
+        values = [a["values"] for a in point.json()["assets"]]
+        assert values == [pytest.approx([_value_at(replaced, x, y)], rel=1e-6)]
+    finally:
+        server.stop()

@@ -147,7 +147,12 @@ def create_app(
     add_product_routes(app, products or ProductSettings())
     add_browser(app, settings)
     add_map(app)
-    add_raster_routes(app, products or ProductSettings(), logins.writer.dsn)
+    add_raster_routes(
+        app,
+        products or ProductSettings(),
+        logins.writer.dsn,
+        (db_settings or DatabaseSettings()).data_dir,
+    )
     add_offline_docs(app)
     guard_named_collections(app)  # last: it guards every route added above
     complete_openapi(app)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from stac_fastapi.pgstac.db import con_init
 
 from catalog_service.api.errors import unavailable_connection
-from catalog_service.api.raster import close_raster_pool
+from catalog_service.api.raster import close_raster_pool, keep_overviews
 from catalog_service.api.read_routing import ReadRouting
 from catalog_service.database import ConnectionInfo, DatabaseLogins
 from catalog_service.settings import ApiSettings
@@ -123,10 +123,12 @@ def database_lifespan(logins: DatabaseLogins, settings: ApiSettings):  # type: i
         app.state.get_connection = unavailable_connection
         task = asyncio.create_task(_connect_until_ready(app, logins, settings))
         app.state.connect_task = task
+        keeper = asyncio.create_task(keep_overviews(app))
         try:
             await asyncio.wait({task}, timeout=FIRST_CONNECT_WAIT_S)
             yield
         finally:
+            keeper.cancel()
             task.cancel()
             replica_task = getattr(app.state, "replica_task", None)
             if replica_task is not None:

@@ -13,8 +13,11 @@ API's shape. The routes only read: POSTed features are queries."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import pathlib
 import threading
+import time
 from typing import Annotated, Any
 
 import morecantile
@@ -34,6 +37,7 @@ from starlette.responses import Response
 from titiler.core.dependencies import DefaultDependency
 from titiler.core.errors import TilerError
 from titiler.core.factory import MultiBaseTilerFactory
+from titiler.core.resources.enums import OptionalHeader
 from titiler.extensions.wmts import wmtsExtension
 from titiler.mosaic.extensions.wmts import wmtsExtension as mosaic_wmts
 from titiler.pgstac.dependencies import get_collection_id, get_stac_item
@@ -41,10 +45,12 @@ from titiler.pgstac.errors import MosaicNotFoundError
 from titiler.pgstac.factory import MosaicTilerFactory
 
 from catalog_service.api.errors import error_response
+from catalog_service.raster import overview
 from catalog_service.raster.backend import StoreBackend, StoreItemReader
 from catalog_service.raster.hrefs import ReadableHrefs
+from catalog_service.raster.overview import Pyramid
 from catalog_service.raster.render import RASTER_PATH, TMS, WMTS_LAYER
-from catalog_service.settings import ProductSettings
+from catalog_service.settings import ProductSettings, RasterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ LIMITS = {
 MAX_REPEATS = {"assets": 16, "bidx": 32, "rescale": 32, "c": 256, "p": 100}
 MAX_TEXT = {"expression": 1000, "colormap": 20_000, "color_formula": 500, "histogram_range": 100}
 POOL_SIZE = 4
+# A product collection's mosaic: its products' latest versions.
+CURRENT = "deprecated IS NULL"
 # Web maps, plain longitude/latitude and Europe's equal-area grid (the EEA's, for EU27).
 TILE_MATRIX_SETS = morecantile.TileMatrixSets(
     {name: morecantile.tms.get(name) for name in (TMS, "WorldCRS84Quad", "EuropeanETRS89_LAEAQuad")}
@@ -99,9 +107,13 @@ _pool_lock = threading.Lock()
 
 
 def raster_pool(request: Request) -> ConnectionPool:
-    """titiler-pgstac's (psycopg) pool, opened at the first raster request; it registers
-    a collection's mosaic search, so it logs in as the writer on the primary."""
-    app = request.app
+    return app_pool(request.app)
+
+
+def app_pool(app: FastAPI) -> ConnectionPool:
+    """titiler-pgstac's (psycopg) pool, opened at the first use; it registers a
+    collection's mosaic search and keeps the overviews, so it logs in as the writer on
+    the primary."""
     with _pool_lock:
         pool: ConnectionPool | None = getattr(app.state, "dbpool", None)
         if pool is None:
@@ -126,9 +138,10 @@ def collection_mosaic(
     collection_id: Annotated[str, Path(description="STAC collection identifier")],
 ) -> str:
     """The collection's mosaic: the pgstac search of its items (registered once)."""
-    # Every argument given: titiler-pgstac's cache key takes them all by position.
+    # Every argument given: titiler-pgstac's cache key takes them all by position. The
+    # latest version of each product only (products.py keeps older ones, deprecated).
     search = get_collection_id(
-        raster_pool(request), collection_id, None, None, None, None, None, None, "cql2-json"
+        raster_pool(request), collection_id, None, None, None, None, None, CURRENT, "cql2-text"
     )
     return str(search)
 
@@ -143,11 +156,57 @@ def product_item(
 
 
 class StoreBackendParams(DefaultDependency):
-    """The backend's pool and which hrefs it opens (not query parameters)."""
+    """The backend's pool, which hrefs it opens and the collection's overview (not query
+    parameters)."""
 
     def __init__(self, request: Request) -> None:
         self.pool = raster_pool(request)
         self.hrefs = request.app.state.readable_hrefs
+        self.overview = _overview_of(request.app, str(request.path_params.get("collection_id")))
+
+
+_overviews: dict[str, tuple[float, Pyramid | None]] = {}
+OVERVIEW_TTL_S = 5.0
+
+
+def _overview_of(app: FastAPI, collection: str) -> Pyramid | None:
+    """The collection's pyramid, looked up at most every OVERVIEW_TTL_S."""
+    settings: RasterSettings = app.state.raster_settings
+    if not settings.overviews:
+        return None
+    now = time.monotonic()
+    known = _overviews.get(collection)
+    if known is not None and now - known[0] < OVERVIEW_TTL_S:
+        return known[1]
+    with app_pool(app).connection() as conn:
+        pyramid = overview.load(conn, collection, app.state.overview_folder)
+    _overviews[collection] = (now, pyramid)
+    return pyramid
+
+
+async def keep_overviews(app: FastAPI) -> None:
+    """Take the products written since into their collections' overviews, every
+    overview_interval_s (one API process at a time per collection: an advisory lock)."""
+    settings: RasterSettings = app.state.raster_settings
+    while True:
+        await asyncio.sleep(settings.overview_interval_s)
+        try:
+            await asyncio.to_thread(_keep_once, app, settings)
+        except (OperationalError, PoolTimeout) as exc:
+            logger.warning("overviews not updated: the database did not answer (%s)", exc)
+        except Exception:  # a bug must not end the loop: logged, tried again next time
+            logger.exception("overviews not updated")
+
+
+def _keep_once(app: FastAPI, settings: RasterSettings) -> None:
+    hrefs: ReadableHrefs = app.state.readable_hrefs
+    with app_pool(app).connection() as conn:
+        for collection in overview.pending_collections(conn):
+            for progress in overview.update_all(conn, collection, hrefs, app.state.overview_folder):
+                logger.info(
+                    "overview of %s: %d products taken in, %d skipped, %d to go",
+                    collection, progress.pasted, progress.skipped, progress.remaining,
+                )  # fmt: skip
 
 
 class StoreReaderParams(DefaultDependency):
@@ -168,6 +227,8 @@ def create_routers() -> tuple[Any, Any]:
         # The links carry the collection's render as query parameters (render.py): one
         # WMTS layer per tile matrix set, not a second one of the same name per render.
         get_renders=lambda _: {},
+        # Which products (or which overview level) drew a tile: ids the caller may see.
+        optional_headers=[OptionalHeader.x_assets],
         extensions=[mosaic_wmts(layer_identifier_provider=lambda _: WMTS_LAYER)],
         supported_tms=TILE_MATRIX_SETS,
     )
@@ -194,8 +255,12 @@ def _problem(code: str, status: int) -> Any:
     return handler
 
 
-def add_raster_routes(app: FastAPI, products: ProductSettings, dsn: str) -> None:
+def add_raster_routes(
+    app: FastAPI, products: ProductSettings, dsn: str, data_dir: pathlib.Path | None = None
+) -> None:
     app.state.raster_dsn = dsn
+    app.state.raster_settings = settings = RasterSettings()
+    app.state.overview_folder = settings.folder(data_dir)
     app.state.readable_hrefs = ReadableHrefs.of(products)
     mosaic, items = create_routers()
     bounded = [Depends(bounded_request)]
@@ -233,6 +298,3 @@ def close_raster_pool(app: FastAPI) -> None:
     if pool is not None:
         pool.close()
         app.state.dbpool = None
-
-
-

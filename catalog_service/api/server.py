@@ -53,9 +53,12 @@ class ServerThread:
         logins: DatabaseLogins | None = None,
         products: ProductSettings | None = None,
         auth: AuthSettings | None = None,
+        db_settings: DatabaseSettings | None = None,
     ) -> None:
         self.settings = settings
-        self.app = create_app(settings, logins=logins, products=products, auth=auth)
+        self.app = create_app(
+            settings, db_settings=db_settings, logins=logins, products=products, auth=auth
+        )
         self.server = uvicorn.Server(uvicorn_config(self.app, settings))
         self.thread = threading.Thread(target=self.server.run, name="tilekeeper-api", daemon=True)
 

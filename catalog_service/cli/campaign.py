@@ -13,6 +13,7 @@ from rich.table import Table
 
 from catalog_service.cli.campaign_jobs import cancel, history, logs, pilot, retry, run
 from catalog_service.cli.campaign_options import ApiOption, campaigns_at, pairs
+from catalog_service.cli.campaign_overview import overview_command
 from catalog_service.cli.campaign_recover import recover
 from catalog_service.cli.campaign_reports import budget_line, plan, status
 from catalog_service.cli.errors import friendly_errors
@@ -295,3 +296,4 @@ app.command("cancel")(cancel)
 app.command("logs")(logs)
 app.command("history")(history)
 app.command("recover")(recover)
+app.command("overview")(overview_command)

@@ -14,7 +14,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.migrate import Migrate
 from pypgstac.version import __version__ as PGSTAC_VERSION
 
-from catalog_service.database import campaign_search, figures_schema, hrefs, queryables
+from catalog_service.database import campaign_search, figures_schema, overview_schema, hrefs, queryables
 from catalog_service.database.connection import (
     READER_ROLE,
     WRITER_ROLE,
@@ -162,6 +162,8 @@ MIGRATIONS: tuple[str, ...] = (
     campaign_search.MIGRATION_SQL,
     # A campaign's summary figures kept by every write of its tiles (jobs/figures.py).
     figures_schema.MIGRATION_SQL,
+    # The campaign overviews and the products they have yet to take in (raster/overview.py).
+    overview_schema.MIGRATION_SQL,
 )
 
 

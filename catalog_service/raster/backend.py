@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import attr
-from rio_tiler.errors import InvalidAssetName
+from rio_tiler.errors import EmptyMosaicError, InvalidAssetName, TileOutsideBounds
+from rio_tiler.models import ImageData
 from rio_tiler.types import AssetInfo, AssetType
 from titiler.pgstac.backend import PGSTACBackend
 from titiler.pgstac.reader import Item, PgSTACReader
 
 from catalog_service.raster.hrefs import ReadableHrefs
+from catalog_service.raster.overview import Pyramid
 
 
 def readable_item(item: Item, hrefs: ReadableHrefs) -> Item | None:
@@ -34,6 +36,25 @@ class StoreBackend(PGSTACBackend):
     """A registered search's items, with the assets the service may open."""
 
     hrefs: ReadableHrefs = attr.ib(kw_only=True)
+    overview: Pyramid | None = attr.ib(kw_only=True, default=None)
+
+    def tile(  # type: ignore[override]  # upstream's own override of BaseReader.tile
+        self, x: int, y: int, z: int, search_options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[ImageData, list[str]]:
+        """Zooms the collection's overview serves come from it; others from the products."""
+        pyramid = self.overview
+        if pyramid is not None and pyramid.serves(
+            z, kwargs.get("assets"), kwargs.get("expression")
+        ):
+            try:
+                image = pyramid.tile(x, y, z, kwargs.get("tilesize"))
+            except TileOutsideBounds as exc:
+                raise EmptyMosaicError("no product in this tile") from exc
+            if not image.mask.any():
+                raise EmptyMosaicError("no product in this tile")
+            return image, [f"overview z{z}"]
+        found: tuple[ImageData, list[str]] = super().tile(x, y, z, search_options, **kwargs)
+        return found
 
     def get_assets(self, *args: Any, **kwargs: Any) -> list[Item]:
         found: list[Item] = super().get_assets(*args, **kwargs)

@@ -77,7 +77,11 @@ def products_settings(db: Database) -> ProductSettings:
 def start_api(db: Database, auth: AuthSettings | None = None, **overrides: Any) -> ServerThread:
     settings = ApiSettings(port=free_port(), **overrides)
     server = ServerThread(
-        settings, logins=db.report.logins, products=products_settings(db), auth=auth
+        settings,
+        logins=db.report.logins,
+        products=products_settings(db),
+        auth=auth,
+        db_settings=db.settings,
     )
     return server.start()
 

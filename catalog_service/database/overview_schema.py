@@ -1,0 +1,34 @@
+"""The tables behind the campaign overviews (raster/overview.py): each product
+collection's pyramid, and the products written since it was last brought up to date
+(filled by the products' own write, in its transaction, so none is missed)."""
+
+from __future__ import annotations
+
+MIGRATION_SQL = """
+CREATE TABLE IF NOT EXISTS tilekeeper.raster_overviews (
+    collection text PRIMARY KEY,
+    levels int[] NOT NULL,          -- [lowest zoom, highest zoom] of the pyramid
+    bounds float8[] NOT NULL,       -- [west, south, east, north], web mercator metres
+    asset text NOT NULL,            -- the products' asset drawn
+    dtype text NOT NULL,
+    bands int NOT NULL,
+    nodata float8,
+    products bigint NOT NULL DEFAULT 0,
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS tilekeeper.overview_pending (
+    collection text NOT NULL,
+    item_id text NOT NULL,
+    PRIMARY KEY (collection, item_id)
+);
+INSERT INTO tilekeeper.overview_pending (collection, item_id)
+SELECT collection, id FROM pgstac.items
+WHERE content->'properties' ? 'tilekeeper:source_checksums'
+  AND NOT coalesce((content->'properties'->>'deprecated')::boolean, false)
+ON CONFLICT DO NOTHING;
+"""
+
+PENDING_SQL = """
+INSERT INTO tilekeeper.overview_pending (collection, item_id)
+SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING
+"""
