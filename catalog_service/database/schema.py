@@ -14,7 +14,13 @@ from pypgstac.db import PgstacDB
 from pypgstac.migrate import Migrate
 from pypgstac.version import __version__ as PGSTAC_VERSION
 
-from catalog_service.database import campaign_search, figures_schema, overview_schema, hrefs, queryables
+from catalog_service.database import (
+    campaign_search,
+    figures_schema,
+    hrefs,
+    overview_schema,
+    queryables,
+)
 from catalog_service.database.connection import (
     READER_ROLE,
     WRITER_ROLE,
