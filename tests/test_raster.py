@@ -490,3 +490,16 @@ def test_the_api_keeps_overviews_as_products_land(
         assert values == [pytest.approx([_value_at(replaced, x, y)], rel=1e-6)]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("tile", ["8989/219/70368744177663", "25/0/0", "3/17/0", "3/0/-1"])
+def test_a_tile_outside_the_tile_matrix_is_refused(
+    http: httpx.Client, campaign: Campaign, tile: str
+) -> None:
+    for suffix in (".png", "/assets"):
+        answer = http.get(
+            f"/raster/collections/{campaign.collection}/tiles/WebMercatorQuad/{tile}{suffix}",
+            params={"assets": "data"},
+        )
+        assert answer.status_code in (400, 404), answer.text
+        assert answer.json()["code"] in ("BadRequest", "NotFoundError")

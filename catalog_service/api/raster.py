@@ -72,6 +72,9 @@ LIMITS = {
 MAX_REPEATS = {"assets": 16, "bidx": 32, "rescale": 32, "c": 256, "p": 100}
 MAX_TEXT = {"expression": 1000, "colormap": 20_000, "color_formula": 500, "histogram_range": 100}
 POOL_SIZE = 4
+MAX_ZOOM = 24
+# An empty tile, or no product at a point: titiler answers 204.
+EMPTY: dict[int | str, dict[str, Any]] = {204: {"description": "No product there"}}
 # A product collection's mosaic: its products' latest versions.
 CURRENT = "deprecated IS NULL"
 # Web maps, plain longitude/latitude and Europe's equal-area grid (the EEA's, for EU27).
@@ -83,6 +86,16 @@ TILE_MATRIX_SETS = morecantile.TileMatrixSets(
 def bounded_request(request: Request) -> None:
     """400 for a size, count or text past LIMITS, MAX_REPEATS or MAX_TEXT."""
     params = request.query_params
+    path = request.path_params
+    if "z" in path:  # a tile: deeper than MAX_ZOOM is no tile a product has
+        try:
+            z, x, y = int(path["z"]), int(path["x"]), int(path["y"])
+        except ValueError:
+            raise HTTPException(400, "z, x and y must be whole numbers") from None
+        if not 0 <= z <= MAX_ZOOM or not (0 <= x < 2 ** (z + 1) and 0 <= y < 2 ** (z + 1)):
+            raise HTTPException(
+                400, f"tile {z}/{x}/{y} is outside the tile matrix (zoom 0-{MAX_ZOOM})"
+            )
     for name, limit in LIMITS.items():
         given = params.getlist(name)
         if name in request.path_params:  # a part's /{width}x{height}.tif
@@ -270,12 +283,14 @@ def add_raster_routes(
         prefix=f"{PREFIX}/{{collection_id}}/items/{{item_id}}",
         tags=["Raster: one product"],
         dependencies=bounded,
+        responses=EMPTY,
     )
     app.include_router(
         mosaic.router,
         prefix=f"{PREFIX}/{{collection_id}}",
         tags=["Raster: a collection's mosaic"],
         dependencies=bounded,
+        responses=EMPTY,
     )
     for exc, code, status in (
         (EmptyMosaicError, "NoContent", 204),
