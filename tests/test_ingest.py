@@ -94,7 +94,13 @@ def test_ingest_makes_valid_cogs_with_provenance_served_with_ranges(
         ranged = requests.get(asset["href"], headers={"Range": "bytes=0-99"}, timeout=30)
         assert ranged.status_code == 206 and len(ranged.content) == 100
         thumb = requests.get(item["assets"]["thumbnail"]["href"], timeout=30)
-        assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
+        assert thumb.status_code == 200
+        with _decoded_png(thumb.content) as png:  # drawn from the 256 px statistics' read
+            assert (png.height, png.width) == (256, 256)  # 600 px, no overview: resampled
+            if item["id"] == "classes":  # palette indices, the file's own colours
+                assert png.count == 1 and png.colormap(1)[3][:3] == (120, 120, 140)
+            else:  # RGB and alpha
+                assert png.count == 4 and png.read(4).max() == 255
     # The COG came through byte for byte; the plain GeoTIFF was converted.
     assert items["cog"]["assets"]["data"]["file:size"] == rasters["cog"].stat().st_size
     local = Path(env["store"]) / "products-a" / "plain"
@@ -463,22 +469,50 @@ def test_products_of_dates_far_apart_share_a_collection_and_are_found_by_date(
     ]  # fmt: skip
 
 
-def test_previews_read_back_as_the_pixels_written() -> None:
+def _decoded_png(data: bytes) -> Any:
+    """A PNG opened by GDAL (rasterio), as a dataset kept open in memory."""
     from rasterio.io import MemoryFile
 
-    from catalog_service.png import png_bytes
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    memory = MemoryFile(data)
+    png = memory.open()
+    assert png.driver == "PNG"
+    return png
 
+
+def test_thumbnails_decode_to_the_pixels_and_colours_drawn(tmp_path: Path) -> None:
+    from rasterio.enums import ColorInterp
+
+    from ingest.rasters import _write_thumbnail
+
+    # Three values equally often: the 2-98 % stretch maps them to 0, 127 and 255.
     rng = np.random.default_rng(3)
-    rgba = rng.integers(0, 256, (4, 37, 53), dtype="uint8")
-    with MemoryFile(png_bytes(rgba)) as memory, memory.open() as png:
-        assert png.count == 4 and (png.height, png.width) == (37, 53)
-        assert np.array_equal(png.read(), rgba)
-    indices = rng.integers(0, 3, (1, 20, 30), dtype="uint8")
-    palette = {0: (0, 0, 0, 0), 1: (10, 200, 30, 255), 2: (250, 5, 5, 255)}
-    with MemoryFile(png_bytes(indices, palette)) as memory, memory.open() as png:
-        assert np.array_equal(png.read(1), indices[0])
-        assert png.colormap(1)[1] == palette[1] and png.colormap(1)[2] == palette[2]
-        assert png.colormap(1)[0][3] == 0  # transparent
+    data = rng.choice(np.array([10.0, 50.0, 90.0], dtype="float32"), (3, 300, 300))
+    data[:, :40, :] = 0  # nodata: transparent
+    _write_thumbnail(data, 0, None, tmp_path / "rgb.png")
+    with _decoded_png((tmp_path / "rgb.png").read_bytes()) as png:
+        assert (png.count, png.height, png.width) == (4, 150, 150)  # every 2nd pixel
+        assert png.colorinterp[3] == ColorInterp.alpha
+        pixels = png.read()
+    expected = np.select([data[:, ::2, ::2] == v for v in (10, 50, 90)], [0, 127, 255], 0)
+    assert np.array_equal(pixels[:3], expected)
+    assert (pixels[3, :20] == 0).all() and (pixels[3, 20:] == 255).all()
+    _write_thumbnail(data[:1], 0, None, tmp_path / "grey.png")  # one band: grey
+    with _decoded_png((tmp_path / "grey.png").read_bytes()) as png:
+        grey = png.read()
+    assert png.count == 4 and np.array_equal(grey[0], grey[1]) and np.array_equal(grey[0], grey[2])
+    assert np.array_equal(grey[0], expected[0])
+    # A class map keeps its classes as palette indices, in its own colours; nodata (0)
+    # becomes a transparent entry.
+    classes = rng.integers(0, 3, (1, 200, 120)).astype("uint8")
+    colormap = {0: (9, 9, 9, 255), 1: (10, 200, 30, 255), 2: (250, 5, 5, 255)}
+    _write_thumbnail(classes, 0, colormap, tmp_path / "classes.png")
+    with _decoded_png((tmp_path / "classes.png").read_bytes()) as png:
+        assert (png.count, png.height, png.width) == (1, 200, 120)
+        assert np.array_equal(png.read(1), classes[0])
+        palette = png.colormap(1)
+    assert palette[1] == colormap[1] and palette[2] == colormap[2]
+    assert palette[0][3] == 0  # transparent
 
 
 def test_a_cog_edited_in_place_is_no_longer_taken_for_one(tmp_path: Path) -> None:

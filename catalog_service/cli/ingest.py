@@ -26,6 +26,7 @@ from ingest.engine import INGEST_WORKERS, Ingester, Outcome
 from ingest.errors import IngestError
 from ingest.export import export_collection
 from ingest.harvest import Harvester
+from ingest.mosaic import DEFAULT_MAX_PIXELS
 from ingest.sources import Product, from_path, from_url
 from ingest.store import ProductStore, open_store
 
@@ -166,18 +167,61 @@ def _harvest(
 
 @friendly_errors
 def export(
-    collection: str = typer.Argument(..., help="The collection to export."),
-    dest: Path = typer.Argument(..., help="Folder (static) or file (geoparquet, ndjson)."),
-    format: Literal["static", "geoparquet", "ndjson"] = typer.Option(
-        "static", "--format", help="static catalog, stac-geoparquet, or newline-delimited items."
+    collection: str = typer.Argument(
+        ..., help="The collection to export (mosaic: a campaign or its product collection)."
+    ),
+    dest: Path = typer.Argument(
+        ..., help="Folder (static) or file (geoparquet, ndjson; mosaic: the .tif)."
+    ),
+    format: Literal["static", "geoparquet", "ndjson", "mosaic"] = typer.Option(
+        "static",
+        "--format",
+        help="static catalog, stac-geoparquet, newline-delimited items, or mosaic: the "
+        "campaign's products as one Cloud-Optimized GeoTIFF with a STAC item of its "
+        "provenance (DEST with .json).",
     ),
     with_assets: bool = typer.Option(
         False, "--with-assets", help="static: copy the asset files in (relative hrefs)."
     ),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS,
+        "--max-pixels",
+        min=1,
+        help="mosaic: above this many pixels, no single COG: a VRT over the inputs (DEST "
+        "with .vrt, inputs in DEST_inputs/) and a COG of its overview (DEST with .overview.tif).",
+    ),
+    asset: str | None = typer.Option(
+        None, "--asset", help="mosaic: the COG asset to mosaic, when products have several."
+    ),
     api: str | None = typer.Option(None, "--api", help="tilekeeper API URL [TILEKEEPER_API_URL]."),
 ) -> None:
     """Export a collection for dissemination: a self-contained static catalog, a
-    stac-geoparquet file or an ndjson item collection."""
+    stac-geoparquet file or an ndjson item collection; or a campaign's products as one
+    mosaic COG (--format mosaic; files read through the API with your key, or from the
+    local product store [TILEKEEPER_PRODUCTS_STORE] when it holds them)."""
     http = HttpSession(api or ClientSettings().api_url)
+    if format == "mosaic":
+        from ingest.mosaic import export_mosaic
+
+        def say(message: str) -> None:
+            err_console.print(escape(message), highlight=False)
+
+        result = export_mosaic(
+            http, collection, dest, max_pixels=max_pixels, asset=asset,
+            local_store=ProductSettings().local_dir(), report=say,
+        )  # fmt: skip
+        what = (
+            f"a VRT {result.path} and its overview COG {result.overview} (too large for one COG)"
+            if result.as_vrt
+            else f"the COG {result.path}"
+        )
+        err_console.print(
+            escape(
+                f"exported {result.inputs} product file(s) of {result.collection} as {what}, "
+                f"STAC item {result.item_path}, in {result.seconds:.1f} s"
+            ),
+            highlight=False,
+        )
+        return
     count = export_collection(http, collection, dest, format, with_assets=with_assets)
     err_console.print(f"exported {count} item(s) of {collection} to {dest} ({format})")

@@ -1,4 +1,5 @@
-"""A picture of a campaign before it exists: its tiles over the AOI's outlines (PNG)."""
+"""A picture of a campaign before it exists: its tiles over the AOI's outlines (a palette
+PNG written by GDAL's PNG driver)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rasterio.transform import from_bounds
 from shapely.geometry.base import BaseGeometry
 
 from catalog_service.grids.tiles import TileSet
-from catalog_service.png import png_bytes
+from catalog_service.palette import palette_png
 
 BACKGROUND, TILE, TILE_EDGE, OUTLINE = 0, 1, 2, 3
 PALETTE = {
@@ -50,4 +51,4 @@ def preview_png(tiles: TileSet, aoi: BaseGeometry, width: int = 1000) -> bytes:
     pixels = rasterize(
         shapes, out_shape=(height, width), transform=transform, fill=BACKGROUND, dtype="uint8"
     )
-    return png_bytes(pixels[np.newaxis], palette=PALETTE)
+    return palette_png(pixels, PALETTE)
