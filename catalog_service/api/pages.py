@@ -56,7 +56,24 @@ def browser_config(request: Request, title: str) -> str:
             "token. Public campaigns need none; private ones show for their owners.",
         },
     }
-    return f"window.STAC_BROWSER_CONFIG = {json.dumps(config)};\n"
+    return f"window.STAC_BROWSER_CONFIG = {json.dumps(config)};\n{TILES_FROM_RASTER_SERVICE}"
+
+
+# COGs on STAC Browser's maps drawn by the raster service (api/raster.py) instead of in
+# the page (geotiff.js drew a float index black): a product's own tile link (its render,
+# served-items.py), else its item's tiles of that asset. A function, so not JSON.
+TILES_FROM_RASTER_SERVICE = """
+window.STAC_BROWSER_CONFIG.buildTileUrlTemplate = function (asset) {
+  var item = asset.getContext();
+  var link = (item.links || []).find(function (l) {
+    return l.rel === "xyz" && l.href.indexOf("/raster/collections/") >= 0;
+  });
+  if (link) return link.href;
+  return window.STAC_BROWSER_CONFIG.catalogUrl + "raster/collections/" +
+    encodeURIComponent(item.collection) + "/items/" + encodeURIComponent(item.id) +
+    "/tiles/WebMercatorQuad/{z}/{x}/{y}.png?assets=" + encodeURIComponent(asset.getKey());
+};
+"""
 
 
 def add_browser(app: FastAPI, settings: ApiSettings) -> None:

@@ -295,7 +295,7 @@ def add_raster_routes(
     for exc, code, status in (
         (EmptyMosaicError, "NoContent", 204),
         (NoAssetFoundError, "NoContent", 204),
-        (TileOutsideBounds, "NotFoundError", 404),
+        (TileOutsideBounds, "NoContent", 204),  # a map asks beyond a product's edge
         (InvalidAssetName, "NotFoundError", 404),
         (MosaicNotFoundError, "NotFoundError", 404),
         (RasterioIOError, "ServiceUnavailable", 503),

@@ -109,25 +109,25 @@ def mosaic_links(base_url: str, collection: dict[str, Any]) -> list[dict[str, An
         return []
     base = mosaic_base(base_url, str(collection["id"]))
     query = render_query(render)
-    title = f"{collection.get('title') or collection['id']} (mosaic)"
+    title = f"{collection.get('title') or collection['id']}: the mosaic"
     return [
         {
             "rel": "xyz",
             "href": f"{base}/tiles/{TMS}/{{z}}/{{x}}/{{y}}.png?{query}",
             "type": "image/png",
-            "title": title,
+            "title": f"{title} (XYZ tiles)",
         },
         {
             "rel": "tilejson",
             "href": f"{base}/{TMS}/tilejson.json?{query}",
             "type": "application/json",
-            "title": title,
+            "title": f"{title} (TileJSON)",
         },
         {
             "rel": "wmts",
             "href": f"{base}/WMTSCapabilities.xml?tileMatrixSet={TMS}&{query}",
             "type": "application/xml",
-            "title": title,
+            "title": f"{title} (WMTS, for QGIS)",
             "wmts:layer": f"{WMTS_LAYER}_{TMS}_default",
         },
     ]
