@@ -9,15 +9,12 @@ with ``eval``, which the pages' policy refuses."""
 
 from __future__ import annotations
 
-import html
-import json
-import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import requests
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Response
 from support.browser import CspViolations, Offline, find_listed, shot, wait_for_thumbnail
 from support.database import Database, auth_headers, products_settings
 from support.rasters import write_raster
@@ -132,20 +129,42 @@ def _move(
         campaigns.change(campaign, [{"tile": tile, "status": st, "set": values}])
 
 
+# A drawn tile's fill colour, from the footprint layer's style.
+TILE_FILL = """id => {
+    const m = window.tilekeeperMap.map;
+    const layer = window.tilekeeperMap.vectorLayer;
+    for (const f of layer.getFeaturesInExtent(m.getView().calculateExtent())) {
+        if ((f.getId() ?? f.get('id')) === id) {
+            const style = layer.getStyleFunction()(f, m.getView().getResolution());
+            return style ? style.getFill().getColor() : null;
+        }
+    }
+    return null;
+}"""
+
+
+def _open_map(
+    browser: Browser, api: str, campaign: str, tiles: int
+) -> tuple[Page, Offline, CspViolations]:
+    """The campaign's map in a new page, once it has drawn every tile."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    offline = Offline(page)
+    csp = CspViolations(page)
+    page.goto(f"{api}/campaigns/{campaign}/map")
+    page.wait_for_function(
+        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {tiles}",
+        timeout=30_000,
+    )
+    return page, offline, csp
+
+
 def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     api: str, browser: Browser
 ) -> None:
     campaigns, campaign, tiles = _map_campaign(api)
     _move(campaigns, campaign, tiles[0], "running")
     _move(campaigns, campaign, tiles[1], "running", "finished", costs=120)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    offline = Offline(page)
-    csp = CspViolations(page)
-    page.goto(f"{api}/campaigns/{campaign}/map")
-    page.wait_for_function(
-        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}",
-        timeout=30_000,
-    )
+    page, offline, csp = _open_map(browser, api, campaign, len(tiles))
     colour = "id => window.tilekeeperMap.colorOf(id)"
     assert page.evaluate(colour, tiles[0]) == "navy"
     assert page.evaluate(colour, tiles[1]) == "lime"
@@ -196,46 +215,67 @@ def test_campaign_map_draws_every_tile_by_status_live_and_shows_a_tile(
     assert csp.seen == [], csp.seen
 
 
-def test_overview_tiles_paint_every_tile_in_its_status_colour(api: str) -> None:
-    """Zoomed out, the map draws tiles from raster overview tiles: every tile at least one
-    pixel in its status colour, hidden statuses left out."""
-    from rasterio.io import MemoryFile
-
-    from catalog_service.jobs.mapview import STATUS_RGB
-
+def test_zoomed_out_the_map_draws_cells_and_filters_them(api: str, browser: Browser) -> None:
+    """Zoomed out, where tiles are a few pixels wide, the map draws cells (vector tiles of
+    squares, each in the most frequent status of its tiles) instead of footprints; the
+    filters ask the service to leave hidden statuses and back-ends out of them."""
     campaigns, campaign, tiles = _map_campaign(api)
     _move(campaigns, campaign, tiles[0], "running")
     _move(campaigns, campaign, tiles[1], "running", "finished")
+    page, offline, csp = _open_map(browser, api, campaign, len(tiles))
+    assert page.evaluate("window.tilekeeperMap.cellTilesLoaded") == 0  # zoomed in: none
+    vector_min_zoom = page.evaluate("window.tilekeeperMap.vectorMinZoom")
+    assert vector_min_zoom == 5  # a 20 km tile is 4 px wide from zoom 5
+    with page.expect_response(lambda r: "/cells/4/" in r.url) as first:
+        page.evaluate("z => window.tilekeeperMap.map.getView().setZoom(z)", vector_min_zoom - 1)
+    assert first.value.status == 200
+    assert first.value.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    cells = """() => {
+        const m = window.tilekeeperMap.map;
+        return window.tilekeeperMap.cellsLayer
+            .getFeaturesInExtent(m.getView().calculateExtent())
+            .map(f => [f.get('status'), f.get('n')]);
+    }"""
+    page.wait_for_function(
+        f"() => ({cells})().reduce((sum, c) => sum + c[1], 0) === {len(tiles)}",
+        timeout=30_000,
+    )
+    drawn = page.evaluate(cells)
+    assert {status for status, _ in drawn} == {"not_started", "running", "finished"}
+    assert page.evaluate("window.tilekeeperMap.cellTilesLoaded") > 0
+    shot(page, "map-cells", full_page=False)
+    # A hidden status and back-end: the cells are asked for again without them.
+    page.get_by_text(f"progress 1/{len(tiles)}").wait_for(timeout=10_000)
 
-    # The area (4.0-5.0 E, 50.4-51.0 N) lies in tiles 4/8/5 (a 20 km tile ~3 px wide: the
-    # path for many small tiles) and 6/32/21 (~12 px: painted one by one).
-    def colours(tile: str, **params: Any) -> dict[tuple[int, int, int], int]:
-        url = f"{api}/campaigns/{campaign}/overview/{tile}.png"
-        response = requests.get(url, params=params, timeout=30)
-        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
-        with MemoryFile(response.content) as memory, memory.open() as png:
-            pixels = png.read()
-        opaque = pixels[3] == 255
-        found: dict[tuple[int, int, int], int] = {}
-        for rgb in zip(*(pixels[b][opaque] for b in range(3)), strict=True):
-            red, green, blue = (int(v) for v in rgb)
-            key = (red, green, blue)
-            found[key] = found.get(key, 0) + 1
-        return found
+    def cells_asked(part: str) -> Callable[[Response], bool]:
+        return lambda r: "/cells/" in r.url and part in r.url
 
-    expected = {STATUS_RGB[s] for s in ("running", "finished", "not_started")}
-    for tile in ("4/8/5", "6/32/21"):
-        drawn = colours(tile)
-        assert set(drawn) == expected, tile
-        hidden = colours(tile, hide_status=["running", "not_started"])
-        assert set(hidden) == {STATUS_RGB["finished"]}, tile
-    assert colours("4/8/5", hide_backend=["alpha"]).keys() == {STATUS_RGB["not_started"]}
-    page = requests.get(f"{api}/campaigns/{campaign}/map", timeout=30).text
-    config = re.search(r'data-config="([^"]*)"', page)
-    assert config and "vectorMinZoom" in json.loads(html.unescape(config.group(1)))
+    for box, hidden in (
+        ("#counts input[data-status='not_started']", "hide_status=not_started"),
+        ("#backends input[data-backend='alpha']", "hide_backend=alpha"),
+    ):
+        with page.expect_response(cells_asked(hidden)) as seen:
+            page.locator(box).uncheck()
+        assert seen.value.status == 200, seen.value.url
+    with page.expect_response(lambda r: "/cells/" in r.url and "hide_" not in r.url):
+        page.locator("#counts input[data-status='not_started']").check()
+        page.locator("#backends input[data-backend='alpha']").check()
+    # A click on the cells zooms in to where tiles can be picked.
+    map_box = page.locator("#map").bounding_box()
+    assert map_box
+    centre = page.evaluate(
+        "() => window.tilekeeperMap.map.getPixelFromCoordinate("
+        "window.tilekeeperMap.map.getView().getCenter())"
+    )
+    page.mouse.click(map_box["x"] + centre[0], map_box["y"] + centre[1])
+    page.wait_for_function(
+        f"() => window.tilekeeperMap.map.getView().getZoom() > {vector_min_zoom}", timeout=10_000
+    )
+    assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
+    # The cells' path answers only inside the tile matrix.
     assert (
-        requests.get(f"{api}/campaigns/{campaign}/overview/2/9/0.png", timeout=30).status_code
-        == 400
+        requests.get(f"{api}/campaigns/{campaign}/cells/2/9/0.pbf", timeout=30).status_code == 400
     )
 
 
@@ -268,15 +308,22 @@ def test_campaign_list_is_a_page_for_browsers_and_json_for_clients(
 def test_the_map_shows_finished_tiles_products(
     api: str, database: Database, browser: Browser, tmp_path: Path
 ) -> None:
-    """Zoomed in, a finished tile's product is drawn from its thumbnail; a click on the
-    tile shows the product with its preview and a link into STAC Browser."""
+    """The products are drawn as one mosaic (titiler's, from the campaign's product
+    collection) under the tiles, a finished tile as its outline over it; a click on the
+    tile shows the product with its thumbnail and a link into STAC Browser."""
     campaigns, campaign, tiles = _map_campaign(api)
     _move(campaigns, campaign, tiles[1], "running", "finished")
     http = HttpSession(api)
     store = open_store(products_settings(database))
     ingester = Ingester(http, store, f"{campaign}-products", campaign=campaign)
-    # 2 km of UTM 31N inside the campaign's area (4.0-5.0 E, 50.4-51.0 N).
-    raster = write_raster(tmp_path / "P.tif", size=200, origin=(600_000, 5_620_000))
+    # 2 km of UTM 31N in the middle of the finished tile, one band (as an NDVI: drawn with
+    # the collection's render, a rescale and a colormap).
+    from rasterio.warp import transform
+
+    west, south, east, north = http.get(f"collections/{campaign}/items/{tiles[1]}")["bbox"]
+    middle = ((west + east) / 2, (south + north) / 2)
+    xs, ys = transform("EPSG:4326", "EPSG:32631", [middle[0]], [middle[1]])
+    raster = write_raster(tmp_path / "P.tif", count=1, size=200, origin=(xs[0] - 1000, ys[0] + 1000))  # fmt: skip
     outcome = ingester.ingest(
         Product("P", [Raster(raster, "data")], str(raster)), (campaign, tiles[1])
     )
@@ -287,8 +334,41 @@ def test_the_map_shows_finished_tiles_products(
     csp = CspViolations(page)
     page.goto(f"{api}/campaigns/{campaign}/map")
     page.wait_for_function(
-        "() => window.tilekeeperMap && window.tilekeeperMap.previews === 1", timeout=30_000
+        "() => window.tilekeeperMap && window.tilekeeperMap.mosaicTilesLoaded > 0", timeout=60_000
     )
+    assert page.evaluate("window.tilekeeperMap.mosaicState") == "ready"
+    page.wait_for_function(f"() => window.tilekeeperMap.seen.size === {len(tiles)}", timeout=30_000)
+    # The product is drawn in the middle of its tile (the finished tile: an outline).
+    assert page.evaluate(TILE_FILL, tiles[1]) == "rgba(255,255,255,0.01)"
+    # The tick box: without the mosaic, the finished tile is filled again.
+    page.locator("#mosaic").uncheck()
+    assert page.evaluate(TILE_FILL, tiles[1]) == "lime"
+    page.locator("#mosaic").check()
+    assert page.evaluate(TILE_FILL, tiles[1]) == "rgba(255,255,255,0.01)"
+    drawn = """([lon, lat]) => {
+        const m = window.tilekeeperMap.map;
+        const pixel = m.getPixelFromCoordinate(ol.proj.fromLonLat([lon, lat]));
+        const data = window.tilekeeperMap.mosaicLayer.getData(pixel);
+        return data !== null && data[3] > 0;
+    }"""
+    page.wait_for_function(drawn, arg=list(middle), timeout=30_000)
+    # The collection's mosaic as its tilejson link has it (drawn by its default render).
+    mosaic = page.evaluate("window.tilekeeperMap.mosaicUrl")
+    products = http.get(f"collections/{campaign}-products")
+    assert mosaic == next(k["href"] for k in products["links"] if k["rel"] == "tilejson")
+    tilejson = f"{api}/raster/collections/{campaign}-products/WebMercatorQuad/tilejson.json?"
+    assert mosaic.startswith(tilejson)
+    # As tiles finish, the mosaic is read again (its TileJSON and tiles): still drawn.
+    loaded = page.evaluate("window.tilekeeperMap.mosaicTilesLoaded")
+    with page.expect_response(lambda r: r.url.startswith(tilejson), timeout=30_000) as again:
+        page.evaluate("window.tilekeeperMap.refreshMosaic()")
+    assert again.value.status == 200
+    assert page.evaluate("window.tilekeeperMap.mosaicRefreshes") == 1
+    page.wait_for_function(
+        f"() => window.tilekeeperMap.mosaicTilesLoaded > {loaded}", timeout=30_000
+    )
+    page.wait_for_function(drawn, arg=list(middle), timeout=30_000)
+    shot(page, "map-mosaic", full_page=False)
     page.evaluate(f"window.tilekeeperMap.showTile({tiles[1]!r})")
     preview = page.locator("#tile img")
     preview.wait_for(timeout=10_000)
@@ -301,6 +381,37 @@ def test_the_map_shows_finished_tiles_products(
         link.get_attribute("href") or ""
     )
     shot(page, "map-product", full_page=False)
+    assert offline.left == [], offline.left
+    assert csp.seen == [], csp.seen
+
+
+def test_a_mosaic_the_raster_service_does_not_draw_leaves_the_map_as_it_was(
+    api: str, browser: Browser
+) -> None:
+    """A product collection without products (no render yet: titiler answers its bare
+    TileJSON with 400): the map draws no mosaic, and finished tiles stay filled."""
+    from ingest.items import product_collection
+
+    campaigns, campaign, tiles = _map_campaign(api)
+    _move(campaigns, campaign, tiles[1], "running", "finished")
+    products = product_collection(f"{campaign}-products", campaign=campaign)
+    made = requests.post(f"{api}/collections", json=products, headers=auth_headers(), timeout=30)
+    assert made.status_code == 201, made.text
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    offline = Offline(page)
+    csp = CspViolations(page)
+    with page.expect_response(lambda r: "/tilejson.json" in r.url) as tilejson:
+        page.goto(f"{api}/campaigns/{campaign}/map")
+    assert tilejson.value.status == 400
+    page.wait_for_function(
+        f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {len(tiles)}",
+        timeout=30_000,
+    )
+    page.wait_for_function("() => window.tilekeeperMap.mosaicState === 'error'", timeout=10_000)
+    assert page.evaluate("window.tilekeeperMap.mosaicLayer") is None
+    assert page.evaluate("window.tilekeeperMap.mosaicTilesLoaded") == 0
+    # The finished tile is drawn filled (no product shows through it).
+    assert page.evaluate(TILE_FILL, tiles[1]) == "lime"
     assert offline.left == [], offline.left
     assert csp.seen == [], csp.seen
 

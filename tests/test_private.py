@@ -101,7 +101,7 @@ def _named_paths(w: World) -> list[str]:
         f"{k}/map",
         f"{k}/map/changes",
         f"{k}/tiles/{z}.pbf",
-        f"{k}/overview/{_tile_address(4.1, 50.1, 3)}.png",
+        f"{k}/cells/{_tile_address(4.1, 50.1, 3)}.pbf",
         f"/products/files/{p}/P1/x.tif",
     ]
 
@@ -317,3 +317,32 @@ def test_a_private_campaign_beside_another_answers_as_a_missing_one(world: World
         )
         assert changed.status_code == 200, changed.text
         assert matched(http, world.campaign) == matched(http, missing)
+
+
+@pytest.mark.parametrize("who", ["anonymous", "bob"])
+def test_the_map_cells_of_a_private_campaign_answer_as_a_missing_campaign(
+    world: World, who: str
+) -> None:
+    """The map's cell tiles (made by PostGIS from the campaign's items) of a private
+    campaign: to anyone but its owners and admins, the same answer as for a campaign that
+    does not exist, hidden statuses and back-ends asked or not."""
+    token = None if who == "anonymous" else world.bob
+    # A campaign of its own (the module's is published by a test above).
+    private, missing = (f"secret-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    address = _tile_address(4.1, 50.1, 3)
+    tile = {"id": "T1", "geometry": {"type": "Polygon", "coordinates": [[[4, 50], [4.2, 50], [4.2, 50.2], [4, 50.2], [4, 50]]]}}  # fmt: skip
+    with httpx.Client(base_url=world.api, timeout=30) as http:
+        body = {"id": private, "grid": "utm-20km", "visibility": "private"}
+        assert http.post("/campaigns", json=body, headers=_as(world.alice)).status_code == 201
+        made = http.post(f"/campaigns/{private}/tiles", json={"tiles": [tile]}, headers=_as(world.alice))  # fmt: skip
+        assert made.status_code == 200, made.text
+        for query in ("", "?hide_status=finished&hide_backend=alpha"):
+            answers = []
+            for campaign in (private, missing):
+                answer = http.get(f"/campaigns/{campaign}/cells/{address}.pbf{query}", headers=_as(token))  # fmt: skip
+                answers.append((answer.status_code, answer.text.replace(campaign, "C")))
+            assert answers[0] == answers[1] and answers[0][0] == 404, answers
+            owner = http.get(f"/campaigns/{private}/cells/{address}.pbf{query}", headers=_as(world.alice))  # fmt: skip
+            assert owner.status_code == 200, owner.text
+            assert owner.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+            assert len(owner.content) > 0  # the campaign's one tile, in its cell

@@ -503,3 +503,42 @@ def test_a_tile_outside_the_tile_matrix_is_refused(
         )
         assert answer.status_code in (400, 404), answer.text
         assert answer.json()["code"] in ("BadRequest", "NotFoundError")
+
+
+def test_multiband_products_are_drawn_as_red_green_blue(
+    api: str, database: Database, http: httpx.Client, tmp_path: Path
+) -> None:
+    store = str(products_settings(database).store)
+    campaign = f"rgb-{uuid.uuid4().hex[:8]}"
+    made = http.post("/campaigns", json={"id": campaign, "grid": "utm-20km"})
+    assert made.status_code == 201, made.text
+    source = write_raster(tmp_path / "rgb.tif", count=4, size=SIZE, seed=5)
+    _ingest(api, store, admin_token(database), str(source), "--campaign", campaign)
+    collection = http.get(f"/collections/{campaign}-products").json()
+    render = collection["renders"]["default"]
+    assert render["bidx"] == [1, 2, 3] and len(render["rescale"]) == 3
+    assert "colormap_name" not in render
+    xyz = next(link for link in collection["links"] if link["rel"] == "xyz")
+    assert "assets=data%7Cbidx%3D1%2C2%2C3" in xyz["href"]
+    lon, lat = _lonlat(ORIGIN[0] + 320, ORIGIN[1] - 320)
+    runner_env = _db_env(database)
+    built = runner.invoke(app, ["campaign", "overview", campaign], env=runner_env)
+    assert built.exit_code == 0, built.output
+    time.sleep(OVERVIEW_TTL_S)
+    for z in (10, 16):  # from the overview, and from the product
+        z_, x, y = _tile(lon, lat, z).split("/")
+        url = xyz["href"].replace("{z}", z_).replace("{x}", x).replace("{y}", y)
+        tile = http.get(url)
+        assert tile.status_code == 200, tile.text
+        assert ("overview" in tile.headers["x-assets"]) == (z == 10)
+        with rasterio.open(io.BytesIO(tile.content)) as png:
+            assert png.count == 4  # red, green, blue and alpha
+            pixels = png.read()
+        assert pixels[3].any() and len(np.unique(pixels[0][pixels[3] > 0])) > 5
+    item_xyz = next(
+        link for link in http.get(f"/collections/{campaign}-products/items/rgb").json()["links"]
+        if link["rel"] == "xyz"
+    )  # fmt: skip
+    z_, x, y = _tile(lon, lat, 16).split("/")
+    tile = http.get(item_xyz["href"].replace("{z}", z_).replace("{x}", x).replace("{y}", y))
+    assert tile.status_code == 200, tile.text

@@ -26,6 +26,7 @@ from catalog_service.ids import campaign_products_id
 from catalog_service.jobs import mapview
 from catalog_service.jobs.campaign import CampaignDefinition
 from catalog_service.jobs.mapview import STATUS_COLOURS
+from catalog_service.raster.render import TMS, mosaic_base, mosaic_links
 
 STATIC = Path(__file__).parent / "static"
 # Where scripts/build_web.sh installs the map's libraries in a checkout.
@@ -42,7 +43,7 @@ PAGE = """<!doctype html>
 <h2>Tiles</h2><div id="counts"></div><div id="figures"></div>
 <h2>Back-ends</h2><div id="backends"></div>
 <h2>Legend</h2><div id="legend"></div>
-<label><input type="checkbox" id="previews" checked> product previews (zoomed in)</label>
+<label><input type="checkbox" id="mosaic" checked> products (mosaic)</label>
 <div id="tile"><p class="muted">Click a tile for its job, history and product.</p></div>
 <p class="muted"><a href="{browser}">this campaign in STAC Browser</a></p>
 </div></div>
@@ -141,6 +142,17 @@ def tile_address(
     return TileAddress(z, x, y)
 
 
+def mosaic_tilejson(root: str, collection: dict[str, Any]) -> str:
+    """The TileJSON of a product collection's mosaic (titiler-pgstac at /raster): its
+    web-map link, drawn by the collection's default render as in STAC Browser and QGIS, or
+    the bare URL while it has no render (titiler answers 400 then, and the map draws no
+    mosaic)."""
+    for link in mosaic_links(root, collection):
+        if link["rel"] == "tilejson":
+            return str(link["href"])
+    return f"{mosaic_base(root, str(collection['id']))}/{TMS}/tilejson.json"
+
+
 def create_router() -> APIRouter:
     router = APIRouter(tags=["Campaign map"])
 
@@ -161,8 +173,14 @@ def create_router() -> APIRouter:
         async with request.app.state.get_connection(request, "r") as conn:
             config["vectorMinZoom"] = await mapview.vector_min_zoom(conn, campaign_id)
             products = campaign_products_id(campaign_id)
-            if await conn.fetchval("SELECT 1 FROM pgstac.collections WHERE id = $1", products):
+            content = await conn.fetchval(
+                "SELECT content FROM pgstac.collections WHERE id = $1", products
+            )
+            if content is not None:
                 config["products"] = products
+                # (jsonb decoded by the pool's codec; text from a bare connection)
+                collection = content if isinstance(content, dict) else json.loads(content)
+                config["mosaic"] = mosaic_tilejson(root, collection)
         body = PAGE.format(
             title=esc(campaign_id),
             root=esc(root),
@@ -185,24 +203,25 @@ def create_router() -> APIRouter:
         return Response(tile, media_type=MVT_TYPE, headers={"Cache-Control": "no-cache"})
 
     @router.get(
-        "/campaigns/{campaign_id}/overview/{z}/{x}/{y}.png",
-        summary="The campaign's tiles as a raster (PNG) in their status colours, for zooms "
-        "where they are a few pixels wide",
+        "/campaigns/{campaign_id}/cells/{z}/{x}/{y}.pbf",
+        summary="The campaign's tiles gathered into cells a few pixels wide, as a Mapbox "
+        "vector tile (status: the most frequent, n: how many), for zooms where tiles are a "
+        "few pixels wide",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}},
+        responses={200: {"content": {MVT_TYPE: {}}}},
     )
-    async def overview_tile(
+    async def cell_tile(
         request: Request,
         campaign_id: str,
         at: TileAddress = Depends(tile_address),
-        hide_status: list[str] = Query(default=[], description="statuses not drawn"),
-        hide_backend: list[str] = Query(default=[], description="back-ends not drawn"),
+        hide_status: list[str] = Query(default=[], description="statuses not counted"),
+        hide_backend: list[str] = Query(default=[], description="back-ends not counted"),
     ) -> Response:
         async with request.app.state.get_connection(request, "r") as conn:
-            png = await mapview.overview_tile(
+            tile = await mapview.cell_tile(
                 conn, campaign_id, at.z, at.x, at.y, set(hide_status), set(hide_backend)
             )
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+        return Response(tile, media_type=MVT_TYPE, headers={"Cache-Control": "no-cache"})
 
     @router.get(
         "/campaigns/{campaign_id}/map/changes",

@@ -1,7 +1,8 @@
 """What the campaign map reads: the tiles as Mapbox vector tiles (PostGIS ST_AsMVT, so a
 100,000-tile campaign is a handful of small binary tiles, not 100,000 GeoJSON features),
-and the changes since a cursor (the history's sequence), so a live map fetches only what
-changed."""
+zoomed out the same tiles gathered into cells a few pixels wide (one square per cell, in
+its most frequent status), and the changes since a cursor (the history's sequence), so a
+live map fetches only what changed."""
 
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ from collections.abc import Collection
 from typing import Any
 
 import asyncpg
-import numpy as np
-
-from catalog_service.png import png_bytes
 
 LAYER = "tiles"
 # Units per vector tile: 512 (not the usual 4096) is still half a screen pixel, and makes
@@ -45,31 +43,68 @@ ORDER BY h.seq LIMIT $3
 MAX_CHANGES = 10_000
 
 # Below the zoom where a campaign's tiles are a few pixels wide, the map draws them from
-# raster overview tiles: one pixel block per tile in its status colour, made with numpy
-# from the tiles' bounding boxes. A vector tile of 50,000 footprints costs PostGIS ~1 s
-# (ST_AsMVTGeom per feature) and the browser as much to draw; this costs ~0.1 s.
-OVERVIEW_SIZE = 256
+# cell tiles: Mapbox vector tiles of squares a few pixels wide, one per cell of the tile
+# with a footprint's centre in it, in its most frequent status (with the count). A vector
+# tile of 50,000 footprints costs PostGIS ~1 s (ST_AsMVTGeom per feature) and the browser
+# as much to draw; a cell tile is at most (256 / 4)^2 squares whatever the campaign's size
+# (bench/map.py's campaign of 20,000 utm-10km tiles, its fullest zoom-4 tile, 10,600
+# footprints: 54 ms and 40 kB as cells, 132 ms and 443 kB as footprints, in PostgreSQL;
+# what the cells still cost is mostly reading each item's status from its content).
 MIN_VECTOR_PIXELS = 4  # a tile this wide on screen or more: drawn as a vector footprint
-_SMALL = 8
-# The map's colours per status (CSS names), and as RGB for the overview drawn here.
+CELL_LAYER = "cells"
+CELL_EXTENT = 256  # units per cell tile: one per screen pixel
+MIN_CELL = 4  # a cell's width in those units (pixels), at least
+MAX_CELL = 32
+# The map's colours per status (CSS names).
 STATUS_COLOURS = {
     "not_started": "lightgrey", "creating": "gold", "queued_for_start": "gold",
     "created": "gold", "queued": "lightsteelblue", "running": "navy", "finished": "lime",
     "error": "darkred", "skipped": "darkorange", "start_failed": "red", "canceled": "grey",
 }  # fmt: skip
-_CSS_RGB = {
-    "lightgrey": (211, 211, 211), "gold": (255, 215, 0), "lightsteelblue": (176, 196, 222),
-    "navy": (0, 0, 128), "lime": (0, 255, 0), "darkred": (139, 0, 0),
-    "darkorange": (255, 140, 0), "red": (255, 0, 0), "grey": (128, 128, 128),
-}  # fmt: skip
-STATUS_RGB = {status: _CSS_RGB[colour] for status, colour in STATUS_COLOURS.items()}
-UNKNOWN_RGB = (255, 255, 255)
-_BOXES = """
-SELECT ST_XMin(geometry) AS w, ST_YMin(geometry) AS s, ST_XMax(geometry) AS e,
-       ST_YMax(geometry) AS n, content->'properties'->>'status' AS status,
-       coalesce(content->'properties'->>'backend_name', '') AS backend
-FROM pgstac.items
-WHERE collection = $1 AND geometry && ST_MakeEnvelope($2, $3, $4, $5, 4326)
+# Each footprint's bounding-box centre in the tile's units from its top left corner (web
+# mercator by its formula: no ST_Transform per row) and its cell (floor of units / $5),
+# the tiles counted per cell and status (a hash aggregate: only cell, status and count
+# are kept, no footprint's content goes through a sort), and per cell of the tile one
+# square in its most frequent status (a tie: the first by name) with the cell's count.
+# Statuses ($6) and back-ends ($7) the map hides are left out before counting.
+_CELLS = f"""
+WITH bounds AS (SELECT ST_TileEnvelope($2, $3, $4) AS box),
+placed AS (
+    SELECT ((ST_XMin(i.geometry) + ST_XMax(i.geometry)) / 2 + 180) / 360 * 2 ^ $2 - $3 AS fx,
+           (1 - ln(tan(radians(c.lat)) + 1 / cos(radians(c.lat))) / pi()) / 2 * 2 ^ $2 - $4
+               AS fy,
+           i.content->'properties'->>'status' AS status
+    FROM pgstac.items i, bounds,
+         LATERAL (SELECT greatest(-85.0511, least(85.0511,
+                      (ST_YMin(i.geometry) + ST_YMax(i.geometry)) / 2)) AS lat) c
+    WHERE i.collection = $1
+      AND i.geometry && ST_Transform(bounds.box, 4326)
+      AND i.content->'properties'->>'status' <> ALL($6::text[])
+      AND coalesce(i.content->'properties'->>'backend_name', '') <> ALL($7::text[])
+),
+counted AS (
+    SELECT floor(fx * {CELL_EXTENT} / $5)::int AS cx, floor(fy * {CELL_EXTENT} / $5)::int AS cy,
+           status, count(*)::int AS n
+    FROM placed
+    WHERE fx >= 0 AND fx < 1 AND fy >= 0 AND fy < 1
+    GROUP BY 1, 2, 3
+),
+cells AS (
+    SELECT DISTINCT ON (cx, cy) cx, cy, status,
+           sum(counted.n) OVER (PARTITION BY cx, cy)::int AS total
+    FROM counted
+    ORDER BY cx, cy, counted.n DESC, status
+)
+SELECT ST_AsMVT(t, '{CELL_LAYER}', {CELL_EXTENT}, 'geom') FROM (
+    SELECT c.status, c.total AS n,
+           ST_AsMVTGeom(
+               ST_MakeEnvelope(ST_XMin(b.box) + c.cx * s.m, ST_YMax(b.box) - (c.cy + 1) * s.m,
+                               ST_XMin(b.box) + (c.cx + 1) * s.m, ST_YMax(b.box) - c.cy * s.m,
+                               3857),
+               b.box, {CELL_EXTENT}, 0, true) AS geom
+    FROM cells c, bounds b,
+         LATERAL (SELECT (ST_XMax(b.box) - ST_XMin(b.box)) * $5 / {CELL_EXTENT} AS m) s
+) t WHERE t.geom IS NOT NULL
 """
 _TILE_WIDTH = """
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ST_XMax(geometry) - ST_XMin(geometry))
@@ -121,21 +156,19 @@ async def vector_min_zoom(conn: asyncpg.Connection, campaign: str) -> int:
     return max(0, math.ceil(math.log2(MIN_VECTOR_PIXELS * 360 / (256 * float(width)))))
 
 
-def _lon(x: int, z: int) -> float:
-    return x / 2.0**z * 360.0 - 180.0
+def cell_size(tile_width: float | None, z: int) -> int:
+    """A cell's width in a cell tile's units at zoom z: MIN_CELL, or the power of two at
+    least as wide as the campaign's (median) tile (up to MAX_CELL), so that cells over the
+    campaign leave no gaps whatever zoom a client asks for."""
+    cell = MIN_CELL
+    if tile_width:
+        pixels = float(tile_width) / 360 * CELL_EXTENT * 2**z
+        while cell < pixels and cell < MAX_CELL:
+            cell *= 2
+    return cell
 
 
-def _lat(y: int, z: int) -> float:
-    return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * y / 2.0**z))))
-
-
-def _mercator_y(lat: np.ndarray) -> np.ndarray:
-    lat = np.radians(np.clip(lat, -85.05112878, 85.05112878))
-    result: np.ndarray = (1 - np.log(np.tan(lat) + 1 / np.cos(lat)) / math.pi) / 2
-    return result
-
-
-async def overview_tile(
+async def cell_tile(
     conn: asyncpg.Connection,
     campaign: str,
     z: int,
@@ -144,37 +177,12 @@ async def overview_tile(
     hidden_status: Collection[str] = (),
     hidden_backend: Collection[str] = (),
 ) -> bytes:
-    """A 256 px PNG of the campaign's tiles in web mercator tile z/x/y: each tile fills
-    the pixels its bounding box covers (at least one) in its status colour."""
-    west, east, north, south = _lon(x, z), _lon(x + 1, z), _lat(y, z), _lat(y + 1, z)
-    rows = await conn.fetch(_BOXES, campaign, west, south, east, north)
-    image = np.zeros((OVERVIEW_SIZE, OVERVIEW_SIZE, 4), dtype="uint8")
-    rows = [
-        r for r in rows if r["status"] not in hidden_status and r["backend"] not in hidden_backend
-    ]
-    if rows:
-        boxes = np.array([(r["w"], r["s"], r["e"], r["n"]) for r in rows], dtype="float64")
-        scale = OVERVIEW_SIZE * 2**z
-        left = np.floor((boxes[:, 0] + 180) / 360 * scale - x * OVERVIEW_SIZE).astype(int)
-        right = np.ceil((boxes[:, 2] + 180) / 360 * scale - x * OVERVIEW_SIZE).astype(int)
-        top = np.floor(_mercator_y(boxes[:, 3]) * scale - y * OVERVIEW_SIZE).astype(int)
-        bottom = np.ceil(_mercator_y(boxes[:, 1]) * scale - y * OVERVIEW_SIZE).astype(int)
-        colours = np.array(
-            [(*STATUS_RGB.get(r["status"], UNKNOWN_RGB), 255) for r in rows], dtype="uint8"
-        )
-        width = np.maximum(right - left, 1)
-        height = np.maximum(bottom - top, 1)
-        small = (width <= _SMALL) & (height <= _SMALL)
-        # Tiles a few pixels wide (what the map asks for): each pixel offset of the boxes
-        # painted at once; larger ones (a client zoomed in further) one by one.
-        for dy in range(int(height[small].max(initial=0))):
-            for dx in range(int(width[small].max(initial=0))):
-                mask = small & (width > dx) & (height > dy)
-                px, py = left[mask] + dx, top[mask] + dy
-                inside = (px >= 0) & (px < OVERVIEW_SIZE) & (py >= 0) & (py < OVERVIEW_SIZE)
-                image[py[inside], px[inside]] = colours[mask][inside]
-        for n in np.flatnonzero(~small):
-            image[max(top[n], 0) : max(bottom[n], 0), max(left[n], 0) : max(right[n], 0)] = colours[
-                n
-            ]
-    return png_bytes(np.moveaxis(image, -1, 0))
+    """The campaign's tiles in web mercator tile z/x/y gathered into cells: a Mapbox vector
+    tile (layer ``cells``, CELL_EXTENT units) of squares with ``status`` (the most
+    frequent of the cell's tiles) and ``n`` (how many), hidden statuses and back-ends
+    left out."""
+    cell = cell_size(await conn.fetchval(_TILE_WIDTH, campaign), z)
+    tile: bytes | None = await conn.fetchval(
+        _CELLS, campaign, z, x, y, cell, sorted(hidden_status), sorted(hidden_backend)
+    )
+    return tile or b""

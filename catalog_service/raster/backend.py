@@ -43,11 +43,12 @@ class StoreBackend(PGSTACBackend):
     ) -> tuple[ImageData, list[str]]:
         """Zooms the collection's overview serves come from it; others from the products."""
         pyramid = self.overview
-        if pyramid is not None and pyramid.serves(
-            z, kwargs.get("assets"), kwargs.get("expression")
-        ):
+        bands = None
+        if pyramid is not None:
+            bands = pyramid.bands_for(z, kwargs.get("assets"), kwargs.get("expression"))
+        if pyramid is not None and bands is not None:
             try:
-                image = pyramid.tile(x, y, z, kwargs.get("tilesize"))
+                image = pyramid.tile(x, y, z, kwargs.get("tilesize"), bands)
             except TileOutsideBounds as exc:
                 raise EmptyMosaicError("no product in this tile") from exc
             if not image.mask.any():

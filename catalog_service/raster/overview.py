@@ -71,16 +71,33 @@ class Pyramid:
         west, south, east, north = self.bounds
         return round((north - south) / resolution(z)), round((east - west) / resolution(z))
 
-    def serves(self, z: int, assets: Any, expression: Any) -> bool:
-        """Whether a request for tile zoom ``z`` of these assets is answered from here."""
-        return z <= self.high and not expression and list(assets or []) == [self.asset]
+    def bands_for(self, z: int, assets: Any, expression: Any) -> list[int] | None:
+        """The bands a request for tile zoom ``z`` reads from here (its asset, whole or
+        with ``|bidx=``), or None when the products must answer it."""
+        if z > self.high or expression or not isinstance(assets, list) or len(assets) != 1:
+            return None
+        asked = assets[0]
+        if asked == self.asset:
+            return list(range(1, self.bands + 1))
+        if (
+            isinstance(asked, dict)
+            and asked.get("name") == self.asset
+            and set(asked)
+            <= {
+                "name",
+                "indexes",
+            }
+        ):
+            indexes = [int(i) for i in asked.get("indexes") or range(1, self.bands + 1)]
+            return indexes if all(1 <= i <= self.bands for i in indexes) else None
+        return None
 
-    def tile(self, x: int, y: int, z: int, tilesize: int | None) -> ImageData:
+    def tile(self, x: int, y: int, z: int, tilesize: int | None, bands: list[int]) -> ImageData:
         size = tilesize or TILE
         level = z + max(0, round(math.log2(size / TILE)))
         level = min(max(level, self.low), self.high)
         with Reader(str(self.path(level))) as src:
-            image: ImageData = src.tile(x, y, z, tilesize=size)
+            image: ImageData = src.tile(x, y, z, tilesize=size, indexes=bands)
         return image
 
 

@@ -37,18 +37,33 @@ def _data_asset(items: list[dict[str, Any]], collection: dict[str, Any]) -> str 
     return None
 
 
-def _band_range(items: list[dict[str, Any]], asset: str) -> tuple[float, float] | None:
-    lows, highs = [], []
+def _band_ranges(items: list[dict[str, Any]], asset: str) -> list[tuple[float, float]] | None:
+    """Per band of the products' ``asset``, the lowest minimum and highest maximum (None
+    for bytes, drawn as they are, or products whose bands differ)."""
+    lows: list[list[float]] = []
+    highs: list[list[float]] = []
     for item in items:
         bands = ((item.get("assets") or {}).get(asset) or {}).get("raster:bands") or []
-        if len(bands) != 1 or bands[0].get("data_type") in ("uint8", "int8"):
+        if not bands or any(b.get("data_type") in ("uint8", "int8") for b in bands):
             return None
-        stats = bands[0].get("statistics") or {}
-        low, high = stats.get("minimum"), stats.get("maximum")
-        if isinstance(low, int | float) and isinstance(high, int | float):
-            lows.append(float(low))
-            highs.append(float(high))
-    return (min(lows), max(highs)) if lows else None
+        if lows and len(bands) != len(lows):
+            return None
+        for n, band in enumerate(bands):
+            stats = band.get("statistics") or {}
+            low, high = stats.get("minimum"), stats.get("maximum")
+            if not isinstance(low, int | float) or not isinstance(high, int | float):
+                return None
+            if len(lows) <= n:
+                lows.append([])
+                highs.append([])
+            lows[n].append(float(low))
+            highs[n].append(float(high))
+    return [(min(lo), max(hi)) for lo, hi in zip(lows, highs, strict=True)] or None
+
+
+def _drawn_bands(count: int) -> list[int]:
+    """One band with a colormap; three or more as red, green and blue; else the first."""
+    return [1, 2, 3] if count >= 3 else [1]
 
 
 def grow_render(collection: dict[str, Any], items: list[dict[str, Any]], fresh: bool) -> None:
@@ -61,14 +76,21 @@ def grow_render(collection: dict[str, Any], items: list[dict[str, Any]], fresh: 
     if asset is None:
         return
     render: dict[str, Any] = {"title": "Products", "assets": [asset]}
-    found = _band_range(items, asset)
+    found = _band_ranges(items, asset)
     previous = None if fresh else ((renders or {}).get("default") or {}).get("rescale")
     if found is not None:
-        low, high = found
-        if previous and len(previous) == 1 and len(previous[0]) == 2:
-            low, high = min(low, previous[0][0]), max(high, previous[0][1])
-        render["rescale"] = [[low, high if high > low else low + 1]]
-        render["colormap_name"] = DEFAULT_COLORMAP
+        bands = _drawn_bands(len(found))
+        ranges = [found[b - 1] for b in bands]
+        if previous and len(previous) == len(ranges):
+            ranges = [
+                (min(lo, old[0]), max(hi, old[1]))
+                for (lo, hi), old in zip(ranges, previous, strict=True)
+            ]
+        render["rescale"] = [[lo, hi if hi > lo else lo + 1] for lo, hi in ranges]
+        if len(found) > 1:
+            render["bidx"] = bands
+        if len(bands) == 1:
+            render["colormap_name"] = DEFAULT_COLORMAP
     collection["renders"] = {"default": render}
     collection[AUTOMATIC_KEY] = AUTOMATIC
     extensions = collection.setdefault("stac_extensions", [])
@@ -77,15 +99,17 @@ def grow_render(collection: dict[str, Any], items: list[dict[str, Any]], fresh: 
 
 
 def render_query(render: dict[str, Any]) -> str:
-    """A render as titiler's query parameters."""
-    params: list[tuple[str, str]] = [("assets", str(a)) for a in render.get("assets") or []]
+    """A render as titiler's query parameters (its bands as titiler's ``asset|bidx=``)."""
+    bidx = render.get("bidx")
+    suffix = (
+        f"|bidx={','.join(str(int(b)) for b in bidx)}" if isinstance(bidx, list) and bidx else ""
+    )
+    params: list[tuple[str, str]] = [("assets", f"{a}{suffix}") for a in render.get("assets") or []]
     for low_high in render.get("rescale") or []:
         params.append(("rescale", ",".join(str(v) for v in low_high)))
     for key in ("colormap_name", "color_formula", "resampling", "expression", "nodata"):
         if render.get(key) is not None:
             params.append((key, str(render[key])))
-    if isinstance(render.get("bidx"), list):
-        params.extend(("bidx", str(b)) for b in render["bidx"])
     return urlencode(params)
 
 
@@ -139,10 +163,16 @@ def item_tile_link(base_url: str, item: dict[str, Any]) -> dict[str, Any] | None
     if asset is None or not item.get("collection"):
         return None
     render: dict[str, Any] = {"assets": [asset]}
-    found = _band_range([item], asset)
+    found = _band_ranges([item], asset)
     if found is not None:
-        render["rescale"] = [[found[0], found[1] if found[1] > found[0] else found[0] + 1]]
-        render["colormap_name"] = DEFAULT_COLORMAP
+        bands = _drawn_bands(len(found))
+        render["rescale"] = [
+            [found[b - 1][0], max(found[b - 1][1], found[b - 1][0] + 1e-9)] for b in bands
+        ]
+        if len(found) > 1:
+            render["bidx"] = bands
+        if len(bands) == 1:
+            render["colormap_name"] = DEFAULT_COLORMAP
     base = mosaic_base(base_url, str(item["collection"]))
     return {
         "rel": "xyz",

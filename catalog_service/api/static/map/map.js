@@ -1,7 +1,9 @@
-// The campaign map: every tile from the service's vector tiles, coloured by status; a side
-// panel with counts, throughput, ETA and cost; changes polled from a cursor and applied
-// to the drawn tiles without reloading them; a click shows the tile's job, history and
-// product. Everything comes from this service (OpenLayers and Natural Earth from npm).
+// The campaign map: every tile from the service's vector tiles, coloured by status (zoomed
+// out, cells of tiles in their most frequent status); the products as one mosaic drawn by
+// titiler under the tiles; a side panel with counts, throughput, ETA and cost; changes
+// polled from a cursor and applied to the drawn tiles without reloading them; a click
+// shows the tile's job, history and product. Everything comes from this service
+// (OpenLayers and Natural Earth from npm).
 //
 // Values from the catalogue (ids, titles, properties, errors, asset hrefs) reach the page
 // as text only: elements are made with make() and filled with textContent, never with
@@ -20,6 +22,8 @@
   const hiddenStatus = new Set();
   const hiddenBackend = new Set();
   const styles = {};
+  const outlines = {};
+  const cellStyles = {};
 
   function styleFor(colour) {
     if (!styles[colour]) {
@@ -29,6 +33,32 @@
       });
     }
     return styles[colour];
+  }
+
+  // A finished tile over the mosaic: its outline, so its product shows (the fill, all but
+  // transparent, keeps it clickable).
+  function outlineFor(colour) {
+    if (!outlines[colour]) {
+      outlines[colour] = new ol.style.Style({
+        fill: new ol.style.Fill({ color: "rgba(255,255,255,0.01)" }),
+        stroke: new ol.style.Stroke({ color: colour, width: 1.5 }),
+      });
+    }
+    return outlines[colour];
+  }
+
+  function cellStyleFor(colour) {
+    if (!cellStyles[colour]) {
+      cellStyles[colour] = new ol.style.Style({ fill: new ol.style.Fill({ color: colour }) });
+    }
+    return cellStyles[colour];
+  }
+
+  // A tile's style: null when filtered out, its outline when finished over a drawn mosaic.
+  function tileStyle(status, backend, resolution) {
+    if (hiddenStatus.has(status) || hiddenBackend.has(backend)) return null;
+    const colour = COLORS[status] || "white";
+    return status === "finished" && mosaicShown(resolution) ? outlineFor(colour) : styleFor(colour);
   }
 
   function current(feature) {
@@ -41,18 +71,35 @@
     };
   }
 
-  // Zoomed out, where tiles are a few pixels wide, they come as raster overview tiles
-  // (drawn by the service in status colours); zoomed in, as vector footprints.
+  // Zoomed out, where tiles are a few pixels wide, they come as cells: vector tiles of
+  // squares a few pixels wide, each in the most frequent status of the tiles in it (made
+  // by PostGIS; the statuses and back-ends hidden here are left out by the service);
+  // zoomed in, as vector footprints.
   const vectorMinZoom = cfg.vectorMinZoom || 0;
-  function overviewUrl() {
+  function cellsUrl() {
     const hidden = [...hiddenStatus].map((s) => `hide_status=${encodeURIComponent(s)}`)
       .concat([...hiddenBackend].map((b) => `hide_backend=${encodeURIComponent(b)}`));
-    return `${api}campaigns/${campaignPath}/overview/{z}/{x}/{y}.png` + (hidden.length ? "?" + hidden.join("&") : "");
+    return `${api}campaigns/${campaignPath}/cells/{z}/{x}/{y}.pbf` + (hidden.length ? "?" + hidden.join("&") : "");
   }
-  let overviewTilesLoaded = 0;
-  const overviewSource = new ol.source.XYZ({ url: overviewUrl(), tileSize: 256, transition: 0 });
-  overviewSource.on("tileloadend", () => { overviewTilesLoaded += 1; });
-  const overview = new ol.layer.Tile({ source: overviewSource, maxZoom: vectorMinZoom });
+  let cellTilesLoaded = 0;
+  const cellsSource = new ol.source.VectorTile({
+    format: new ol.format.MVT(),
+    url: cellsUrl(),
+    tileSize: 256, // a cell tile's unit is a screen pixel
+    maxZoom: Math.max(vectorMinZoom, 0),
+    transition: 0,
+  });
+  cellsSource.on("tileloadend", () => { cellTilesLoaded += 1; });
+  const cells = new ol.layer.VectorTile({
+    source: cellsSource,
+    maxZoom: vectorMinZoom,
+    style: function (feature, resolution) {
+      const status = feature.get("status");
+      // Finished cells over a drawn mosaic: the products show there instead.
+      if (status === "finished" && mosaicShown(resolution)) return null;
+      return cellStyleFor(COLORS[status] || "white");
+    },
+  });
 
   const tiles = new ol.layer.VectorTile({
     declutter: false,
@@ -62,13 +109,11 @@
       url: `${api}campaigns/${campaignPath}/tiles/{z}/{x}/{y}.pbf`,
       maxZoom: 12,
     }),
-    style: function (feature) {
+    style: function (feature, resolution) {
       const t = current(feature);
       if (!seen.has(t.id)) seen.set(t.id, COLORS[t.status] || "white");
-      if (overrides.has(t.id) || hiddenStatus.has(t.status) || hiddenBackend.has(t.backend)) {
-        return null; // a changed tile is drawn by the layer of changes
-      }
-      return styleFor(COLORS[t.status] || "white");
+      if (overrides.has(t.id)) return null; // a changed tile is drawn by the layer of changes
+      return tileStyle(t.status, t.backend, resolution);
     },
   });
 
@@ -78,10 +123,8 @@
   const changedSource = new ol.source.Vector();
   const changedLayer = new ol.layer.Vector({
     source: changedSource,
-    style: function (feature) {
-      const status = feature.get("status"), backend = feature.get("backend");
-      if (hiddenStatus.has(status) || hiddenBackend.has(backend)) return null;
-      return styleFor(COLORS[status] || "white");
+    style: function (feature, resolution) {
+      return tileStyle(feature.get("status"), feature.get("backend"), resolution);
     },
   });
 
@@ -109,41 +152,104 @@
     }),
   });
 
-  // Finished tiles' products, drawn from their ingest thumbnails (each over its item's
-  // bbox, reprojected by OpenLayers) once a few hundred at most are in view.
-  const previews = new ol.layer.Group({ layers: [], minZoom: vectorMinZoom + 1 });
-  let showPreviews = true;
-  let previewRequest = 0;
-  async function loadPreviews() {
-    const view = map.getView();
-    if (!cfg.products || !showPreviews || view.getZoom() < vectorMinZoom + 1) {
-      previews.getLayers().clear();
-      return;
+  // The products as one mosaic, drawn by titiler from the campaign's product collection
+  // (cfg.mosaic: its TileJSON, when the collection exists, with the collection's default
+  // render), above the land and below the tiles. A TileJSON that does not load (404: no
+  // raster service) draws nothing. As tiles finish, the mosaic is read again (its TileJSON
+  // too, from the collection's current tilejson link: its bounds and render grow with the
+  // products), at most every MOSAIC_REFRESH_MS, into a new layer over the old one, which
+  // goes once the new one has drawn (no blank in between).
+  const MOSAIC_REFRESH_MS = cfg.mosaicRefreshMs || 10000;
+  const mosaic = new ol.layer.Group({ layers: [] });
+  let showMosaic = true;
+  let mosaicReady = false; // a mosaic's TileJSON has loaded
+  let mosaicMinZoom = -Infinity; // below it (the TileJSON's minzoom) titiler draws nothing
+  let mosaicState = cfg.mosaic ? "loading" : "none";
+  let mosaicTilesLoaded = 0;
+  let mosaicTileErrors = 0;
+  let mosaicRefreshes = 0;
+  let mosaicUrl = cfg.mosaic || null;
+
+  function mosaicShown(resolution) {
+    if (!showMosaic || !mosaicReady) return false;
+    if (resolution === undefined || mosaicMinZoom === -Infinity) return true;
+    return map.getView().getZoomForResolution(resolution) > mosaicMinZoom;
+  }
+
+  function restyle() {
+    tiles.changed();
+    cells.changed();
+    changedLayer.changed();
+  }
+
+  async function loadMosaic() {
+    if (!mosaicUrl) return;
+    let tileJSON;
+    try {
+      const response = await fetch(mosaicUrl, { headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`${mosaicUrl}: ${response.status}`);
+      tileJSON = await response.json();
+    } catch (err) {
+      if (!mosaicReady) mosaicState = "error"; // no raster service (404), no render (400)
+      return; // a layer drawn before stays
     }
-    const request = ++previewRequest;
-    const bbox = ol.proj.transformExtent(view.calculateExtent(map.getSize()), "EPSG:3857", "EPSG:4326");
-    const response = await fetch(`${api}search`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/geo+json" },
-      body: JSON.stringify({ collections: [cfg.products], bbox: bbox, limit: 300 }),
-    });
-    if (!response.ok || request !== previewRequest) return;
-    const layers = [];
-    for (const item of (await response.json()).features) {
-      const thumb = webUrl((item.assets.thumbnail || {}).href);
-      if (!thumb || item.properties.deprecated) continue;
-      layers.push(new ol.layer.Image({
-        source: new ol.source.ImageStatic({ url: thumb, imageExtent: item.bbox, projection: "EPSG:4326" }),
-      }));
+    // The grid follows titiler's tiles (`tilesize`, 512 px by default: a quarter of the
+    // requests of 256 px tiles), and tiles are asked for only within the TileJSON's bounds
+    // (the products' extent) and zooms.
+    const first = new URL((tileJSON.tiles || [])[0] || mosaicUrl, mosaicUrl);
+    const tileSize = Number(first.searchParams.get("tilesize")) || 256;
+    const source = new ol.source.TileJSON({ tileJSON: tileJSON, tileSize: tileSize, crossOrigin: "anonymous" });
+    source.on("tileloadend", () => { mosaicTilesLoaded += 1; });
+    source.on("tileloaderror", () => { mosaicTileErrors += 1; }); // 204: no product there
+    mosaicMinZoom = tileJSON.minzoom > 0 ? tileJSON.minzoom - 0.5 : -Infinity;
+    const bounds = Array.isArray(tileJSON.bounds) && tileJSON.bounds.length === 4
+      ? ol.proj.transformExtent(tileJSON.bounds, "EPSG:4326", "EPSG:3857") : undefined;
+    const older = mosaic.getLayers().getArray().slice();
+    mosaic.getLayers().push(new ol.layer.Tile({ source: source, minZoom: mosaicMinZoom, extent: bounds }));
+    mosaicState = "ready";
+    if (!mosaicReady) {
+      mosaicReady = true;
+      restyle(); // finished tiles as outlines over their products
     }
-    previews.getLayers().clear();
-    previews.getLayers().extend(layers);
-    window.tilekeeperMap.previews = layers.length;
+    // The layer drawn before goes once this one has drawn: no blank in between.
+    if (older.length) {
+      map.once("rendercomplete", () => older.forEach((old) => mosaic.getLayers().remove(old)));
+    }
+  }
+
+  // A tile finished: its product is harvested in the seconds after, so the mosaic is read
+  // again twice, MOSAIC_REFRESH_MS / 2 after and MOSAIC_REFRESH_MS later (no more often).
+  let mosaicDue = 0;
+  let mosaicTimer = null;
+  let mosaicLast = -Infinity;
+  function mosaicChanged() {
+    if (!mosaicUrl) return;
+    mosaicDue = 2;
+    scheduleMosaic(MOSAIC_REFRESH_MS / 2);
+  }
+  function scheduleMosaic(delay) {
+    if (mosaicTimer !== null || mosaicDue === 0) return;
+    const wait = Math.max(delay, mosaicLast + MOSAIC_REFRESH_MS - performance.now());
+    mosaicTimer = setTimeout(async () => {
+      mosaicDue -= 1;
+      mosaicLast = performance.now();
+      mosaicRefreshes += 1;
+      try {
+        const products = await getJSON(`collections/${encodeURIComponent(cfg.products)}`);
+        const link = (products.links || []).find((l) => l.rel === "tilejson" && webUrl(l.href));
+        if (link) mosaicUrl = webUrl(link.href);
+      } catch (err) {
+        // the page's TileJSON again
+      }
+      await loadMosaic();
+      mosaicTimer = null;
+      scheduleMosaic(0);
+    }, wait);
   }
 
   const map = new ol.Map({
     target: "map",
-    layers: [land, overview, tiles, changedLayer, previews],
+    layers: [land, mosaic, cells, tiles, changedLayer],
     view: new ol.View({ center: [0, 0], zoom: 2 }),
   });
   // The campaign's extent from the start: no tiles fetched for a view that is not shown.
@@ -252,9 +358,8 @@
     } else {
       return;
     }
-    tiles.changed();
-    changedLayer.changed();
-    overviewSource.setUrl(overviewUrl());
+    restyle();
+    cellsSource.setUrl(cellsUrl());
   });
 
   async function getJSON(path) {
@@ -278,6 +383,7 @@
         });
         // Drawn over the base layer's (now outdated) footprints, which are not re-rendered.
         for (const [id, t] of fresh) applyChange(id, t);
+        if (fresh.some(([, t]) => t.status === "finished")) mosaicChanged();
         renderSummary(await getJSON(`campaigns/${campaignPath}/summary`));
       }
       el("updated").textContent = `live: cursor ${cursor}, ${new Date().toLocaleTimeString()}`;
@@ -331,20 +437,20 @@
 
   // For the bench and the tests: when the tiles were first drawn (ms since navigation).
   map.on("rendercomplete", () => {
-    if (window.tilekeeperMap.firstPaintMs === null && (seen.size > 0 || overviewTilesLoaded > 0)) {
+    if (window.tilekeeperMap.firstPaintMs === null && (seen.size > 0 || cellTilesLoaded > 0)) {
       window.tilekeeperMap.firstPaintMs = performance.now();
     }
   });
 
-  map.on("moveend", loadPreviews);
   document.addEventListener("change", (event) => {
-    if (event.target.id !== "previews") return;
-    showPreviews = event.target.checked;
-    loadPreviews();
+    if (event.target.id !== "mosaic") return;
+    showMosaic = event.target.checked;
+    mosaic.setVisible(showMosaic);
+    restyle();
   });
 
   map.on("singleclick", (event) => {
-    const features = map.getFeaturesAtPixel(event.pixel, { layerFilter: (l) => l !== land });
+    const features = map.getFeaturesAtPixel(event.pixel, { layerFilter: (l) => l === tiles || l === changedLayer });
     if (features.length) {
       showTile(current(features[0]).id);
     } else if (map.getView().getZoom() < vectorMinZoom) {
@@ -361,9 +467,16 @@
     lastUpdateMs: null,
     pollStarted: 0,
     colorOf: (id) => seen.get(id),
-    overviewTiles: () => overviewTilesLoaded,
-    previews: 0,
+    get cellTilesLoaded() { return cellTilesLoaded; },
+    get mosaicTilesLoaded() { return mosaicTilesLoaded; },
+    get mosaicTileErrors() { return mosaicTileErrors; },
+    get mosaicRefreshes() { return mosaicRefreshes; },
+    get mosaicState() { return mosaicState; }, // none | loading | ready | error
+    get mosaicUrl() { return mosaicUrl; },
+    get mosaicLayer() { return mosaic.getLayers().getArray().at(-1) || null; }, // the newest
+    refreshMosaic: mosaicChanged,
     vectorLayer: tiles,
+    cellsLayer: cells,
     vectorMinZoom: vectorMinZoom,
     colors: COLORS,
     showTile: showTile,
@@ -371,6 +484,7 @@
 
   (async function start() {
     renderLegend();
+    loadMosaic();
     const [collection, summary] = await Promise.all([
       getJSON(`collections/${campaignPath}`),
       getJSON(`campaigns/${campaignPath}/summary`),
