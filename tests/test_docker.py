@@ -29,6 +29,7 @@ from catalog_service.settings import (
     ClientSettings,
     DatabaseSettings,
     ProductSettings,
+    RasterSettings,
     RunnerSettings,
 )
 
@@ -57,6 +58,7 @@ def _known_env() -> set[str]:
         DatabaseSettings,
         ClientSettings,
         ProductSettings,
+        RasterSettings,
         RunnerSettings,
     ):
         prefix = cls.model_config["env_prefix"]

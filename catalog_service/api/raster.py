@@ -193,6 +193,8 @@ def _overview_of(app: FastAPI, collection: str) -> Pyramid | None:
         return known[1]
     with app_pool(app).connection() as conn:
         pyramid = overview.load(conn, collection, app.state.overview_folder)
+    if pyramid is not None and not pyramid.path(pyramid.high).is_file():
+        pyramid = None  # kept by another API process on a disk this one does not share
     _overviews[collection] = (now, pyramid)
     return pyramid
 
