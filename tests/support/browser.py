@@ -97,8 +97,9 @@ def find_listed(page: Page, text: str, timeout_s: float = 90.0) -> None:
 
 def check_pages(browser: Browser, api: str, campaign: str, tiles: int) -> None:
     """What a person opens after the demo: STAC Browser lists the campaign, the campaign
-    map draws every tile, the API docs list the operations; no request leaves the machine
-    and no page does what its Content-Security-Policy forbids."""
+    map draws every tile and the products' mosaic from the raster service, the API docs
+    list the operations; no request leaves the machine and no page does what its
+    Content-Security-Policy forbids."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     offline = Offline(page)
     csp = CspViolations(page)
@@ -109,6 +110,8 @@ def check_pages(browser: Browser, api: str, campaign: str, tiles: int) -> None:
         f"() => window.tilekeeperMap && window.tilekeeperMap.seen.size === {tiles}",
         timeout=30_000,
     )
+    page.wait_for_function("() => window.tilekeeperMap.mosaicTilesLoaded > 0", timeout=60_000)
+    shot(page, "map-demo", full_page=False)
     page.goto(f"{api}/api.html")
     page.locator(".opblock").first.wait_for(timeout=30_000)
     assert page.locator(".opblock").count() > 20
