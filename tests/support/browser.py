@@ -111,6 +111,7 @@ def check_pages(browser: Browser, api: str, campaign: str, tiles: int) -> None:
         timeout=30_000,
     )
     page.wait_for_function("() => window.tilekeeperMap.mosaicTilesLoaded > 0", timeout=60_000)
+    page.wait_for_timeout(3000)  # the rest of the view's tiles, for the picture
     shot(page, "map-demo", full_page=False)
     page.goto(f"{api}/api.html")
     page.locator(".opblock").first.wait_for(timeout=30_000)
