@@ -45,7 +45,8 @@ TILE = 256
 DEPTH = 6  # zooms below the highest one
 MAX_SIDE = 65_536  # px: a collection larger than this at its highest zoom starts lower
 MIN_PRODUCT_SPAN = 2  # products across a tile at the pyramid's highest zoom
-BATCH = 200  # products pasted per transaction
+# Products pasted per transaction: a product written again meanwhile waits for it.
+BATCH = 50
 MERCATOR = "EPSG:3857"
 
 
@@ -345,12 +346,16 @@ def update(
         ).fetchone()
         if not locked or not locked[0]:
             return None
+        # Taken off the queue first: a product written again meanwhile waits for this
+        # transaction and is queued anew, not lost with the row deleted at the end.
         ids = [
             str(r[0])
             for r in conn.execute(
-                """SELECT item_id FROM tilekeeper.overview_pending WHERE collection = %s
-                   ORDER BY item_id LIMIT %s""",
-                [collection, batch],
+                """DELETE FROM tilekeeper.overview_pending WHERE collection = %s AND item_id IN (
+                       SELECT item_id FROM tilekeeper.overview_pending WHERE collection = %s
+                       ORDER BY item_id LIMIT %s)
+                   RETURNING item_id""",
+                [collection, collection, batch],
             ).fetchall()
         ]
         items = _hydrated(conn, collection, ids) if ids else []
@@ -381,10 +386,6 @@ def update(
                     skipped += int(not done)
         elif pyramid is None:
             skipped = len(ids)  # nothing the service may open: dropped from the queue
-        conn.execute(
-            "DELETE FROM tilekeeper.overview_pending WHERE collection = %s AND item_id = ANY(%s)",
-            [collection, ids],
-        )
         conn.execute(
             """UPDATE tilekeeper.raster_overviews SET products = products + %s, updated = now()
                WHERE collection = %s""",
