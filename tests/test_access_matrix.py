@@ -158,6 +158,8 @@ def scope_of(method: str, path: str) -> str | None:
     products:write."""
     if method in ("GET", "HEAD") or (method == "POST" and path.endswith(_SEARCHES)):
         return None
+    if method == "POST" and path.startswith(RASTER):  # a feature to read under
+        return None
     if path == PRODUCTS_ROUTE or path.endswith("/product"):
         return "products:write"
     if path.startswith("/campaigns"):
@@ -211,9 +213,21 @@ def path_values(route_target: str, item: str) -> dict[str, str]:
         "z": z,
         "x": x,
         "y": y,
+        # The raster service's: a point, a bbox, a size, a format, a tile matrix set.
+        "lon": "4.1",
+        "lat": "50.1",
+        "minx": "4.0",
+        "miny": "50.0",
+        "maxx": "4.2",
+        "maxy": "50.2",
+        "width": "16",
+        "height": "16",
+        "format": "png",
+        "tileMatrixSetId": "WebMercatorQuad",
     }
 
 
+RASTER = "/raster/"
 QUERIES = {
     ("GET", "/campaigns/{campaign_id}/jobs"): "status=not_started",
     ("GET", "/collections/{collection_id}/aggregate"): "aggregations=total_count",
@@ -402,12 +416,16 @@ def ask(
     values = path_values(named, item)
     url = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], path)
     query = QUERIES.get((method, path))
+    if path.startswith(RASTER):
+        query = "assets=data"
     if query:
         url = f"{url}?{query}"
     body: Callable[[str], Any] = BODIES.get(
         (method, path), lambda c: {} if method in ("POST", "PUT", "PATCH") else None
     )
     payload = body(named)
+    if path.startswith(RASTER) and method == "POST":
+        payload = {"type": "Feature", "properties": {}, "geometry": TILE_GEOMETRY}
     response = http.request(
         method,
         url,
@@ -422,8 +440,10 @@ def verdict(answer: Answer, want: Outcome, lenient: bool) -> str | None:
     status = answer.status
     if status >= 500:
         return f"a server error {status}"
+    raster = answer.request.split(" ", 1)[-1].split("?")[0]
+    lenient_statuses = (400, 404, 409, 422) if RASTER in raster else (400, 409, 422)
     if want is Outcome.OK:
-        if 200 <= status < 400 or (lenient and status in (400, 409, 422)):
+        if 200 <= status < 400 or (lenient and status in lenient_statuses):
             return None
         return f"expected it served, got {status}"
     if status != want.value:
@@ -444,6 +464,9 @@ def test_route_answers_every_caller_as_the_rules_say(world: World, method: str, 
     failures: list[str] = []
     writes = scope_of(method, path) is not None
     lenient = writes and (method, path) not in BODIES  # a new route: no body known yet
+    # The world's products are not rasters (test_raster.py draws real ones): a raster
+    # route says so (400 or 404), which is "served" here; hidden still equals missing.
+    lenient = lenient or path.startswith(RASTER)
     answers: dict[tuple[str, Target], Answer] = {}
     later: list[tuple[Caller, Target]] = []
     before = snapshot(world)

@@ -76,7 +76,7 @@ def _campaign(
     api: str, database: Database, folder: Path, token: str, visibility: str = "public"
 ) -> Campaign:
     store = str(products_settings(database).store)
-    campaign = f"raster-{uuid.uuid4().hex[:8]}"
+    campaign = f"raster-x{uuid.uuid4().hex[:6]}"  # never 8 digits: the ingest reads those as a date
     body = {"id": campaign, "grid": "utm-20km", "temporal_extent": ["2024-01-01", "2024-12-31"],
             "visibility": visibility}  # fmt: skip
     made = httpx.post(f"{api}/campaigns", json=body, headers={"Authorization": f"Bearer {token}"})
@@ -509,7 +509,7 @@ def test_multiband_products_are_drawn_as_red_green_blue(
     api: str, database: Database, http: httpx.Client, tmp_path: Path
 ) -> None:
     store = str(products_settings(database).store)
-    campaign = f"rgb-{uuid.uuid4().hex[:8]}"
+    campaign = f"rgb-x{uuid.uuid4().hex[:6]}"
     made = http.post("/campaigns", json={"id": campaign, "grid": "utm-20km"})
     assert made.status_code == 201, made.text
     source = write_raster(tmp_path / "rgb.tif", count=4, size=SIZE, seed=5)

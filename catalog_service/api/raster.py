@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import morecantile
 import pystac
-from fastapi import Depends, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from psycopg import OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 from rasterio.errors import RasterioError, RasterioIOError
@@ -45,8 +45,9 @@ from titiler.pgstac.errors import MosaicNotFoundError
 from titiler.pgstac.factory import MosaicTilerFactory
 
 from catalog_service.api.errors import error_response
+from catalog_service.api.raster_limits import RasterRoute, bounded_request
 from catalog_service.raster import overview
-from catalog_service.raster.backend import StoreBackend, StoreItemReader
+from catalog_service.raster.backend import StoreBackend, StoreItemReader, StoreMosaicReader
 from catalog_service.raster.hrefs import ReadableHrefs
 from catalog_service.raster.overview import Pyramid
 from catalog_service.raster.render import RASTER_PATH, TMS, WMTS_LAYER
@@ -55,24 +56,7 @@ from catalog_service.settings import ProductSettings, RasterSettings
 logger = logging.getLogger(__name__)
 
 PREFIX = f"/{RASTER_PATH}"
-# What one request may ask for: a tile, a part or a histogram this big and no bigger
-# (titiler bounds none of them; a 100,000 px part was one request's way to the OOM killer).
-LIMITS = {
-    "tilesize": 1024,
-    "max_size": 4096,
-    "width": 4096,
-    "height": 4096,
-    "buffer": 64,
-    "padding": 64,
-    "histogram_bins": 1024,
-    "scan_limit": 10_000,
-    "items_limit": 500,
-    "time_limit": 10,
-}
-MAX_REPEATS = {"assets": 16, "bidx": 32, "rescale": 32, "c": 256, "p": 100}
-MAX_TEXT = {"expression": 1000, "colormap": 20_000, "color_formula": 500, "histogram_range": 100}
 POOL_SIZE = 4
-MAX_ZOOM = 24
 # An empty tile, or no product at a point: titiler answers 204.
 EMPTY: dict[int | str, dict[str, Any]] = {204: {"description": "No product there"}}
 # A product collection's mosaic: its products' latest versions.
@@ -81,39 +65,6 @@ CURRENT = "deprecated IS NULL"
 TILE_MATRIX_SETS = morecantile.TileMatrixSets(
     {name: morecantile.tms.get(name) for name in (TMS, "WorldCRS84Quad", "EuropeanETRS89_LAEAQuad")}
 )
-
-
-def bounded_request(request: Request) -> None:
-    """400 for a size, count or text past LIMITS, MAX_REPEATS or MAX_TEXT."""
-    params = request.query_params
-    path = request.path_params
-    if "z" in path:  # a tile: deeper than MAX_ZOOM is no tile a product has
-        try:
-            z, x, y = int(path["z"]), int(path["x"]), int(path["y"])
-        except ValueError:
-            raise HTTPException(400, "z, x and y must be whole numbers") from None
-        if not 0 <= z <= MAX_ZOOM or not (0 <= x < 2 ** (z + 1) and 0 <= y < 2 ** (z + 1)):
-            raise HTTPException(
-                400, f"tile {z}/{x}/{y} is outside the tile matrix (zoom 0-{MAX_ZOOM})"
-            )
-    for name, limit in LIMITS.items():
-        given = params.getlist(name)
-        if name in request.path_params:  # a part's /{width}x{height}.tif
-            given.append(str(request.path_params[name]))
-        for value in given:
-            numbers = [v for v in value.split(",") if v.strip()]
-            try:
-                too_big = len(numbers) > limit or any(abs(float(v)) > limit for v in numbers)
-            except ValueError:
-                raise HTTPException(400, f"{name} must be a number, not {value[:40]!r}") from None
-            if too_big:
-                raise HTTPException(400, f"{name} may be at most {limit}")
-    for name, limit in MAX_REPEATS.items():
-        if len(params.getlist(name)) > limit:
-            raise HTTPException(400, f"{name} may be given at most {limit} times")
-    for name, limit in MAX_TEXT.items():
-        if any(len(v) > limit for v in params.getlist(name)):
-            raise HTTPException(400, f"{name} may be at most {limit} characters")
 
 
 _pool_lock = threading.Lock()
@@ -203,7 +154,7 @@ async def keep_overviews(app: FastAPI) -> None:
     """Take the products written since into their collections' overviews, every
     overview_interval_s (one API process at a time per collection: an advisory lock)."""
     settings: RasterSettings = app.state.raster_settings
-    while True:
+    while settings.overviews:
         await asyncio.sleep(settings.overview_interval_s)
         try:
             await asyncio.to_thread(_keep_once, app, settings)
@@ -234,6 +185,9 @@ def create_routers() -> tuple[Any, Any]:
         path_dependency=collection_mosaic,
         backend=StoreBackend,
         backend_dependency=StoreBackendParams,
+        dataset_reader=StoreMosaicReader,
+        reader_dependency=StoreReaderParams,
+        router=APIRouter(route_class=RasterRoute),
         router_prefix=f"{PREFIX}/{{collection_id}}",
         add_statistics=True,
         add_viewer=False,  # its page loads its libraries from a CDN
@@ -248,6 +202,7 @@ def create_routers() -> tuple[Any, Any]:
         supported_tms=TILE_MATRIX_SETS,
     )
     items = MultiBaseTilerFactory(
+        router=APIRouter(route_class=RasterRoute),
         reader=StoreItemReader,
         reader_dependency=StoreReaderParams,
         path_dependency=product_item,
@@ -278,7 +233,7 @@ def add_raster_routes(
     app.state.overview_folder = settings.folder(data_dir)
     app.state.readable_hrefs = ReadableHrefs.of(products)
     mosaic, items = create_routers()
-    bounded = [Depends(bounded_request)]
+    bounded = [Depends(bounded_request(TILE_MATRIX_SETS))]
     # Items first: their paths are longer than, and would otherwise match, the mosaic's.
     app.include_router(
         items.router,

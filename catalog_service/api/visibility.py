@@ -20,6 +20,7 @@ from stac_fastapi.api.routes import add_route_dependencies
 from stac_fastapi.types.errors import NotFoundError
 
 from catalog_service.api.auth import current_identity, writes
+from catalog_service.api.raster_limits import RasterRoute
 from catalog_service.auth.keys import Identity
 from catalog_service.database.jsonb import decoded
 from catalog_service.ids import PRODUCTS_SUFFIX
@@ -167,7 +168,8 @@ async def _guard(request: Request) -> None:
     route = request.scope.get("route")
     template = getattr(route, "path", "")
     identity = await current_identity(request)
-    writing = writes(request.method, template)
+    # The raster service's POSTs carry a feature to read under: reads.
+    writing = writes(request.method, template) and not isinstance(route, RasterRoute)
     campaign_id = request.path_params.get("campaign_id")
     collection_id = request.path_params.get("collection_id")
     if isinstance(campaign_id, str):

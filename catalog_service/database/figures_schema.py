@@ -4,6 +4,8 @@ that makes and fills them."""
 
 from __future__ import annotations
 
+from catalog_service.database.forget import forget_sql
+
 # The timestamps read, in both Python and PostgreSQL: RFC 3339-like text whose every
 # reading agrees in both (PostgreSQL rounds a 7th fractional digit, Python truncates it;
 # PostgreSQL refuses offsets from 16 h on, Python takes them). Anything else counts as
@@ -92,18 +94,7 @@ REFILL = [
 ]
 
 
-# A deleted collection takes its figures along; still its owner's, as pgstac's
-# delete_collection (SECURITY DEFINER as pgstac_admin) may not enter this schema.
-FORGET_SQL = """
-CREATE OR REPLACE FUNCTION tilekeeper.forget_collection() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = tilekeeper, pg_temp AS $$
-BEGIN
-    DELETE FROM tilekeeper.status_counts WHERE collection = OLD.id;
-    DELETE FROM tilekeeper.workers WHERE collection = OLD.id;
-    DELETE FROM tilekeeper.campaign_figures WHERE collection = OLD.id;
-    DELETE FROM tilekeeper.campaign_times WHERE collection = OLD.id;
-    RETURN OLD;
-END;
-$$;
-"""
+# A deleted collection takes its figures along (database/forget.py).
+FORGOTTEN = ("status_counts", "workers", "campaign_figures", "campaign_times")
+FORGET_SQL = forget_sql(FORGOTTEN)
 MIGRATION_SQL = TABLES_SQL + FUNCTIONS_SQL + FILL_SQL + FORGET_SQL

@@ -4,6 +4,9 @@ collection's pyramid, and the products written since it was last brought up to d
 
 from __future__ import annotations
 
+from catalog_service.database.figures_schema import FORGOTTEN
+from catalog_service.database.forget import forget_sql
+
 MIGRATION_SQL = """
 CREATE TABLE IF NOT EXISTS tilekeeper.raster_overviews (
     collection text PRIMARY KEY,
@@ -27,6 +30,10 @@ WHERE content->'properties' ? 'tilekeeper:source_checksums'
   AND NOT coalesce((content->'properties'->>'deprecated')::boolean, false)
 ON CONFLICT DO NOTHING;
 """
+
+# A deleted collection takes its overview along: a new collection of the same id (another
+# owner's, public) must not show the old one's pixels.
+MIGRATION_SQL += forget_sql((*FORGOTTEN, "raster_overviews", "overview_pending"))
 
 PENDING_SQL = """
 INSERT INTO tilekeeper.overview_pending (collection, item_id)

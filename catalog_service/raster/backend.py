@@ -10,25 +10,41 @@ from rio_tiler.errors import EmptyMosaicError, InvalidAssetName, TileOutsideBoun
 from rio_tiler.models import ImageData
 from rio_tiler.types import AssetInfo, AssetType
 from titiler.pgstac.backend import PGSTACBackend
-from titiler.pgstac.reader import Item, PgSTACReader
+from titiler.pgstac.reader import Item, PgSTACReader, SimpleSTACReader
 
 from catalog_service.raster.hrefs import ReadableHrefs
 from catalog_service.raster.overview import Pyramid
 
 
 def readable_item(item: Item, hrefs: ReadableHrefs) -> Item | None:
-    """``item`` with only the assets the service may open, their hrefs as GDAL opens
-    them; None when none is left."""
-    assets = {}
-    for name, asset in item.get("assets", {}).items():
-        opened = hrefs.opened(str(asset.get("href", "")))
-        if opened is not None:
-            assets[name] = {**asset, "href": opened}
-            assets[name].pop("alternate", None)
+    """``item`` with only the assets the service may open (hrefs as stored: listings
+    show no server path); None when none is left."""
+    collection = str(item.get("collection", ""))
+    assets = {
+        name: {k: v for k, v in asset.items() if k != "alternate"}
+        for name, asset in item.get("assets", {}).items()
+        if hrefs.opened(str(asset.get("href", "")), collection) is not None
+    }
     if not assets:
         return None
     result: Item = {**item, "assets": assets}
     return result
+
+
+@attr.s
+class StoreMosaicReader(SimpleSTACReader):
+    """One item of a mosaic (titiler-pgstac's simple reader), opened from the store."""
+
+    hrefs: ReadableHrefs = attr.ib(kw_only=True)
+
+    def _get_asset_info(self, asset: AssetType) -> AssetInfo:
+        info: AssetInfo = super()._get_asset_info(asset)
+        href = str(self.input["assets"][info["name"]].get("href", ""))
+        opened = self.hrefs.opened(href, str(self.input.get("collection", "")))
+        if opened is None:
+            raise InvalidAssetName(f"asset {info['name']!r} is not in the product store")
+        info["url"] = opened
+        return info
 
 
 @attr.s
@@ -71,7 +87,9 @@ class StoreItemReader(PgSTACReader):
 
     def _get_asset_info(self, asset: AssetType) -> AssetInfo:
         info: AssetInfo = super()._get_asset_info(asset)
-        opened = self.hrefs.opened(str(self.item.assets[info["name"]].href))
+        opened = self.hrefs.opened(
+            str(self.item.assets[info["name"]].href), str(self.item.collection_id)
+        )
         if opened is None:
             raise InvalidAssetName(f"asset {info['name']!r} is not in the product store")
         info["url"] = opened

@@ -33,16 +33,19 @@ class ReadableHrefs:
             public.rstrip("/") + "/" if public else None,
         )
 
-    def opened(self, href: str) -> str | None:
-        """What GDAL opens for ``href``: a path in the local store, the object store's
-        URL, or None for an href outside the store."""
+    def opened(self, href: str, collection: str) -> str | None:
+        """What GDAL opens for ``href`` of an item of ``collection``: a path in the local
+        store, the object store's URL, or None for an href outside the store or to
+        another collection's files (store keys start with their collection's id: a
+        private campaign's file named by someone else's item stays unread)."""
         if self.public_base is not None and href.startswith(self.public_base):
-            rest = href[len(self.public_base) :]
-            return href if rest and ".." not in unquote(rest).split("/") else None
+            parts = unquote(href[len(self.public_base) :].split("?", 1)[0]).split("/")
+            return href if len(parts) > 1 and parts[0] == collection and ".." not in parts else None
         if self.local_root is None or not href.startswith(LOCAL_PREFIX):
             return None
-        key = unquote(href[len(LOCAL_PREFIX) :].split("?", 1)[0])
+        key = unquote(href[len(LOCAL_PREFIX) :].split("?", 1)[0].split("#", 1)[0])
+        own = (self.local_root / collection).resolve()
         path = (self.local_root / key).resolve()
-        if not key or not path.is_relative_to(self.local_root) or not path.is_file():
+        if key.split("/", 1)[0] != collection or not path.is_relative_to(own):
             return None
-        return str(path)
+        return str(path) if path.is_file() else None

@@ -183,7 +183,7 @@ def _plan(
     asset = str(render["assets"][0]) if render else "data"
     first = next(
         (
-            hrefs.opened(str(i["assets"][asset]["href"]))
+            hrefs.opened(str(i["assets"][asset]["href"]), collection)
             for i in items
             if asset in i.get("assets", {})
         ),
@@ -374,7 +374,7 @@ def update(
                         skipped += 1
                         continue
                     href = (item.get("assets", {}).get(pyramid.asset) or {}).get("href")
-                    path = hrefs.opened(str(href)) if href else None
+                    path = hrefs.opened(str(href), collection) if href else None
                     try:
                         done = path is not None and _paste(pyramid, levels, path)
                     except rasterio.errors.RasterioError as exc:
