@@ -157,22 +157,32 @@ async def keep_overviews(app: FastAPI) -> None:
     while settings.overviews:
         await asyncio.sleep(settings.overview_interval_s)
         try:
-            await asyncio.to_thread(_keep_once, app, settings)
+            await asyncio.to_thread(_keep_once, app)
         except (OperationalError, PoolTimeout) as exc:
             logger.warning("overviews not updated: the database did not answer (%s)", exc)
         except Exception:  # a bug must not end the loop: logged, tried again next time
             logger.exception("overviews not updated")
 
 
-def _keep_once(app: FastAPI, settings: RasterSettings) -> None:
+def _keep_once(app: FastAPI) -> None:
     hrefs: ReadableHrefs = app.state.readable_hrefs
     with app_pool(app).connection() as conn:
-        for collection in overview.pending_collections(conn):
-            for progress in overview.update_all(conn, collection, hrefs, app.state.overview_folder):
-                logger.info(
-                    "overview of %s: %d products taken in, %d skipped, %d to go",
-                    collection, progress.pasted, progress.skipped, progress.remaining,
-                )  # fmt: skip
+        # Each batch its own transaction (overview.update): not one for the whole queue,
+        # which held its locks and showed nothing until the end.
+        conn.autocommit = True
+        try:
+            _keep_collections(conn, hrefs, app.state.overview_folder)
+        finally:
+            conn.autocommit = False
+
+
+def _keep_collections(conn: Any, hrefs: ReadableHrefs, folder: pathlib.Path) -> None:
+    for collection in overview.pending_collections(conn):
+        for progress in overview.update_all(conn, collection, hrefs, folder):
+            logger.info(
+                "overview of %s: %d products taken in, %d skipped, %d to go",
+                collection, progress.pasted, progress.skipped, progress.remaining,
+            )  # fmt: skip
 
 
 class StoreReaderParams(DefaultDependency):
