@@ -18,6 +18,7 @@ from catalog_service.ids import campaign_products_id
 from catalog_service.settings import DatabaseSettings, ProductSettings, RasterSettings
 
 console = Console(stderr=True)
+WAIT_S = 2.0
 
 
 @friendly_errors
@@ -49,12 +50,19 @@ def overview_command(
         if rebuild:
             queued = overview.rebuild(conn, collection, folder)
             console.print(f"{collection}: {queued} products queued again")
-        for progress in overview.update_all(conn, collection, hrefs, folder):
-            pasted += progress.pasted
-            console.print(
-                f"{collection}: {pasted} products taken in ({progress.skipped} skipped in the "
-                f"last batch), {progress.remaining} to go, {time.monotonic() - started:.1f} s"
-            )
+        while True:
+            for progress in overview.update_all(conn, collection, hrefs, folder):
+                pasted += progress.pasted
+                console.print(
+                    f"{collection}: {pasted} products taken in ({progress.skipped} skipped in "
+                    f"the last batch), {progress.remaining} to go, "
+                    f"{time.monotonic() - started:.1f} s"
+                )
+            if not overview.queued(conn, collection):
+                break
+            # An API process holds the collection's overview: it is taking them in.
+            console.print(f"{collection}: another process is taking products in; waiting")
+            time.sleep(WAIT_S)
         pyramid = overview.load(conn, collection, folder)
     if pyramid is None:
         console.print(f"{collection}: no overview (no product the service may read)")

@@ -137,6 +137,14 @@ def load(conn: psycopg.Connection[Any], collection: str, root: Path) -> Pyramid 
     return None if row is None else _row_pyramid(row, root)
 
 
+def queued(conn: psycopg.Connection[Any], collection: str) -> int:
+    """Products of ``collection`` its overview has yet to take in."""
+    row = conn.execute(
+        "SELECT count(*) FROM tilekeeper.overview_pending WHERE collection = %s", [collection]
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def pending_collections(conn: psycopg.Connection[Any]) -> list[str]:
     rows = conn.execute("SELECT DISTINCT collection FROM tilekeeper.overview_pending").fetchall()
     return [str(r[0]) for r in rows]
@@ -393,10 +401,8 @@ def update(
                WHERE collection = %s""",
             [pasted, collection],
         )
-        left = conn.execute(
-            "SELECT count(*) FROM tilekeeper.overview_pending WHERE collection = %s", [collection]
-        ).fetchone()
-    return Progress(collection, pasted, skipped, int(left[0]) if left else 0)
+        left = queued(conn, collection)
+    return Progress(collection, pasted, skipped, left)
 
 
 def update_all(
@@ -413,8 +419,12 @@ def update_all(
 
 
 def rebuild(conn: psycopg.Connection[Any], collection: str, root: Path) -> int:
-    """Forget the collection's pyramid and queue every current product again."""
+    """Forget the collection's pyramid and queue every current product again: under the
+    collection's lock (waiting for a batch another process is pasting), files included."""
     with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tilekeeper-overview:' || %s))", [collection]
+        )
         conn.execute("DELETE FROM tilekeeper.raster_overviews WHERE collection = %s", [collection])
         queued = conn.execute(
             """INSERT INTO tilekeeper.overview_pending (collection, item_id)
@@ -423,5 +433,5 @@ def rebuild(conn: psycopg.Connection[Any], collection: str, root: Path) -> int:
                ON CONFLICT DO NOTHING""",
             [collection],
         ).rowcount
-    shutil.rmtree(root / folder_name(collection), ignore_errors=True)
+        shutil.rmtree(root / folder_name(collection), ignore_errors=True)
     return int(queued)
