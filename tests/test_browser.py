@@ -257,9 +257,11 @@ def test_zoomed_out_the_map_draws_cells_and_filters_them(api: str, browser: Brow
         with page.expect_response(cells_asked(hidden)) as seen:
             page.locator(box).uncheck()
         assert seen.value.status == 200, seen.value.url
-    with page.expect_response(lambda r: "/cells/" in r.url and "hide_" not in r.url):
+    # Ticked again: the cells are asked for without the filters (each change asks anew).
+    with page.expect_response(lambda r: "/cells/" in r.url and "hide_" not in r.url) as again:
         page.locator("#counts input[data-status='not_started']").check()
         page.locator("#backends input[data-backend='alpha']").check()
+    assert again.value.status == 200, again.value.url
     # A click on the cells zooms in to where tiles can be picked.
     map_box = page.locator("#map").bounding_box()
     assert map_box

@@ -76,9 +76,13 @@
   // by PostGIS; the statuses and back-ends hidden here are left out by the service);
   // zoomed in, as vector footprints.
   const vectorMinZoom = cfg.vectorMinZoom || 0;
+  // Each change of the filters asks anew (`v`): back to an earlier filter, OpenLayers
+  // mixed the tiles it kept for that URL with those in flight, and cells went missing.
+  let filterVersion = 0;
   function cellsUrl() {
     const hidden = [...hiddenStatus].map((s) => `hide_status=${encodeURIComponent(s)}`)
       .concat([...hiddenBackend].map((b) => `hide_backend=${encodeURIComponent(b)}`));
+    if (filterVersion > 0) hidden.push(`v=${filterVersion}`);
     return `${api}campaigns/${campaignPath}/cells/{z}/{x}/{y}.pbf` + (hidden.length ? "?" + hidden.join("&") : "");
   }
   let cellTilesLoaded = 0;
@@ -322,13 +326,22 @@
       budget.reached ? [" ", make("b", { className: "over" }, "budget reached: no new job starts")] : []);
   }
 
+  // The filters' tick boxes live across the panel's refreshes (every poll): a box made
+  // anew under a click could swallow it, or take it twice.
+  const statusBoxes = new Map();
+  const backendBoxes = new Map();
+  function filterBox(boxes, key, dataset, checked) {
+    if (!boxes.has(key)) boxes.set(key, make("input", { type: "checkbox", dataset: dataset, checked: checked }));
+    return boxes.get(key);
+  }
+
   function renderSummary(summary) {
     const backends = Object.keys(summary.by_backend || {}).sort();
     const table = make("table", {},
       make("tr", {}, make("th", {}, "status"), make("th", { className: "n" }, "tiles"),
         backends.map((b) => make("th", { className: "n" }, b))));
     for (const [status, n] of Object.entries(summary.by_status || {})) {
-      const box = make("input", { type: "checkbox", dataset: { status: status }, checked: !hiddenStatus.has(status) });
+      const box = filterBox(statusBoxes, status, { status: status }, !hiddenStatus.has(status));
       table.append(make("tr", {},
         make("td", {}, make("label", {}, box, swatch(COLORS[status] || "white"), status)),
         make("td", { className: "n" }, n),
@@ -342,7 +355,7 @@
       make("div", {}, `mean cost ${fmt((summary.finished || {}).mean_costs, 2)}, projected ${fmt(summary.projected_costs, 0)}`),
       make("div", {}, budgetLine(summary.budget || {})));
     el("backends").replaceChildren(...backends.map((b) => make("label", {},
-      make("input", { type: "checkbox", dataset: { backend: b }, checked: !hiddenBackend.has(b) }), b)));
+      filterBox(backendBoxes, b, { backend: b }, !hiddenBackend.has(b)), b)));
   }
 
   function renderLegend() {
@@ -359,6 +372,7 @@
       return;
     }
     restyle();
+    filterVersion += 1;
     cellsSource.setUrl(cellsUrl());
   });
 
