@@ -478,3 +478,18 @@ class HarvestSettings(BaseSettings):
         pattern="^(tile|any)$",
         description="'tile': a product must be in its tile's CRS (proj:code); 'any': any CRS.",
     )
+    retry_tries: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Tries of a tile's harvest within a run when it fails for a reason that may "
+        "pass (429, 5xx, a time-out, a broken or truncated download); 1: no retry.",
+    )
+    retry_first_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds before the second try; each further wait doubles, with jitter.",
+    )
+    retry_max_s: float = Field(
+        default=60.0, ge=0, description="The longest wait between two tries of a harvest."
+    )

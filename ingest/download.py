@@ -12,6 +12,10 @@ is bounded:
   and the rate are checked on a byte-per-second drip too;
 - a non-2xx answer is an error with its status code and reason phrase, never its body.
 
+What failed says whether another try may help (ingest/errors.py): a busy or failing
+server, a broken connection or transfer and a deadline or rate missed are
+``Unavailable``; 404 and 410 are ``Gone``; a size cap or a refused address is neither.
+
 Every failure removes the partial file and raises IngestError naming the URL without its
 user info, query or fragment (signed URLs carry their signature there), made inert, and
 the setting to change when a limit was hit. The session is the caller's and must be
@@ -43,7 +47,7 @@ from urllib3.exceptions import ReadTimeoutError
 from catalog_service.egress import EgressRefused, TransferDeadline
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings, RunnerSettings
-from ingest.errors import IngestError
+from ingest.errors import Gone, IngestError, Unavailable
 from ingest.limits import file_bytes_limit
 
 CHUNK = 1 << 16
@@ -51,6 +55,9 @@ CONNECT_TIMEOUT_S = 10.0
 # Bytes looked at to tell a JSON document from a file (leading blanks included).
 SNIFF_BYTES = 4096
 SHOWN_URL_CHARS = 200
+# Answers that say "not now": another try later may succeed.
+BUSY_STATUSES = frozenset({408, 425, 429})
+GONE_STATUSES = frozenset({404, 410})
 
 MAX_FILE_SETTING = "TILEKEEPER_HARVEST_MAX_FILE_BYTES"
 FILE_DEADLINE_SETTING = "TILEKEEPER_HARVEST_DEADLINE_S"
@@ -132,14 +139,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _late(shown: str, limits: DownloadLimits, received: int) -> IngestError:
-    return IngestError(
+    return Unavailable(
         f"{shown}: not complete after {limits.deadline_s:g} s ({received:,} bytes); given "
         f"up (raise the limit with {limits.deadline_setting})"
     )
 
 
 def _slow(shown: str, limits: DownloadLimits, got: int, seconds: float) -> IngestError:
-    return IngestError(
+    return Unavailable(
         f"{shown}: {got:,} bytes in {seconds:.1f} s, slower than the "
         f"{limits.min_rate_bytes_s:g} bytes/s required; given up ({RATE_SETTINGS} set the "
         "slowest rate accepted)"
@@ -201,7 +208,7 @@ class _Reader:
             return _slow(
                 self.shown, self.limits, 0, min(self.limits.rate_window_s, now - self.started)
             )
-        return IngestError(
+        return Unavailable(
             f"{self.shown}: the transfer broke off after {self.received:,} bytes ({_reason(exc)})"
         )
 
@@ -275,7 +282,7 @@ def _opened(url: str, session: requests.Session, limits: DownloadLimits) -> Iter
                     watch.conn = response.raw.connection
                 reader = _Reader(response, limits, started, watch, shown)
                 if not 200 <= response.status_code < 300:
-                    raise IngestError(_status_message(shown, response))
+                    raise _status_error(shown, response)
                 reader.check_length()
                 yield reader
                 if watch.expired.is_set():
@@ -294,13 +301,25 @@ def _opened(url: str, session: requests.Session, limits: DownloadLimits) -> Iter
                 raise _late(shown, limits, received) from None
             if isinstance(exc, requests.ReadTimeout) and limits.min_rate_bytes_s:
                 raise _slow(shown, limits, received, time.monotonic() - started) from None
-            raise IngestError(f"{shown}: cannot download ({_reason(exc)})") from None
+            raise Unavailable(f"{shown}: cannot download ({_reason(exc)})") from None
 
 
 def _first_read_timeout(limits: DownloadLimits) -> float:
     if limits.min_rate_bytes_s:
         return min(limits.deadline_s, limits.rate_window_s)
     return limits.deadline_s
+
+
+def _status_error(shown: str, response: requests.Response) -> IngestError:
+    """Status code and reason phrase (inert, bounded), never the body; of the kind the
+    status says (see the module's docstring)."""
+    status = response.status_code
+    message = _status_message(shown, response)
+    if status in GONE_STATUSES:
+        return Gone(message)
+    if status in BUSY_STATUSES or status >= 500:
+        return Unavailable(message)
+    return IngestError(message)
 
 
 def _status_message(shown: str, response: requests.Response) -> str:

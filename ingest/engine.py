@@ -29,7 +29,7 @@ from catalog_service.client.http import ApiError, HttpSession
 from catalog_service.errors import TilekeeperError
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings
-from ingest.errors import IngestError
+from ingest.errors import IngestError, Mismatch, Unavailable
 from ingest.items import SOURCE_KEY, StoredRaster, product_collection, product_item
 from ingest.limits import raster_bytes_limit
 from ingest.raster_checks import Expectations, check
@@ -49,14 +49,18 @@ PREFETCH = 200
 class Outcome:
     source: str
     product: str | None
-    result: str  # created | updated | unchanged | would create | would update | failed
+    # created | updated | unchanged | would create | would update | failed | expired (a
+    # harvest's: the back-end no longer has the results; only another job brings them)
+    result: str
     version: int | None = None
     error: str | None = None
     href: str | None = None
+    # A failure another try may cure (a file truncated or corrupted on its way); None: no.
+    transient: bool | None = None
 
     @property
     def failed(self) -> bool:
-        return self.result == "failed"
+        return self.result in ("failed", "expired")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -218,7 +222,10 @@ class Ingester:
             return self._stage(product, job)
         except (TilekeeperError, OSError) as exc:
             logger.warning("%s: %s", product.source, exc)
-            return Outcome(product.source, product.id, "failed", error=str(exc))
+            transient = isinstance(exc, Mismatch | Unavailable) or None
+            return Outcome(
+                product.source, product.id, "failed", error=str(exc), transient=transient
+            )
         except Exception as exc:  # a file no check foresaw (GDAL, numpy): it fails alone
             error = inert(f"{type(exc).__name__}: {exc}")
             logger.warning("%s: unexpected error: %s", product.source, error)
@@ -388,13 +395,13 @@ def _check_expected(path: Path, expected: dict[str, Any], digest: FileDigest) ->
     name = inert(path.name, 200)
     size = expected.get("file:size")
     if size is not None and int(size) != digest.size:
-        raise IngestError(
+        raise Mismatch(
             f"{name}: {digest.size} bytes, but its document says {inert(size, 40)} "
             "(truncated download?)"
         )
     checksum = expected.get("file:checksum")
     if checksum and str(checksum).lower() != digest.checksum:
-        raise IngestError(
+        raise Mismatch(
             f"{name}: checksum {digest.checksum} does not match the document's "
             f"{inert(checksum, 140)}"
         )

@@ -12,7 +12,12 @@ processes no longer alive.
 
 Each job item carries its harvest state in ``tilekeeper:product`` (pending, ingested,
 failed with the error); tiles never harvested, pending or failed are picked up again by
-the next run (``catch_up``) and by ``tilekeeper ingest --campaign``."""
+the next run (``catch_up``) and by ``tilekeeper ingest --campaign``.
+
+A failure that may pass is tried again within the run, after a growing wait kept off the
+worker threads (ingest/harvest_retry.py); results the back-end no longer has fail the
+tile's harvest with RESULTS_EXPIRED and are handed to the runner (``take_expired``), which
+may run the tile again."""
 
 from __future__ import annotations
 
@@ -38,12 +43,20 @@ from catalog_service.client.http import HttpSession
 from catalog_service.egress import egress_session
 from catalog_service.errors import TilekeeperError
 from catalog_service.ids import campaign_products_id, job_id_problem
-from catalog_service.jobs.campaign import JOB_ID_KEY
+from catalog_service.jobs.campaign import JOB_ID_KEY, RESULTS_EXPIRED
 from catalog_service.remote_text import inert
 from catalog_service.settings import HarvestSettings
 from ingest.download import DownloadLimits, download
 from ingest.engine import Ingester, Outcome
-from ingest.errors import IngestError
+from ingest.errors import IngestError, Mismatch, Unavailable
+from ingest.harvest_retry import (
+    EXPIRED,
+    TRANSIENT,
+    Later,
+    api_error_kind,
+    delay_s,
+    verdict,
+)
 from ingest.results import Asset, parse_document, raster_key
 from ingest.reuse import StoredResults
 from ingest.sources import Raster, date_of, dated_id, group_by_date, is_raster, provenance_of
@@ -127,14 +140,14 @@ def _from_backend(what: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except OpenEoApiError as exc:  # an openEO error document: its code and message
-        raise IngestError(
+        raise api_error_kind(exc)(
             f"{what}: the back-end answered {exc.http_status_code} {inert(exc.code, 60)}: "
             f"{inert(exc.message, 200)}"
         ) from None
     except OpenEoApiPlainError as exc:  # anything else: its status only
-        raise IngestError(f"{what}: the back-end answered {exc.http_status_code}") from None
+        raise api_error_kind(exc)(f"{what}: the back-end answered {exc.http_status_code}") from None
     except requests.RequestException as exc:
-        raise IngestError(f"{what}: no usable answer ({type(exc).__name__})") from None
+        raise Unavailable(f"{what}: no usable answer ({type(exc).__name__})") from None
     except ValueError as exc:  # a 200 that is not JSON
         raise IngestError(f"{what}: not a JSON document ({inert(exc, 120)})") from None
 
@@ -168,9 +181,17 @@ class Harvester:
         self.pool = ThreadPoolExecutor(
             max(1, workers or self.settings.workers), thread_name_prefix="harvest"
         )
-        self.futures: list[Future[list[Outcome]]] = []
+        self.futures: list[Future[list[Outcome] | None]] = []
         self.lock = threading.Lock()
-        self.queued: set[str] = set()
+        self.changed = threading.Condition(self.lock)  # a retry queued again
+        self.queued: set[str] = set()  # tiles queued, running or waiting for a retry
+        self.waiting = 0  # tiles waiting for a retry
+        self.later = Later("harvest-retry")
+        # Tiles whose harvest ended for good in this run (a permanent failure, expired
+        # results): a catch-up within the run leaves them alone.
+        self.concluded: set[str] = set()
+        self.expired: list[str] = []  # not yet taken by the runner
+        self.ended: dict[str, list[Outcome]] = {}  # each tile's latest outcomes
         removed = remove_stale_folders()
         if removed:
             logger.info("removed %d temporary harvest folder(s) of runs no longer alive", removed)
@@ -183,40 +204,100 @@ class Harvester:
         return tiles
 
     def catch_up(self) -> int:
-        """Queue every finished tile not yet ingested (never tried, pending or failed)."""
-        tiles = self.tiles(["missing", "pending", "failed"])
+        """Queue every finished tile not yet ingested (never tried, pending or failed),
+        but those whose harvest this run already ended for good."""
+        with self.lock:
+            skip = self.concluded | self.queued
+        tiles = [t for t in self.tiles(["missing", "pending", "failed"]) if t["tile"] not in skip]
         for tile in tiles:
-            self.submit(tile["tile"], tile["properties"])
+            self._queue(tile["tile"], tile["properties"])
         return len(tiles)
 
     def submit(self, tile: str, properties: dict[str, Any]) -> None:
         with self.lock:
+            self.concluded.discard(tile)  # finished again: a new job's results
+        self._queue(tile, properties)
+
+    def _queue(self, tile: str, properties: dict[str, Any]) -> None:
+        with self.lock:
             if tile in self.queued:
                 return
             self.queued.add(tile)
-            self.futures.append(self.pool.submit(self._guarded, tile, properties))
+            self.futures.append(self.pool.submit(self._guarded, tile, properties, 1))
 
-    def _guarded(self, tile: str, properties: dict[str, Any]) -> list[Outcome]:
+    def take_expired(self) -> list[str]:
+        """The tiles whose results expired on their back-end since the last call."""
+        with self.lock:
+            expired, self.expired = self.expired, []
+        return expired
+
+    def _guarded(self, tile: str, properties: dict[str, Any], tried: int) -> list[Outcome] | None:
+        """One try of a tile's harvest; None when another try is queued."""
+        error: BaseException | None = None
         try:
             self._state(tile, "pending", None)
             outcomes = self.harvest(tile, properties)
         except IngestError as exc:
-            outcomes = [Outcome(tile, tile, "failed", error=str(exc))]
+            error, outcomes = exc, [Outcome(tile, tile, "failed", error=str(exc))]
         except Exception as exc:  # whatever it was, it stays on the tile and the run goes on
-            outcomes = [Outcome(tile, tile, "failed", error=f"{type(exc).__name__}: {exc}")]
+            text = f"{type(exc).__name__}: {exc}"
+            error, outcomes = exc, [Outcome(tile, tile, "failed", error=text)]
         failures = [str(o.error) for o in outcomes if o.failed]
+        kind = verdict(error, outcomes) if failures else None
+        if kind == TRANSIENT and tried < self.settings.retry_tries:
+            self._again(tile, properties, tried, product_error(failures))
+            return None
+        if kind == EXPIRED:
+            failures = [f"{RESULTS_EXPIRED} ({failures[0]})"]
+            outcomes = [Outcome(tile, tile, "expired", error=failures[0])]
         if failures:
-            error = product_error(failures)
-            logger.warning("tile %s: harvest failed: %s", tile, error)
-            try:
-                self._state(tile, "failed", error)
-            except TilekeeperError as exc:
-                logger.warning("tile %s: could not record the failed harvest: %s", tile, inert(exc))
+            error_text = product_error(failures)
+            logger.warning("tile %s: harvest failed: %s", tile, error_text)
+            self._record(tile, "failed", error_text)
         else:
             logger.info("tile %s: harvested (%s)", tile, ", ".join(o.result for o in outcomes))
         with self.lock:
             self.queued.discard(tile)
+            self.ended[tile] = outcomes
+            # Failed for good: a catch-up of this run leaves it alone (out of tries on a
+            # failure that may pass, it is tried again).
+            if kind not in (None, TRANSIENT):
+                self.concluded.add(tile)
+            if kind == EXPIRED:
+                self.expired.append(tile)
         return outcomes
+
+    def _again(self, tile: str, properties: dict[str, Any], tried: int, error: str) -> None:
+        """Queue the next try after a wait, on the retry thread (no worker waits)."""
+        wait_s = delay_s(self.settings, tried)
+        note = f"try {tried + 1} of {self.settings.retry_tries} in {wait_s:.0f} s after: {error}"
+        logger.info("tile %s: harvest failed; %s", tile, note)
+        self._record(tile, "pending", product_error([note]))
+
+        def retry() -> None:
+            with self.lock:
+                self.waiting -= 1
+                try:
+                    self.futures.append(
+                        self.pool.submit(self._guarded, tile, properties, tried + 1)
+                    )
+                except RuntimeError:  # closed meanwhile: the next run picks it up (pending)
+                    self.queued.discard(tile)
+                self.changed.notify_all()
+
+        with self.lock:
+            self.waiting += 1
+        if not self.later.call(wait_s, retry):
+            with self.lock:
+                self.waiting -= 1
+                self.queued.discard(tile)
+                self.changed.notify_all()
+
+    def _record(self, tile: str, state: str, error: str | None) -> None:
+        try:
+            self._state(tile, state, error)
+        except TilekeeperError as exc:
+            logger.warning("tile %s: could not record the harvest %s: %s", tile, state, inert(exc))
 
     def _state(self, tile: str, state: str, error: str | None) -> None:
         self.http.put(
@@ -318,26 +399,36 @@ class Harvester:
             if own:
                 session.auth = connection.auth
             try:
-                download(asset.href, target, session, limits)
-            except IngestError as exc:
-                raise IngestError(f"asset {inert(asset.key, 100)}: {exc}") from None
+                size = download(asset.href, target, session, limits)
+            except IngestError as exc:  # of the same kind: it says whether to try again
+                raise type(exc)(f"asset {inert(asset.key, 100)}: {exc}") from None
+        stated = _expected(asset).get("file:size")
+        if isinstance(stated, int) and stated != size:  # before any raster check reads it
+            target.unlink(missing_ok=True)
+            raise Mismatch(
+                f"asset {inert(asset.key, 100)}: {size:,} bytes downloaded, but its document "
+                f"says {stated:,} (a truncated download?)"
+            )
 
     def wait(self, on_tile: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
-        """Wait for every queued harvest (``on_tile`` hears of each tile as it ends);
-        returns their outcomes."""
-        outcomes: list[Outcome] = []
+        """Wait for every queued harvest and its retries (``on_tile`` hears of each tile
+        as it ends); returns the latest outcomes of every tile this harvester ended (a
+        tile harvested again counts once)."""
         while True:
             with self.lock:
+                while not self.futures and self.waiting:
+                    self.changed.wait()
                 pending, self.futures = self.futures, []
             if not pending:
-                return outcomes
+                with self.lock:
+                    return [o for outcomes in self.ended.values() for o in outcomes]
             for future in pending:
                 tile_outcomes = future.result()
-                if on_tile is not None:
+                if on_tile is not None and tile_outcomes is not None:
                     on_tile(tile_outcomes)
-                outcomes.extend(tile_outcomes)
 
     def close(self) -> None:
+        self.later.close()
         self.pool.shutdown(wait=True)
 
 

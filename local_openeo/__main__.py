@@ -6,10 +6,12 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import fields
 from datetime import date
 from pathlib import Path
 
 from local_openeo.settings import BackendSettings
+from local_openeo.simulation import Simulation
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -31,6 +33,7 @@ def _serve(args: argparse.Namespace) -> None:
         failure_rate=args.failure_rate,
         namespaces=args.allow_namespace,
         collections=[c for c in args.collections.split(",") if c],
+        simulation=_simulation(args),
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -45,6 +48,49 @@ def _serve(args: argparse.Namespace) -> None:
         server.serve_forever()
     finally:
         app.config["batch_jobs"].shutdown()
+
+
+def _simulation(args: argparse.Namespace) -> Simulation | None:
+    if not args.simulate:
+        return None
+    given = {f.name: getattr(args, "sim_" + f.name) for f in fields(Simulation)}
+    return Simulation(**given)
+
+
+def _simulation_options(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group(
+        "simulation", "--simulate: jobs that behave like production, fast (no graph is run)"
+    )
+    group.add_argument("--simulate", action="store_true", help="Simulate jobs.")
+    helps = {
+        "speedup": "Real-world seconds per second here (the clock's compression).",
+        "runtime_s": "Mean real-world runtime of a job, seconds.",
+        "runtime_sigma": "Spread of the log-normal runtime.",
+        "credits_per_hour": "Credits per real-world hour at the default memory.",
+        "default_memory_gb": "Executor memory of a job that asks for none, GB.",
+        "error_rate": "Share of jobs that fail (lost executors).",
+        "memory_rate": "Share of tiles that fail until given --sim-memory-needed-gb.",
+        "memory_needed_gb": "Executor memory those tiles need, GB.",
+        "throttle_rate": "Share of job requests answered 429.",
+        "concurrency_limit": "Jobs queued or running per user before a start is 429 (0: none).",
+        "download_fail_rate": "Share of result downloads answered 503.",
+        "slow_download_rate": "Share of result downloads delayed --sim-slow-download-s.",
+        "slow_download_s": "Delay of a slow download, seconds.",
+        "expire_rate": "Share of finished jobs whose results expire.",
+        "expire_after_s": "Seconds after a job finished that its results expire.",
+        "pixels": "Width and height of a result COG.",
+        "seed": "Seed of the draws.",
+    }
+    default = Simulation()
+    for f in fields(Simulation):
+        value = getattr(default, f.name)
+        group.add_argument(
+            "--sim-" + f.name.replace("_", "-"),
+            dest="sim_" + f.name,
+            type=type(value),
+            default=value,
+            help=f"{helps[f.name]} [{value}]",
+        )
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -98,6 +144,7 @@ def main() -> None:
         default="",
         help="Offer only these catalogue collections (comma-separated).",
     )
+    _simulation_options(serve)
     serve.set_defaults(run=_serve)
     sample = commands.add_parser(
         "sample", help="Generate the synthetic S2 sample (once), print its STAC."

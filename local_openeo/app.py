@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import requests
-from flask import Flask
+from flask import Flask, Response, jsonify, request
 
 from local_openeo.executor import NamespaceRefused
 from local_openeo.settings import BackendSettings
@@ -138,6 +140,8 @@ def create_app(settings: BackendSettings | None = None) -> Flask:
         fail_tiles=settings.fail_tiles,
         fail_state_dir=settings.fail_state_dir,
         failure_rate=settings.failure_rate,
+        simulation=settings.simulation,
+        name=settings.name,
     )
     batch_jobs = LocalBatchJobs(settings.jobs_dir / "jobs", settings.stac_url, knobs, udps)
     backend = LocalBackend(
@@ -148,4 +152,32 @@ def create_app(settings: BackendSettings | None = None) -> Flask:
     )
     app: Flask = build_app(backend_implementation=backend)
     app.config["batch_jobs"] = batch_jobs
+    if batch_jobs.simulator is not None:
+        _inject_request_faults(app, batch_jobs)
     return app
+
+
+_JOB_IN_PATH = re.compile(r"/jobs/(j-[0-9a-f]+)/results/assets/")
+
+
+def _inject_request_faults(app: Flask, batch_jobs: Any) -> None:
+    """Simulation mode: some requests are answered with a fault instead (an openEO
+    error document), as a busy production back-end answers them."""
+    simulator = batch_jobs.simulator
+
+    @app.before_request
+    def fault() -> Response | None:
+        path = request.path
+        job = _JOB_IN_PATH.search(path)
+        expired = job is not None and batch_jobs.expired(job[1])
+        answer = simulator.request_fault(path, expired)
+        if answer is None:
+            return None
+        status, message = answer
+        codes = {404: "NotFound", 429: "TooManyRequests", 503: "ServiceUnavailable"}
+        body = {"id": uuid.uuid4().hex, "code": codes[status], "message": message}
+        response = jsonify(body)
+        response.status_code = status
+        if status in (429, 503):
+            response.headers["Retry-After"] = "1"
+        return response

@@ -19,14 +19,20 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from openeo_driver.backend import BatchJobMetadata, BatchJobs, JobListing
-from openeo_driver.errors import JobNotFinishedException, JobNotFoundException
+from openeo_driver.errors import (
+    JobNotFinishedException,
+    JobNotFoundException,
+    OpenEOApiException,
+)
 from openeo_driver.users import User
+
+from local_openeo.simulation import SimulatedRun, Simulation, Simulator
 
 log = logging.getLogger("local_openeo.jobs")
 
@@ -50,6 +56,10 @@ class JobKnobs:
     failure_rate: float = 0.0
     credits_per_cpu_second: float = 0.05
     seed: int = 1
+    # Jobs simulated rather than run (local_openeo/simulation.py), and this back-end's
+    # name (it seeds the draws).
+    simulation: Simulation | None = None
+    name: str = "local"
 
 
 def _now() -> datetime:
@@ -78,6 +88,9 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
         self._pool = ThreadPoolExecutor(max_workers=knobs.max_running, thread_name_prefix="job")
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._random = random.Random(knobs.seed)
+        self.simulator = Simulator(knobs.simulation, knobs.name) if knobs.simulation else None
+        self._cancels: dict[str, threading.Event] = {}
+        self._active: dict[str, set[str]] = {}  # user id -> its queued and running jobs
         self._resume()
 
     # --- state on disk ---------------------------------------------------------------
@@ -119,6 +132,7 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
             if state["status"] in ACTIVE:
                 log.info("resuming job %s (was %s)", state["id"], state["status"])
                 self._update(state["id"], status=QUEUED, started=None)
+                self._active.setdefault(state["user_id"], set()).add(state["id"])
                 self._pool.submit(self._run, state["id"])
 
     @staticmethod
@@ -191,6 +205,7 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
             state = self._read(job_id, user.user_id)
             if state["status"] in ACTIVE:
                 return  # starting a started job is a no-op, as the API allows
+            self._check_concurrency(user.user_id)
             # The user's UDPs as they are now: the job keeps running what was submitted.
             state.update(
                 status=QUEUED,
@@ -202,7 +217,18 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
                 updated=_iso(_now()),
             )
             self._write(state)
+            self._active.setdefault(user.user_id, set()).add(job_id)
         self._pool.submit(self._run, job_id)
+
+    def _check_concurrency(self, user_id: str) -> None:
+        limit = self.knobs.simulation.concurrency_limit if self.knobs.simulation else 0
+        active = len(self._active.get(user_id, ()))
+        if limit and active >= limit:
+            raise OpenEOApiException(
+                status_code=429,
+                code="ConcurrencyLimitReached",
+                message=f"simulated: {active} jobs queued or running, the limit is {limit}",
+            )
 
     def cancel_job(self, job_id: str, user_id: str) -> None:
         with self._lock:
@@ -210,9 +236,13 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
             if state["status"] not in ACTIVE:
                 return
             self._update(job_id, status=CANCELED, finished=_iso(_now()))
+            self._active.get(state["user_id"], set()).discard(job_id)
             process = self._processes.get(job_id)
+            cancel = self._cancels.get(job_id)
         if process is not None:
             process.kill()
+        if cancel is not None:
+            cancel.set()
 
     def delete_job(self, job_id: str, user_id: str) -> None:
         self.cancel_job(job_id, user_id)
@@ -300,21 +330,14 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
         for stale in ("results.json", "error.json", "job.log"):
             (folder / stale).unlink(missing_ok=True)
         started = time.monotonic()
-        failure = self._planned_failure(state)
+        simulated = self._simulate(job_id, state, folder) if self.simulator else None
+        failure = None if simulated else self._planned_failure(state)
         cpu = peak_gb = 0.0
-        if failure is None:
-            env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-            command = [sys.executable, "-m", "local_openeo.executor", str(folder)]
-            process = subprocess.Popen(command, env=env, cwd=folder, stderr=subprocess.DEVNULL)
-            with self._lock:
-                self._processes[job_id] = process
-            # wait4: this child's own CPU time, even with several jobs running at once.
-            _, wait_status, rusage = os.wait4(process.pid, 0)
-            code = process.returncode = os.waitstatus_to_exitcode(wait_status)
-            cpu = rusage.ru_utime + rusage.ru_stime
-            peak_gb = rusage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
-            with self._lock:
-                self._processes.pop(job_id, None)
+        if simulated is not None:
+            code = 0 if simulated.error is None else 1
+            cpu, peak_gb = simulated.wall_s, simulated.peak_gb
+        elif failure is None:
+            code, cpu, peak_gb = self._execute(job_id, folder)
         else:
             (folder / "error.json").write_text(json.dumps({"message": failure}))
             code = 1
@@ -324,9 +347,17 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
             time.sleep(remaining)
         duration = time.monotonic() - started
         with self._lock:
+            self._cancels.pop(job_id, None)
             if self._read(job_id)["status"] == CANCELED:
                 return
+            self._active.get(state["user_id"], set()).discard(job_id)
             status = FINISHED if code == 0 else ERROR
+            costs = round(max(cpu, 0.1) * self.knobs.credits_per_cpu_second, 4)
+            expiry: dict[str, float] = {}
+            if simulated is not None:
+                costs = simulated.credits
+                if status == FINISHED and simulated.expires_after_s is not None:
+                    expiry["expires_at"] = time.time() + simulated.expires_after_s
             self._update(
                 job_id,
                 status=status,
@@ -338,9 +369,58 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
                     # As Geotrellis back-ends (CDSE, Terrascope) report it.
                     "max_executor_memory": {"value": round(peak_gb, 4), "unit": "gb"},
                 },
-                costs=round(max(cpu, 0.1) * self.knobs.credits_per_cpu_second, 4),
+                costs=costs,
+                **expiry,
             )
         log.info("job %s %s after %.1f s (cpu %.1f s)", job_id, status, duration, cpu)
+
+    def _execute(self, job_id: str, folder: Path) -> tuple[int, float, float]:
+        """Run the job's graph in a process of its own: (exit code, CPU s, peak GB)."""
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        command = [sys.executable, "-m", "local_openeo.executor", str(folder)]
+        process = subprocess.Popen(command, env=env, cwd=folder, stderr=subprocess.DEVNULL)
+        with self._lock:
+            self._processes[job_id] = process
+        # wait4: this child's own CPU time, even with several jobs running at once.
+        _, wait_status, rusage = os.wait4(process.pid, 0)
+        code = process.returncode = os.waitstatus_to_exitcode(wait_status)
+        with self._lock:
+            self._processes.pop(job_id, None)
+        # ru_maxrss is in KiB on Linux
+        return code, rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss / 1024**2
+
+    def _simulate(self, job_id: str, state: dict[str, Any], folder: Path) -> SimulatedRun:
+        """A simulated run: it lasts its drawn runtime (a cancel ends it), then writes its
+        result or its error."""
+        assert self.simulator is not None
+        run = self.simulator.plan(state)
+        cancel = threading.Event()
+        with self._lock:
+            self._cancels[job_id] = cancel
+        if cancel.wait(run.wall_s):
+            return run
+        if run.error is not None:
+            (folder / "error.json").write_text(json.dumps({"message": run.error}))
+            return run
+        try:
+            assets = self.simulator.write_result(state, folder / "results")
+        except Exception as exc:  # the job's fault (no extent to draw on): the job fails
+            (folder / "error.json").write_text(json.dumps({"message": str(exc)}))
+            return replace(run, error=str(exc), expires_after_s=None)
+        (folder / "results.json").write_text(json.dumps({"assets": assets}, indent=1))
+        return run
+
+    def expired(self, job_id: str) -> bool:
+        """Whether the job's results have expired; their files are deleted when they have."""
+        try:
+            state = self._read(job_id)
+        except JobNotFoundException:
+            return False
+        expires_at = state.get("expires_at")
+        if expires_at is None or time.time() < expires_at:
+            return False
+        shutil.rmtree(self._dir(job_id) / "results", ignore_errors=True)
+        return True
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -5,7 +5,6 @@ supplies itself: ``load_collection`` (from the tilekeeper STAC API) and ``save_r
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from odc.stac import load as odc_load
 from openeo_pg_parser_networkx import OpenEOProcessGraph
 from openeo_pg_parser_networkx.process_registry import Process
 from pyproj import CRS, Transformer
+
+from local_openeo.cogs import describe_cog
 
 log = logging.getLogger("local_openeo.processing")
 
@@ -166,31 +167,6 @@ def write_cogs(data: xr.DataArray, out_dir: Path) -> list[dict[str, Any]]:
             dst.descriptions = tuple(names)
         written.append(describe_cog(path, names, when))
     return written
-
-
-def describe_cog(path: Path, bands: list[str], when: datetime | None) -> dict[str, Any]:
-    """Asset metadata of one result file: what the results document and MBJM need."""
-    with rasterio.open(path) as src:
-        epsg = src.crs.to_epsg() if src.crs else None
-        west, south, east, north = src.bounds
-        bbox = [west, south, east, north]
-        if src.crs:
-            bbox = list(Transformer.from_crs(src.crs, 4326, always_xy=True).transform_bounds(*bbox))
-        shape = [src.height, src.width]
-        dtype = src.dtypes[0]
-    return {
-        "filename": path.name,
-        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-        "roles": ["data"],
-        "bands": [{"name": b} for b in bands],
-        "proj:epsg": epsg,
-        "proj:bbox": [west, south, east, north],
-        "proj:shape": shape,
-        "bbox": bbox,
-        "datetime": when.replace(tzinfo=UTC).isoformat() if when else None,
-        "file:size": path.stat().st_size,
-        "data_type": dtype,
-    }
 
 
 def evaluate(graph: dict[str, Any], stac_url: str, out_dir: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from local_openeo.simulation import Simulation
+
 PREFIX = "LOCAL_OPENEO_"
 
 
@@ -37,6 +39,8 @@ class BackendSettings:
     failure_rate: float = 0.0
     # Collections of the catalogue this back-end offers; empty: all of them.
     collections: list[str] = field(default_factory=list)
+    # Jobs simulated instead of run (local_openeo/simulation.py); None: jobs run.
+    simulation: Simulation | None = None
 
     @classmethod
     def from_env(cls) -> BackendSettings:
@@ -59,6 +63,9 @@ class BackendSettings:
             else None,
             failure_rate=float(env.get(PREFIX + "FAILURE_RATE", default.failure_rate)),
             collections=_list(env.get(PREFIX + "COLLECTIONS", "")),
+            simulation=Simulation.from_json(env[PREFIX + "SIMULATION"])
+            if env.get(PREFIX + "SIMULATION")
+            else None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -77,6 +84,7 @@ class BackendSettings:
             PREFIX + "FAIL_STATE_DIR": str(self.fail_state_dir or ""),
             PREFIX + "FAILURE_RATE": str(self.failure_rate),
             PREFIX + "COLLECTIONS": ",".join(self.collections),
+            PREFIX + "SIMULATION": self.simulation.to_json() if self.simulation else "",
         }
 
     def with_secret(self) -> BackendSettings:

@@ -61,6 +61,7 @@ SLOW_RATE = 1024  # bytes per second
 SLOW_LENGTH = 1 << 20
 HANG_MAX_S = 120.0  # a hanging answer is released by `release()` at the latest
 GOOD_SIZE = 64
+FLAKY_FAILS = 2  # answers 503 to a flaky file's first downloads, per job
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,13 @@ class Scenario:
     fields: dict[str, Any] = field(default_factory=dict)  # put into every describe
     ends: str = "finished"  # finished | error
     log_bytes: int = 0  # the error log's message: one word of this many bytes
-    results: str = "ok"  # ok | 500
+    results: str = "ok"  # ok | 500 | expired (404 JobNotFound for a finished job)
     asset: str = "cog"  # see _asset_href and _file
+    # How the result file answers its downloads: ok | flaky (503 for the first
+    # FLAKY_FAILS of each job) | truncated (the first of each job: half the file, its
+    # size stated in the results document) | expire-first (410 for the first job of each
+    # tile, the file for later jobs)
+    file: str = "ok"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -98,6 +104,10 @@ SCENARIOS: dict[str, Scenario] = {
     "error-log-20m": Scenario(ends="error", log_bytes=20 << 20),
     # Results.
     "results-500": Scenario(results="500"),
+    "file-flaky": Scenario(file="flaky"),
+    "file-truncated": Scenario(file="truncated"),
+    "results-expire-first": Scenario(file="expire-first"),
+    "results-expired": Scenario(results="expired"),
     "stream-endless": Scenario(asset="endless"),
     "stream-slow": Scenario(asset="slow"),
     "href-metadata": Scenario(asset="metadata"),
@@ -320,6 +330,7 @@ class HostileBackend:
         self.jobs: dict[str, Job] = {}
         self.tokens: dict[str, str] = {}  # access token -> scenario
         self.files: dict[tuple[str, str], bytes] = {}
+        self.downloads: dict[str, int] = {}  # result file GETs per job id
         self.passwords = {name: secrets.token_hex(8) for name in SCENARIOS}
         self._counter = 0
         self.port = 0
@@ -438,6 +449,22 @@ class HostileBackend:
         with self.lock:
             job = self.jobs.get(job_id)
         return job if job is not None and job.scenario == scenario else None
+
+    def count_download(self, job: Job) -> int:
+        """Counts a GET of ``job``'s result file; returns how many there were."""
+        with self.lock:
+            self.downloads[job.id] = self.downloads.get(job.id, 0) + 1
+            return self.downloads[job.id]
+
+    def first_of_its_tile(self, job: Job) -> bool:
+        """True for the first job of its scenario with its title (its tile)."""
+        with self.lock:
+            same = [
+                j.id
+                for j in self.jobs.values()
+                if (j.scenario, j.title) == (job.scenario, job.title)
+            ]
+        return min(same) == job.id
 
     def file(self, job: Job, kind: str) -> bytes:
         key = (job.id, kind)
@@ -636,6 +663,9 @@ class _Handler(BaseHTTPRequestHandler):
             if scenario.results == "500":
                 self._send(500, _error_body("Internal"))
                 return
+            if scenario.results == "expired":  # finished, its results since removed
+                self._send_json({"code": "JobNotFound", "message": "no such job"}, 404)
+                return
             self._send_json(self._results(name, scenario, job))
         elif tail == ["results"] and method == "DELETE":
             self._send(204)
@@ -688,8 +718,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(answer)
 
     def _results(self, name: str, scenario: Scenario, job: Job) -> dict[str, Any]:
-        asset = {"href": self._asset_href(name, scenario, job), "type": TIFF, "roles": ["data"],
-                 "title": "result"}  # fmt: skip
+        asset: dict[str, Any] = {"href": self._asset_href(name, scenario, job), "type": TIFF,
+                                 "roles": ["data"], "title": "result"}  # fmt: skip
+        if scenario.file == "truncated":
+            asset["file:size"] = len(self.backend.file(job, scenario.asset))
         return {
             "type": "Feature",
             "stac_version": "1.0.0",
@@ -732,8 +764,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, content_type=TIFF, head=True)
                 return
             self._stream("slow", job, lambda: _slow(self.backend.released), SLOW_LENGTH)
+        elif scenario.file != "ok" and not head:
+            self._result_file_of(scenario, job)
         else:
             self._send(200, self.backend.file(job, scenario.asset), TIFF, head=head)
+
+    def _result_file_of(self, scenario: Scenario, job: Job) -> None:
+        """The result file of a scenario whose downloads fail (see Scenario.file)."""
+        data = self.backend.file(job, scenario.asset)
+        nth = self.backend.count_download(job)
+        gone = f"<html>{SENTINEL}: gone</html>".encode()
+        if scenario.file == "flaky" and nth <= FLAKY_FAILS:
+            self._send(503, f"<html>{SENTINEL}: busy</html>".encode(), "text/html")
+        elif scenario.file == "truncated" and nth == 1:
+            self._send(200, data[: len(data) // 2], TIFF)
+        elif scenario.file == "expire-first" and self.backend.first_of_its_tile(job):
+            self._send(410, gone, "text/html")
+        else:
+            self._send(200, data, TIFF)
 
     def _logs(self, scenario: Scenario, job: Job) -> None:
         if job.status != "error" or not scenario.log_bytes:

@@ -35,6 +35,7 @@ import httpx
 import pytest
 import rasterio
 from hostile_backend import (
+    FLAKY_FAILS,
     SCENARIOS,
     SENTINEL,
     HostileBackend,
@@ -72,6 +73,10 @@ LIMITS = {
     "TILEKEEPER_HARVEST_DEADLINE_S": "10",
     "TILEKEEPER_HARVEST_MIN_RATE_BYTES_S": str(64 * 1024),
     "TILEKEEPER_HARVEST_RATE_WINDOW_S": "3",
+    # Two tries within the run (and two more when it ends), moments apart.
+    "TILEKEEPER_HARVEST_RETRY_TRIES": "2",
+    "TILEKEEPER_HARVEST_RETRY_FIRST_S": "0.05",
+    "TILEKEEPER_HARVEST_RETRY_MAX_S": "0.2",
 }
 # What a run may add under those limits: a few files at the size cap, the good products.
 DISK_BOUND = 3 * 4 * MIB + 8 * MIB  # what the run's temporary and store folders gain
@@ -117,6 +122,12 @@ EXPECTED: dict[str, Expect] = {
     "error-log-64k": Expect("failed", r"E{16}"),
     "error-log-20m": Expect("failed", r"E{16}|log|error"),
     "results-500": Expect("harvest failed", r"500|results|server error|unavailable"),
+    # Tried again within the run: a product in the end.
+    "file-flaky": Expect("harvest failed", r"503", absorbed=True),
+    "file-truncated": Expect("harvest failed", r"truncated", absorbed=True),
+    # With a single attempt allowed, the tile cannot run again.
+    "results-expire-first": Expect("harvest failed", r"expired"),
+    "results-expired": Expect("harvest failed", r"expired"),
     "stream-endless": Expect("harvest failed", r"limit|large|size|bytes|exceed"),
     "stream-slow": Expect("harvest failed", r"slow|rate|deadline|time"),
     "href-metadata": Expect("harvest failed", r"refus|not allowed|forbidden|link-local|metadata"),
@@ -245,7 +256,9 @@ def store_dir() -> Path:
     return local
 
 
-def create_campaign(api: str, hostile: HostileBackend, scenario: str | None) -> Run:
+def create_campaign(
+    api: str, hostile: HostileBackend, scenario: str | None, max_attempts: int = 1
+) -> Run:
     """Four tiles: on ``good`` only, or two pinned to ``good`` and two to ``scenario``."""
     campaign = f"hostile-{uuid.uuid4().hex[:8]}"
     names = ["good"] + ([scenario] if scenario else [])
@@ -262,7 +275,7 @@ def create_campaign(api: str, hostile: HostileBackend, scenario: str | None) -> 
             "temporal_extent": ["2024-03-01", "2024-09-30"],
             "process": {"process_id": "tile_udp", "namespace": hostile.udp_url},
             "backends": backends,
-            "retry": {"max_attempts": 1},
+            "retry": {"max_attempts": max_attempts},
         }
     )
     records = list(tile_records(tiles_for("utm-20km", load_aoi(AOI))))
@@ -641,3 +654,95 @@ def test_a_forged_cog_is_no_cog(tmp_path: Path) -> None:
     assert not valid and errors, errors  # its header says COG, its layout does not
     with rasterio.open(path) as src:
         assert src.read(1)[5, 7] == (5 + 7) % 251 + 1  # still a readable raster
+
+
+# -- harvests tried again: within the run, and by running an expired tile again --------
+
+
+@pytest.fixture()
+def run_scenario(
+    api: str,
+    hostile: HostileBackend,
+    limits: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[str, int], Run]:
+    """Runs a scenario's campaign with ``max_attempts``; every run's checks must hold,
+    its hostile tiles are the test's to judge."""
+
+    def run_scenario(scenario: str, max_attempts: int) -> Run:
+        hostile.reset()
+        run = create_campaign(api, hostile, scenario, max_attempts)
+        run = run_guarded(api, hostile, run, tmp_path, monkeypatch)
+        problems = check_run(api, hostile, run)
+        assert not problems, f"{scenario}:\n" + "\n".join(problems)
+        return run
+
+    return run_scenario
+
+
+def jobs_of(hostile: HostileBackend, run: Run) -> list[str]:
+    """The ids of the run's jobs (titled after its campaign) on the hostile back-end."""
+    return [
+        j.id
+        for j in hostile.jobs.values()
+        if j.scenario != "good" and j.title.startswith(f"{run.campaign} ")
+    ]
+
+
+def resets(api: str, campaign: str, tile: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{api}/campaigns/{campaign}/jobs/{tile}/history", headers=auth_headers(), timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return [h for h in answer.json()["history"] if h["details"].get("reset")]
+
+
+@pytest.mark.parametrize("scenario", ["file-flaky", "file-truncated"])
+def test_a_failed_download_is_tried_again_within_the_run(
+    scenario: str,
+    hostile: HostileBackend,
+    run_scenario: Callable[[str, int], Run],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """503 twice, or a truncated file once: the same job's file is downloaded again in
+    the same run, and the tile gets its product without a second job."""
+    monkeypatch.setenv("TILEKEEPER_HARVEST_RETRY_TRIES", "4")
+    run = run_scenario(scenario, 1)
+    jobs = jobs_of(hostile, run)
+    assert len(jobs) == len(run.bad)  # one job per tile: no tile ran again
+    failing = FLAKY_FAILS if scenario == "file-flaky" else 1
+    assert [hostile.downloads[j] for j in jobs] == [failing + 1] * len(jobs)
+    for tile in run.bad:
+        assert run.jobs[tile]["status"] == status.FINISHED
+        assert product(run.jobs[tile])["state"] == "ingested", product(run.jobs[tile])
+
+
+@pytest.mark.parametrize(
+    ("scenario", "max_attempts", "ends"),
+    [("results-expire-first", 3, "ingested"), ("results-expired", 2, "failed")],
+)
+def test_expired_results_run_the_tile_again(
+    scenario: str,
+    max_attempts: int,
+    ends: str,
+    api: str,
+    hostile: HostileBackend,
+    run_scenario: Callable[[str, int], Run],
+) -> None:
+    """The first job's results are gone (410): the tile runs again, as another attempt,
+    and the second job's results become its product. Results gone every time (404
+    JobNotFound for a finished job): the tile runs max_attempts times, then keeps its
+    harvest's failure with the reason, and the run ends. The history says why."""
+    run = run_scenario(scenario, max_attempts)
+    assert len(jobs_of(hostile, run)) == 2 * len(run.bad)
+    for tile in run.bad:
+        props = run.jobs[tile]
+        assert props["status"] == status.FINISHED
+        assert props["attempts"] == 2
+        assert product(props)["state"] == ends, product(props)
+        if ends == "failed":
+            assert "expired on the back-end" in product(props)["error"]
+        (reset,) = resets(api, run.campaign, tile)
+        assert reset["from"] == status.FINISHED
+        assert "expired" in reset["details"]["reason"]

@@ -85,6 +85,9 @@ class ResetIn(BaseModel):
     below_attempts: int | None = Field(
         default=None, ge=1, description="Only tiles with fewer attempts than this."
     )
+    reason: str | None = Field(
+        default=None, max_length=500, description="Why, as each tile's history records it."
+    )
 
 
 class TileIn(BaseModel):

@@ -201,6 +201,7 @@ def create_jobs_router() -> APIRouter:
             body.set,
             tiles=body.tiles,
             below_attempts=body.below_attempts,
+            reason=body.reason,
         )
         return ResetOut(reset=count, statuses=body.statuses)
 

@@ -92,6 +92,10 @@ def app_pool(app: FastAPI) -> ConnectionPool:
                 },
                 open=True,
                 name="tilekeeper-raster",
+                # Checked when handed out: after a PostgreSQL restart each pooled
+                # connection is dead, and would answer one request 503 each, minutes
+                # later on a quiet map (the rehearsal, bench/rehearsal.py, found it).
+                check=ConnectionPool.check_connection,
             )
             app.state.dbpool = pool
     return pool

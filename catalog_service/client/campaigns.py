@@ -214,9 +214,11 @@ class Campaigns:
         *,
         tiles: Sequence[str] | None = None,
         below_attempts: int | None = None,
+        reason: str | None = None,
     ) -> int:
         """Reset tiles that are over (in ``statuses``) to not_started for a retry: all,
-        the ``tiles`` named, or those with fewer than ``below_attempts`` attempts."""
+        the ``tiles`` named, or those with fewer than ``below_attempts`` attempts;
+        ``reason`` goes to each tile's history."""
         body: dict[str, Any] = {
             "statuses": list(statuses),
             "set": set_properties or {},
@@ -226,6 +228,8 @@ class Campaigns:
             body["tiles"] = list(tiles)
         if below_attempts is not None:
             body["below_attempts"] = below_attempts
+        if reason:
+            body["reason"] = reason
         result = self.http.post(f"campaigns/{campaign_id}/reset", json=body)
         return int(result["reset"])
 

@@ -35,6 +35,8 @@ MANAGED_PREFIX = "tilekeeper:"
 # stac-geoparquet dropped it. No official STAC extension names it; the openEO prefix says
 # whose id it is.
 JOB_ID_KEY = "openeo:job_id"
+# Why a finished tile runs again: its harvest's product error and its history's reset.
+RESULTS_EXPIRED = "results expired on the back-end before they were harvested"
 # The extent of a campaign created without an AOI until its first tiles (STAC requires
 # one): registration replaces it with the tiles' (jobs/registration.py _grow_extent).
 NO_AREA_YET = (-180.0, -90.0, 180.0, 90.0)

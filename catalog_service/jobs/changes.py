@@ -113,10 +113,11 @@ def retry_changes(
     statuses: Collection[str],
     set_properties: Mapping[str, Any] | None = None,
     below_attempts: int | None = None,
+    reason: str | None = None,
 ) -> list[Change]:
     """Resets (a retry) of the ``jobs`` (``{"tile", "properties"}``) in ``statuses``
     with fewer than ``below_attempts`` attempts, each a compare-and-set on the status
-    it was read in; the previous error goes to the history."""
+    it was read in; the previous error and the ``reason`` go to the history."""
     changes = []
     for job in jobs:
         props = job["properties"]
@@ -124,15 +125,16 @@ def retry_changes(
             continue
         if below_attempts is not None and int(props.get("attempts") or 0) >= below_attempts:
             continue
+        details = {"previous_error": props["last_error"]} if props.get("last_error") else {}
+        if reason:
+            details["reason"] = reason
         changes.append(
             Change(
                 tile=job["tile"],
                 reset=True,
                 expect_status=props["status"],
                 set={"last_error": None, **(set_properties or {})},
-                details={"previous_error": props["last_error"]}
-                if props.get("last_error")
-                else None,
+                details=details or None,
             )
         )
     return changes

@@ -177,10 +177,11 @@ async def reset_tiles(
     *,
     tiles: Sequence[str] | None = None,
     below_attempts: int | None = None,
+    reason: str | None = None,
 ) -> int:
     """Reset tiles in ``statuses`` to not_started (a retry), in one transaction: all of
     them, or only the ``tiles`` named, or only those with fewer than ``below_attempts``
-    attempts (the campaign's retry policy)."""
+    attempts (the campaign's retry policy); ``reason`` goes to each tile's history."""
     bad = [s for s in statuses if s in status.ACTIVE or s not in status.ALL]
     if bad:
         raise InvalidChange(
@@ -196,7 +197,7 @@ async def reset_tiles(
     else:
         jobs = await jobs_by_status(conn, campaign, statuses, 10**9)
     try:
-        changes = retry_changes(jobs, set(statuses), set_properties, below_attempts)
+        changes = retry_changes(jobs, set(statuses), set_properties, below_attempts, reason)
     except ValidationError as exc:
         # Properties to set that no change may set (the route's 400).
         raise InvalidChange(str(exc.errors()[0]["msg"])) from None

@@ -1,5 +1,6 @@
-"""What the runner needs of a harvest: finished tiles handed over as they finish, and
-the outcomes waited for at the end. ingest.harvest.Harvester is one; the runner package
+"""What the runner needs of a harvest: finished tiles handed over as they finish, the
+tiles whose results expired on their back-end handed back (the runner may run them
+again), and the outcomes waited for at the end. ingest.harvest.Harvester is one; the runner package
 does not import ingest (so a runner can be built, and tested, without the raster stack):
 whoever starts a run composes the two (catalog_service/campaign_run.py)."""
 
@@ -23,15 +24,23 @@ class Harvest(Protocol):
     runner's loop never waits for a download)."""
 
     def catch_up(self) -> int:
-        """Queue the finished tiles earlier runs left unharvested; returns how many."""
+        """Queue the finished tiles without a product (left by earlier runs, or out of
+        tries in this one), but those this run's harvest ended for good; returns how
+        many."""
         ...
 
     def submit(self, tile: str, properties: dict[str, Any]) -> None:
         """Queue one finished tile (its properties by their stored names)."""
         ...
 
+    def take_expired(self) -> list[str]:
+        """Tiles whose results their back-end no longer had, since the last call: their
+        harvest failed for good; only another job of the tile can bring a product."""
+        ...
+
     def wait(self) -> Sequence[HarvestOutcome]:
-        """Wait for every queued tile; returns the outcomes."""
+        """Wait for every queued tile and its retries; returns the latest outcomes of
+        every tile harvested so far (a tile harvested twice counts once)."""
         ...
 
     def close(self) -> None: ...

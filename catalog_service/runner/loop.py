@@ -7,7 +7,12 @@ back-end was listed once), resets failed tiles that have attempts left (the camp
 ``max_attempts``, with its escalation), offers the usable back-ends' capacity, then lets
 MBJM track (tracking.py) and launch (launch.py) through the adapter (adapter.py). Tiles
 are claimed through the job store (``WorkerJobDatabase``); a heartbeat keeps the
-worker's lease."""
+worker's lease.
+
+Finished tiles whose results expired on their back-end before the harvest got them are
+reset to run again (another attempt, within ``max_attempts``). The run ends when the
+harvest has given every finished tile a product or a lasting reason: it waits for the
+last harvests, tries the tiles out of tries once more, and runs expired tiles again."""
 
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ import logging
 import threading
 from pathlib import Path
 
+from catalog_service.client.http import ApiError
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import status
-from catalog_service.jobs.campaign import CampaignDefinition
+from catalog_service.jobs.campaign import RESULTS_EXPIRED, CampaignDefinition
 from catalog_service.runner.adapter import Ended, MultiBackendAdapter
 from catalog_service.runner.adoption import WAIT_S, Adoption
 from catalog_service.runner.budget_guard import BudgetGuard
@@ -95,16 +101,54 @@ class CampaignJobManager:
         if policy.max_attempts <= 1:
             return 0
         props = {"job_options": policy.escalation} if policy.escalation else {}
-        count = self.job_db.campaigns.reset(
-            self.definition.id,
-            sorted(status.FAILED),
-            props,
-            actor=self.job_db.actor,
-            below_attempts=policy.max_attempts,
-            tiles=self.job_db.only_tiles,
-        )
+        try:
+            count = self.job_db.campaigns.reset(
+                self.definition.id,
+                sorted(status.FAILED),
+                props,
+                actor=self.job_db.actor,
+                below_attempts=policy.max_attempts,
+                tiles=self.job_db.only_tiles,
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            # Another worker reset some of them first (the reset is all or nothing and
+            # compares each status): what is left is reset next round.
+            logger.info("failed tiles reset by another worker meanwhile: %s", exc)
+            return 0
         if count:
             logger.info("%d failed tile(s) reset for another attempt", count)
+        return count
+
+    def rerun_expired(self) -> int:
+        """Reset the finished tiles whose results expired before their harvest, while
+        they have attempts left; the others keep their harvest's failure."""
+        if self.harvest is None:
+            return 0
+        tiles = self.harvest.take_expired()
+        if not tiles:
+            return 0
+        try:
+            count = self.job_db.campaigns.reset(
+                self.definition.id,
+                [status.FINISHED],
+                actor=self.job_db.actor,
+                tiles=tiles,
+                below_attempts=self.definition.retry.max_attempts,
+                reason=RESULTS_EXPIRED,
+            )
+        except TilekeeperError as exc:  # their harvest failed: the next run finds them
+            logger.warning("could not reset %d tile(s) with expired results: %s", len(tiles), exc)
+            return 0
+        if count:
+            logger.info("%d tile(s) whose results expired reset to run again", count)
+        if count < len(tiles):
+            logger.warning(
+                "%d tile(s) whose results expired have no attempt left (max_attempts %d)",
+                len(tiles) - count,
+                self.definition.retry.max_attempts,
+            )
         return count
 
     def run(self) -> RunReport:
@@ -132,6 +176,7 @@ class CampaignJobManager:
                     self.job_db, self.links, self.definition.id, self.starter.start, stats
                 )
                 self.adoption.step(stats)
+                self.rerun_expired()
                 self.retry_failed()
                 self._offer_capacity(stats)
                 self.adapter.run_round(job_db=self.job_db, start_job=creator, stats=stats)
@@ -150,12 +195,15 @@ class CampaignJobManager:
                     )
                     stopped_by_budget = True
                     stats[STOPPED_BY_BUDGET] = 1
+                    self._settle_harvest()
                     self._finish_harvest(stats, products)
                     break
                 pending = active + counts.get(status.NOT_STARTED, 0)
                 # The last active tile may have failed in this very round: retry it
                 # before calling the campaign done.
                 if pending == 0 and not self.retry_failed():
+                    if self._settle_harvest():
+                        continue  # expired tiles run again
                     self._finish_harvest(stats, products)
                     if self.job_db.only_tiles is None:
                         self.events.campaign_over(counts)
@@ -174,10 +222,23 @@ class CampaignJobManager:
             stats, stopped_by_budget=stopped_by_budget, products=dict(products)
         )
 
+    def _settle_harvest(self) -> bool:
+        """Wait for the harvests, then try once more the finished tiles still without a
+        product (out of tries, or missed); True when tiles whose results expired were
+        reset to run again."""
+        if self.harvest is None:
+            return False
+        logger.info("waiting for the last harvests")
+        self.harvest.wait()
+        again = self.harvest.catch_up()
+        if again:
+            logger.info("%d finished tile(s) without a product: harvesting them again", again)
+            self.harvest.wait()
+        return self.rerun_expired() > 0
+
     def _finish_harvest(self, stats: dict[str, int], products: collections.Counter[str]) -> None:
         if self.harvest is None:
             return
-        logger.info("waiting for the last harvests")
         for outcome in self.harvest.wait():
             products[outcome.result] += 1
             stats[PRODUCT.format(outcome.result)] += 1
