@@ -75,12 +75,13 @@ def _time(value: str | None) -> datetime | None:
 
 
 def backend_jobs(jobs_dirs: dict[str, Path], campaign: str) -> list[BackendJob]:
+    """Every job of the campaign the back-ends ever had, those the runner deleted (a
+    duplicate it discarded) included: the simulated back-end keeps their tombstone."""
     jobs = []
     for backend, folder in jobs_dirs.items():
-        for path in folder.glob("j-*/job.json"):
-            job = BackendJob.read(backend, path)
+        for path in [*folder.glob("j-*/job.json"), *folder.glob("j-*/deleted.json")]:
             if json.loads(path.read_text()).get("title", "").startswith(campaign + " "):
-                jobs.append(job)
+                jobs.append(BackendJob.read(backend, path))
     return jobs
 
 
@@ -231,18 +232,23 @@ def examine(
 
     tile_ids = set(tiles)
     strays = [j for j in started if j.tile not in tile_ids]
-    # A finished job is a tile's current job, or an attempt a later one superseded
-    # (its results expired, or a back-end restart re-ran it under the same id).
+    # A job that finished is its tile's current job, or an attempt superseded by a later
+    # one of the same tile (its results expired before the harvest got them).
     current = {(str(p.get("backend_name")), str(p.get(JOB_ID_KEY))) for p in tiles.values()}
+    later: dict[str, list[datetime]] = defaultdict(list)
+    for job in started:
+        later[job.tile].append(job.queued or job.started or now)
     forgotten = [
         j
         for j in started
-        if j.status == "finished" and (j.backend, j.id) not in current and per_tile[j.tile] < 2
+        if j.status == "finished"
+        and (j.backend, j.id) not in current
+        and not any(t > (j.finished or now) for t in later[j.tile])
     ]
     checks.append(
         Check(
             "nothing lost across the restarts",
-            not strays and not forgotten and len(tiles) == sum(statuses.values()),
+            not strays and not forgotten,
             f"{len(strays)} jobs of no tile, {len(forgotten)} finished jobs no tile knows: "
             + ", ".join(
                 f"{j.tile} {j.backend} {j.id} (tile: {_job_of(tiles, j.tile)})"

@@ -55,8 +55,10 @@ CONNECT_TIMEOUT_S = 10.0
 # Bytes looked at to tell a JSON document from a file (leading blanks included).
 SNIFF_BYTES = 4096
 SHOWN_URL_CHARS = 200
-# Answers that say "not now": another try later may succeed.
-BUSY_STATUSES = frozenset({408, 425, 429})
+# Answers that say "not now": another try later may succeed. 403 is among them: on a
+# signed URL it most often means the signature expired, and the next try reads the
+# results document again, with fresh URLs.
+BUSY_STATUSES = frozenset({403, 408, 425, 429})
 GONE_STATUSES = frozenset({404, 410})
 
 MAX_FILE_SETTING = "TILEKEEPER_HARVEST_MAX_FILE_BYTES"

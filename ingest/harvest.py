@@ -190,7 +190,7 @@ class Harvester:
         # Tiles whose harvest ended for good in this run (a permanent failure, expired
         # results): a catch-up within the run leaves them alone.
         self.concluded: set[str] = set()
-        self.expired: list[str] = []  # not yet taken by the runner
+        self.expired: dict[str, str] = {}  # tile -> the job whose results expired
         self.ended: dict[str, list[Outcome]] = {}  # each tile's latest outcomes
         removed = remove_stale_folders()
         if removed:
@@ -225,10 +225,11 @@ class Harvester:
             self.queued.add(tile)
             self.futures.append(self.pool.submit(self._guarded, tile, properties, 1))
 
-    def take_expired(self) -> list[str]:
-        """The tiles whose results expired on their back-end since the last call."""
+    def take_expired(self) -> dict[str, str]:
+        """The tiles whose results expired on their back-end since the last call, with
+        the job whose results they were."""
         with self.lock:
-            expired, self.expired = self.expired, []
+            expired, self.expired = self.expired, {}
         return expired
 
     def _guarded(self, tile: str, properties: dict[str, Any], tried: int) -> list[Outcome] | None:
@@ -264,7 +265,7 @@ class Harvester:
             if kind not in (None, TRANSIENT):
                 self.concluded.add(tile)
             if kind == EXPIRED:
-                self.expired.append(tile)
+                self.expired[tile] = str(properties.get(JOB_ID_KEY))
         return outcomes
 
     def _again(self, tile: str, properties: dict[str, Any], tried: int, error: str) -> None:

@@ -34,13 +34,18 @@ TRANSIENT: Final = "transient"
 EXPIRED: Final = "expired"
 PERMANENT: Final = "permanent"
 # openEO error codes of a job whose results are not there, for a job seen finished.
-GONE_CODES: Final = frozenset({"JobNotFound", "JobNotFinished", "ResultsExpired"})
+GONE_CODES: Final = frozenset({"JobNotFound", "ResultsExpired"})
+# A job seen finished whose results are "not finished": a back-end whose replicas lag
+# (another try soon sees them), not results gone.
+LAGGING_CODES: Final = frozenset({"JobNotFinished"})
 
 
 def api_error_kind(exc: OpenEoApiPlainError) -> type[IngestError]:
     """The IngestError class an openEO API error of a finished job's results means."""
     if isinstance(exc, OpenEoApiError) and exc.code in GONE_CODES:
         return Gone
+    if isinstance(exc, OpenEoApiError) and exc.code in LAGGING_CODES:
+        return Unavailable
     status = exc.http_status_code or 0
     if status in GONE_STATUSES:
         return Gone

@@ -214,6 +214,7 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
                 queued=_iso(_now()),
                 started=None,
                 finished=None,
+                expires_at=None,
                 updated=_iso(_now()),
             )
             self._write(state)
@@ -246,7 +247,18 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
 
     def delete_job(self, job_id: str, user_id: str) -> None:
         self.cancel_job(job_id, user_id)
-        shutil.rmtree(self._dir(job_id), ignore_errors=True)
+        folder = self._dir(job_id)
+        if self.simulator is not None and (folder / "job.json").exists():
+            # A tombstone (the job is gone for the API): what the rehearsal's checks
+            # read to know every job that ever ran, deleted ones included.
+            with self._lock:
+                state = self._read(job_id, user_id)
+                state["deleted"] = _iso(_now())
+                (folder / "deleted.json").write_text(json.dumps(state, indent=1))
+                shutil.rmtree(folder / "results", ignore_errors=True)
+                (folder / "job.json").unlink()
+            return
+        shutil.rmtree(folder, ignore_errors=True)
 
     def get_result_assets(self, job_id: str, user_id: str) -> dict[str, dict[str, Any]]:
         state = self._read(job_id, user_id)
@@ -330,7 +342,12 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
         for stale in ("results.json", "error.json", "job.log"):
             (folder / stale).unlink(missing_ok=True)
         started = time.monotonic()
-        simulated = self._simulate(job_id, state, folder) if self.simulator else None
+        try:
+            simulated = self._simulate(job_id, state, folder) if self.simulator else None
+        except Exception as exc:  # a bug or a full disk: the job fails, its slot is freed
+            log.exception("simulated job %s failed", job_id)
+            (folder / "error.json").write_text(json.dumps({"message": f"simulation: {exc}"}))
+            simulated = SimulatedRun(0.0, f"simulation: {exc}", 0.0, 0.0, None)
         failure = None if simulated else self._planned_failure(state)
         cpu = peak_gb = 0.0
         if simulated is not None:
@@ -394,9 +411,10 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
         result or its error."""
         assert self.simulator is not None
         run = self.simulator.plan(state)
-        cancel = threading.Event()
         with self._lock:
-            self._cancels[job_id] = cancel
+            cancel = self._cancels.setdefault(job_id, threading.Event())
+            if self._read(job_id)["status"] == CANCELED:
+                cancel.set()  # canceled before its run began
         if cancel.wait(run.wall_s):
             return run
         if run.error is not None:
@@ -427,3 +445,5 @@ class LocalBatchJobs(BatchJobs):  # type: ignore[misc]
         with self._lock:
             for process in self._processes.values():
                 process.kill()
+            for cancel in self._cancels.values():
+                cancel.set()

@@ -93,9 +93,10 @@ def memory_gb(job_options: dict[str, Any] | None, default: float) -> float:
     """The executor memory a job asked for (``executor-memory``: "8g", "8192m", ...)."""
     value = (job_options or {}).get("executor-memory")
     match = _MEMORY.match(str(value)) if value is not None else None
-    if match is None:
+    try:
+        return float(match[1]) * _GB[match[2].lower()] if match else default
+    except ValueError:  # "1.2.3g": not a figure
         return default
-    return float(match[1]) * _GB[match[2].lower()]
 
 
 def _share(*parts: str) -> float:
@@ -145,7 +146,8 @@ class Simulator:
 
     def write_result(self, state: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
         """One small COG over the job's ``spatial_extent``: a smooth field of values
-        (a continental mosaic of them looks like a map), in the tile's own CRS."""
+        (a continental mosaic of them looks like a map), in the tile's own CRS, tagged
+        with the job's id (so each attempt's file is different bytes)."""
         extent = _spatial_extent(state["process"]["process_graph"])
         if extent is None:
             raise ValueError("the process graph has no spatial_extent to simulate a result over")
@@ -173,6 +175,7 @@ class Simulator:
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(values[None, :, :])
             dst.descriptions = ("NDVI",)
+            dst.update_tags(OPENEO_JOB_ID=state["id"])
         asset = describe_cog(path, ["NDVI"], None)
         # Kept beside the results for the rehearsal's end-to-end check (openeo-driver's
         # results document does not pass it on).

@@ -33,9 +33,10 @@ class Harvest(Protocol):
         """Queue one finished tile (its properties by their stored names)."""
         ...
 
-    def take_expired(self) -> list[str]:
-        """Tiles whose results their back-end no longer had, since the last call: their
-        harvest failed for good; only another job of the tile can bring a product."""
+    def take_expired(self) -> dict[str, str]:
+        """Tiles whose results their back-end no longer had, since the last call, with
+        the job whose results they were: their harvest failed for good; only another
+        job of the tile can bring a product."""
         ...
 
     def wait(self) -> Sequence[HarvestOutcome]:

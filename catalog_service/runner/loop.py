@@ -24,7 +24,7 @@ from pathlib import Path
 from catalog_service.client.http import ApiError
 from catalog_service.errors import TilekeeperError
 from catalog_service.jobs import status
-from catalog_service.jobs.campaign import RESULTS_EXPIRED, CampaignDefinition
+from catalog_service.jobs.campaign import JOB_ID_KEY, RESULTS_EXPIRED, CampaignDefinition
 from catalog_service.runner.adapter import Ended, MultiBackendAdapter
 from catalog_service.runner.adoption import WAIT_S, Adoption
 from catalog_service.runner.budget_guard import BudgetGuard
@@ -64,6 +64,7 @@ class CampaignJobManager:
         self.links = links
         self.poll_sleep = poll_sleep
         self.harvest = harvest
+        self._expired: dict[str, str] = {}  # tile -> job whose results expired, to reset
         self._stop = threading.Event()
         self.events = CampaignEvents(definition)
         self.budget = BudgetGuard(job_db.campaigns, definition.id, self.events.budget_reached)
@@ -123,32 +124,51 @@ class CampaignJobManager:
 
     def rerun_expired(self) -> int:
         """Reset the finished tiles whose results expired before their harvest, while
-        they have attempts left; the others keep their harvest's failure."""
+        they have attempts left; the others keep their harvest's failure. One tile at a
+        time, and only while its job is still the one whose results expired: another
+        worker may have run it again meanwhile (its new results are not expired)."""
         if self.harvest is None:
             return 0
-        tiles = self.harvest.take_expired()
-        if not tiles:
-            return 0
-        try:
-            count = self.job_db.campaigns.reset(
-                self.definition.id,
-                [status.FINISHED],
-                actor=self.job_db.actor,
-                tiles=tiles,
-                below_attempts=self.definition.retry.max_attempts,
-                reason=RESULTS_EXPIRED,
-            )
-        except TilekeeperError as exc:  # their harvest failed: the next run finds them
-            logger.warning("could not reset %d tile(s) with expired results: %s", len(tiles), exc)
-            return 0
+        self._expired.update(self.harvest.take_expired())
+        if self.job_db.only_tiles is not None:  # a pilot resets only its own tiles
+            only = set(self.job_db.only_tiles)
+            self._expired = {t: j for t, j in self._expired.items() if t in only}
+        count = 0
+        for tile, job_id in list(self._expired.items()):
+            try:
+                jobs = self.job_db.campaigns.jobs_by_tile(self.definition.id, [tile])
+                now = jobs[0]["properties"] if jobs else {}
+                if now.get("status") != status.FINISHED or str(now.get(JOB_ID_KEY)) != job_id:
+                    del self._expired[tile]
+                    continue
+                reset = self.job_db.campaigns.reset(
+                    self.definition.id,
+                    [status.FINISHED],
+                    actor=self.job_db.actor,
+                    tiles=[tile],
+                    below_attempts=self.definition.retry.max_attempts,
+                    reason=RESULTS_EXPIRED,
+                )
+            except ApiError as exc:
+                if exc.status == 409:  # it moved meanwhile: not ours to reset
+                    del self._expired[tile]
+                else:
+                    logger.warning("tile %s: not reset yet (%s); next round", tile, exc)
+                continue
+            except TilekeeperError as exc:  # the service is away: next round
+                logger.warning("tile %s: not reset yet (%s); next round", tile, exc)
+                continue
+            del self._expired[tile]
+            if reset:
+                count += 1
+            else:
+                logger.warning(
+                    "tile %s: its results expired and it has no attempt left (max_attempts %d)",
+                    tile,
+                    self.definition.retry.max_attempts,
+                )
         if count:
             logger.info("%d tile(s) whose results expired reset to run again", count)
-        if count < len(tiles):
-            logger.warning(
-                "%d tile(s) whose results expired have no attempt left (max_attempts %d)",
-                len(tiles) - count,
-                self.definition.retry.max_attempts,
-            )
         return count
 
     def run(self) -> RunReport:
