@@ -39,7 +39,7 @@ import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError
 from openeo.rest.connection import Connection
 
-from catalog_service.client.http import HttpSession
+from catalog_service.client.http import ApiError, BrokenAnswer, HttpSession, ServiceUnreachable
 from catalog_service.egress import egress_session
 from catalog_service.errors import TilekeeperError
 from catalog_service.ids import campaign_products_id, job_id_problem
@@ -240,6 +240,13 @@ class Harvester:
             outcomes = self.harvest(tile, properties)
         except IngestError as exc:
             error, outcomes = exc, [Outcome(tile, tile, "failed", error=str(exc))]
+        except (ServiceUnreachable, BrokenAnswer) as exc:  # the catalogue away: tried again
+            error = Unavailable(f"the catalogue did not answer: {exc}")
+            outcomes = [Outcome(tile, tile, "failed", error=str(error))]
+        except ApiError as exc:
+            text = f"the catalogue answered {exc.status}: {exc}"
+            error = Unavailable(text) if exc.status >= 500 or exc.status == 429 else exc
+            outcomes = [Outcome(tile, tile, "failed", error=text)]
         except Exception as exc:  # whatever it was, it stays on the tile and the run goes on
             text = f"{type(exc).__name__}: {exc}"
             error, outcomes = exc, [Outcome(tile, tile, "failed", error=text)]

@@ -489,6 +489,10 @@ def test_reset_for_retry_and_summary(http: httpx.Client) -> None:
     assert summary["eta_by_parallelism_s"] is not None and summary["eta_s"] is not None
     refused = http.post(f"/campaigns/{campaign}/reset", json={"statuses": ["running"]})
     assert refused.status_code == 400
+    # A reason is one printable line: it goes into every reader's history of the tiles.
+    spoof = {"statuses": ["error"], "reason": "retry\nactor: admin"}
+    assert http.post(f"/campaigns/{campaign}/reset", json=spoof).status_code == 400
+    assert props(http, campaign, tiles[3])["status"] == "error"
     reset = http.post(
         f"/campaigns/{campaign}/reset",
         json={"statuses": ["error"], "set": {"job_options": {"executor-memory": "4g"}}},

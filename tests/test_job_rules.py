@@ -11,7 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from catalog_service.jobs import status
-from catalog_service.jobs.campaign import ATTEMPT_KEYS, JOB_ID_KEY, REVISION_KEY, WORKER_KEY
+from catalog_service.jobs.campaign import (
+    ATTEMPT_KEYS,
+    EARLIER_COSTS_KEY,
+    JOB_ID_KEY,
+    REVISION_KEY,
+    WORKER_KEY,
+)
 from catalog_service.jobs.changes import Change, Conflict, TileState, plan, retry_changes
 from catalog_service.jobs.errors import (
     CampaignExists,
@@ -280,6 +286,11 @@ def test_a_reset_clears_the_attempt_keys_and_keeps_the_count() -> None:
     assert "last_error" not in planned.props
     assert (planned.props["status"], planned.props["attempts"]) == ("not_started", 2)
     assert planned.change.history_details() == {"reset": True, "set": {"last_error": None}}
+    # The attempt's credits stay spent: kept apart, added up over the resets.
+    assert planned.props[EARLIER_COSTS_KEY] == 3.0
+    again = {**planned.props, "status": "error", "costs": 1.5}
+    [planned] = plan([reset], {TILE: (again, [])}, WHEN).planned
+    assert planned.props[EARLIER_COSTS_KEY] == 4.5 and "costs" not in planned.props
 
 
 def test_back_from_creating_gives_the_attempt_back() -> None:

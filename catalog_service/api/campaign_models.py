@@ -86,7 +86,11 @@ class ResetIn(BaseModel):
         default=None, ge=1, description="Only tiles with fewer attempts than this."
     )
     reason: str | None = Field(
-        default=None, max_length=500, description="Why, as each tile's history records it."
+        default=None,
+        max_length=500,
+        # One printable line: it is shown in every reader's history of the tiles.
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Why, as each tile's history records it (one line, no control characters).",
     )
 
 

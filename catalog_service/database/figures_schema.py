@@ -66,7 +66,12 @@ WITH tiles AS (
     SELECT i.collection,
            coalesce(p->>'status', 'not_started') AS status,
            coalesce(p->>'backend_name', '') AS backend,
-           tilekeeper.figures_costs(p->'costs') AS costs,
+           -- The attempt's credits and the earlier attempts' (jobs/campaign.py).
+           CASE WHEN tilekeeper.figures_costs(p->'costs') IS NOT NULL
+                  OR tilekeeper.figures_costs(p->'tilekeeper:earlier_costs') IS NOT NULL
+                THEN coalesce(tilekeeper.figures_costs(p->'costs'), 0)
+                   + coalesce(tilekeeper.figures_costs(p->'tilekeeper:earlier_costs'), 0)
+           END AS costs,
            CASE WHEN p->>'status' = 'finished' THEN extract(epoch FROM
                tilekeeper.figures_time(p->'finish_time') - tilekeeper.figures_time(p->'start_time'))
            END AS runtime,

@@ -42,6 +42,9 @@ RESULTS_EXPIRED = "results expired on the back-end before they were harvested"
 NO_AREA_YET = (-180.0, -90.0, 180.0, 90.0)
 # Names a tile's properties may not have: ``id`` would hide the tile's id (see above).
 RESERVED_KEYS = frozenset({"id"})
+# Credits of a tile's earlier attempts: a reset clears ``costs`` (the attempt's) and adds
+# them here, so the campaign's spent figure (and its budget) keeps every attempt's.
+EARLIER_COSTS_KEY = MANAGED_PREFIX + "earlier_costs"
 # What a reset (retry) clears: the previous attempt's job, not the tile's history.
 ATTEMPT_KEYS = (
     JOB_ID_KEY,

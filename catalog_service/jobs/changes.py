@@ -21,6 +21,7 @@ from catalog_service.database.queryables import value_problem
 from catalog_service.jobs import status
 from catalog_service.jobs.campaign import (
     ATTEMPT_KEYS,
+    EARLIER_COSTS_KEY,
     JOB_ID_KEY,
     MANAGED_KEYS,
     MANAGED_PREFIX,
@@ -195,6 +196,10 @@ def next_properties(
     current = props.get("status", status.NOT_STARTED)
     out = dict(props)
     if change.reset or (current == status.CREATING and new_status == status.NOT_STARTED):
+        if _is_costs(props.get("costs")):
+            given: Any = props.get(EARLIER_COSTS_KEY)
+            earlier = float(given) if _is_costs(given) else 0.0
+            out[EARLIER_COSTS_KEY] = round(earlier + float(props["costs"]), 6)
         for key in ATTEMPT_KEYS:
             out.pop(key, None)
     for key, value in change.set.items():

@@ -29,6 +29,7 @@ import psycopg
 from catalog_service.database import figures_schema
 from catalog_service.database.figures_schema import LARGEST_COSTS, SMALLEST_COSTS, TIME_PATTERN
 from catalog_service.jobs import status
+from catalog_service.jobs.campaign import EARLIER_COSTS_KEY
 
 # (status, back-end or '')
 Key = tuple[str, str]
@@ -40,7 +41,9 @@ _MICRO = Decimal("0.000001")
 # Sums in Python are exact too (the default 28 digits would round 1e12 + 1e-17).
 _EXACT = Context(prec=MAX_PREC)
 # The properties a tile's figures read, and the properties of a tile without any.
-_READ = frozenset({"status", "backend_name", "costs", "start_time", "finish_time"})
+_READ = frozenset(
+    {"status", "backend_name", "costs", EARLIER_COSTS_KEY, "start_time", "finish_time"}
+)
 _NOTHING: Props = {}
 
 
@@ -139,9 +142,11 @@ def key(props: Props) -> Key:
 def contribution(props: Props) -> tuple[Key, Figures]:
     """One tile's part of its campaign's figures."""
     figures = Figures(n=1)
+    # The attempt's and the earlier attempts' credits (a retried tile's are spent too).
+    parts = [c for c in (costs(props.get("costs")), costs(props.get(EARLIER_COSTS_KEY))) if c]
     spent = costs(props.get("costs"))
-    if spent is not None:
-        figures.costs_n, figures.costs_sum = 1, spent
+    if spent is not None or parts:
+        figures.costs_n, figures.costs_sum = 1, sum(parts, Decimal(0))
     tile_key = key(props)
     if tile_key[0] == status.FINISHED:
         started = parse_time(props.get("start_time"))

@@ -1,7 +1,7 @@
 """Duration and credits of a whole campaign, projected from tiles that ran.
 
-The arithmetic of the EU27 guide (tiles x runtime / parallel jobs; tiles x credits), with
-an interval: the mean runtime and cost are bootstrapped from the sample (90% interval).
+The arithmetic of the EU27 guide (tiles x runtime / parallel jobs; tiles x credits, a
+tile's credits being all its attempts'), with an interval: the mean runtime and cost are bootstrapped from the sample (90% interval).
 Runtime is the time a job ran: the back-end's reported ``duration`` usage when there is
 one, else ``finish_time - running_start_time`` as the runner saw them, never the time it
 waited in a back-end's queue (``start_time`` to running), which is reported apart. Jobs
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from catalog_service.jobs import status
+from catalog_service.jobs.campaign import EARLIER_COSTS_KEY
 
 BOOTSTRAP_ROUNDS = 2000
 LOW, HIGH = 5.0, 95.0
@@ -105,6 +106,13 @@ def runtime_of(props: dict[str, Any]) -> tuple[float | None, str]:
     return None, ""
 
 
+def tile_credits(props: dict[str, Any]) -> float | None:
+    """The credits of all a tile's attempts: its job's and the earlier ones'."""
+    parts = [props.get(k) for k in ("costs", EARLIER_COSTS_KEY)]
+    numbers = [float(v) for v in parts if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(numbers) if numbers else None
+
+
 def queue_of(props: dict[str, Any]) -> float | None:
     started, running = _time(props.get("start_time")), _time(props.get("running_start_time"))
     return (running - started).total_seconds() if started and running else None
@@ -151,7 +159,8 @@ def project(
     timed = [runtime_of(p) for p in finished]
     runtimes = [t for t, _ in timed if t is not None]
     sources = sorted({s for t, s in timed if t is not None})
-    costs = [float(p["costs"]) for p in finished if isinstance(p.get("costs"), int | float)]
+    # A tile's credits are every attempt's (its earlier ones kept apart by a reset).
+    costs = [c for c in (tile_credits(p) for p in sample if p.get("status") in status.TERMINAL) if c is not None]  # fmt: skip
     queues = [q for q in (queue_of(p) for p in finished) if q is not None]
     attempts = [max(int(p.get("attempts") or 1), 1) for p in sample if p.get("status") in status.TERMINAL]  # fmt: skip
     per_tile = float(np.mean(attempts)) if attempts else 1.0
@@ -162,7 +171,7 @@ def project(
         return runtime.scaled(_waves(count * per_tile, parallel)) if runtime else None
 
     def credits(count: int) -> Interval | None:
-        return cost.scaled(count * per_tile) if cost else None
+        return cost.scaled(count) if cost else None  # attempts are in each tile's credits
 
     options: dict[str, Any] = dict(campaign_job_options)
     for props in sample:
