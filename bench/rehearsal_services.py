@@ -70,6 +70,10 @@ class Services:
         self.api_port, self.db_port = free_port(), free_port()
         names = BACKEND_NAMES[: self.backends]
         self.backend_ports = {name: free_port() for name in names}
+        # A world of its own: no setting of another installation (an API key, a DSN, the
+        # test suite's) leaks into its processes or into this one's clients.
+        for name in [k for k in os.environ if k.startswith("TILEKEEPER_")]:
+            del os.environ[name]
         self.env = dict(
             os.environ,
             TILEKEEPER_DB_DATA_DIR=str(self.folder / "db"),
