@@ -51,7 +51,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rehearsal_checks import Findings, examine, folder_bytes
+from rehearsal_checks import Findings, backend_jobs, examine, folder_bytes
 from rehearsal_services import PASSWORD, USER, Faults, Services
 
 from catalog_service.client import Catalog
@@ -385,8 +385,6 @@ def _wait_for_workers(
 
 def examine_main_run(services: Services, since: datetime) -> dict[str, Any]:
     """The back-end jobs started after the pilot: what the main run used."""
-    from rehearsal_checks import backend_jobs
-
     jobs = backend_jobs(
         {name: services.jobs_dir(name) for name in services.backend_ports}, CAMPAIGN
     )

@@ -100,6 +100,9 @@ CONTRIBUTIONS: list[tuple[dict[str, Any], tuple[str, str], Figures]] = [
         Figures(1, 0, Decimal(0), 1, Decimal("-5400.500000")),
     ),
     ({"status": "finished", "backend_name": 7}, ("finished", "7"), Figures(n=1)),
+    # A retried tile: its earlier attempts' credits count, 0 included (as the fill reads them).
+    ({"tilekeeper:earlier_costs": 0.0}, ("not_started", ""), Figures(1, 1, Decimal(0))),
+    ({"status": "error", "costs": 1.5, "tilekeeper:earlier_costs": 2}, ("error", ""), Figures(1, 1, Decimal("3.5"))),
 ]  # fmt: skip
 
 

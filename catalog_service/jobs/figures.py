@@ -143,10 +143,10 @@ def contribution(props: Props) -> tuple[Key, Figures]:
     """One tile's part of its campaign's figures."""
     figures = Figures(n=1)
     # The attempt's and the earlier attempts' credits (a retried tile's are spent too).
-    parts = [c for c in (costs(props.get("costs")), costs(props.get(EARLIER_COSTS_KEY))) if c]
-    spent = costs(props.get("costs"))
-    if spent is not None or parts:
-        figures.costs_n, figures.costs_sum = 1, sum(parts, Decimal(0))
+    parts = [costs(props.get(k)) for k in ("costs", EARLIER_COSTS_KEY)]
+    known = [c for c in parts if c is not None]
+    if known:  # as the migration's fill: counted when either is a number (0 included)
+        figures.costs_n, figures.costs_sum = 1, sum(known, Decimal(0))
     tile_key = key(props)
     if tile_key[0] == status.FINISHED:
         started = parse_time(props.get("start_time"))
